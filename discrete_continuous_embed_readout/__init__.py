@@ -1,0 +1,27 @@
+"""Embedding and readout for discrete and continuous values sharing one table:
+from language models to multi-discrete and continuous robot action spaces."""
+
+from ._checks import get_validate_args, set_validate_args
+from ._utils import DiscreteContinuous
+from .distributions import CONTINUOUS_DISTRIBUTIONS, ContinuousDistribution
+from .embed import Embed
+from .factory import EmbedAndReadout, EmbedReadoutPair, ParameterlessReadout
+from .multi_categorical import MultiCategorical, segmented_softmax
+from .readout import Readout
+
+__version__ = '0.3.0'
+
+__all__ = [
+    'CONTINUOUS_DISTRIBUTIONS',
+    'ContinuousDistribution',
+    'DiscreteContinuous',
+    'Embed',
+    'EmbedAndReadout',
+    'EmbedReadoutPair',
+    'MultiCategorical',
+    'ParameterlessReadout',
+    'Readout',
+    'get_validate_args',
+    'segmented_softmax',
+    'set_validate_args',
+]

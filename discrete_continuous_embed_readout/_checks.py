@@ -1,0 +1,112 @@
+"""User-input checks: clear errors that name the argument, what was expected
+and what arrived.
+
+Checks of tensor *contents* (ids in range) cost a device sync, so, as with
+``torch.distributions``' ``validate_args``, they are on by default and
+``set_validate_args(False)`` turns them off. They are also skipped while
+``torch.compile`` traces, where a data-dependent branch would break the graph.
+Checks of shapes, dtypes and configs are free and always run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_validate_args = True
+
+
+def set_validate_args(value: bool) -> None:
+    """Turn the (costly) content checks on or off globally.
+
+    Args:
+        value: ``True`` (the default) checks that ids and targets lie inside
+            their group's range; ``False`` trusts the caller.
+    """
+    global _validate_args
+    if not isinstance(value, bool):
+        raise TypeError(f'set_validate_args: value must be a bool, got {type(value).__name__}')
+    _validate_args = value
+
+
+def get_validate_args() -> bool:
+    """Whether content checks are on (see ``set_validate_args``)."""
+    return _validate_args
+
+
+def content_checks_enabled() -> bool:
+    return _validate_args and not torch.compiler.is_compiling()
+
+
+def describe(t) -> str:
+    if isinstance(t, Tensor):
+        return f'a tensor of shape {tuple(t.shape)} and dtype {t.dtype}'
+    if isinstance(t, (tuple, list)):
+        return f'a {type(t).__name__} of {len(t)} items'
+    return f'{type(t).__name__} {t!r}'
+
+
+def check_tensor(t, name: str) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TypeError(f'{name} must be a torch.Tensor, got {describe(t)}')
+    return t
+
+
+def check_integer(t, name: str) -> Tensor:
+    check_tensor(t, name)
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f'{name} must hold integer ids (e.g. torch.long), got {describe(t)}')
+    return t
+
+
+def check_floating(t, name: str) -> Tensor:
+    check_tensor(t, name)
+    if not t.dtype.is_floating_point:
+        raise TypeError(f'{name} must be a floating point tensor, got {describe(t)}')
+    return t
+
+
+def check_last_dim(t: Tensor, size: int, name: str, what: str) -> Tensor:
+    if t.ndim == 0 or t.shape[-1] != size:
+        raise ValueError(f'{name} must have a last axis of size {size} ({what}), got {describe(t)}')
+    return t
+
+
+def check_shape(t: Tensor, shape, name: str, what: str) -> Tensor:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f'{name} must have shape {tuple(shape)} ({what}), got {describe(t)}')
+    return t
+
+
+def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None = None) -> None:
+    """``ids`` is ``(..., g)``; id of group g must lie in ``[0, sizes[g])``.
+
+    ``sizes`` is a tensor or a sequence of ints. Raises IndexError naming the
+    first offending id, its group and the range.
+    """
+    if not content_checks_enabled() or ids.numel() == 0:
+        return
+    if not isinstance(sizes, Tensor):
+        sizes = torch.tensor(sizes, device=ids.device)
+    bad = (ids < 0) | (ids >= sizes)
+    if exists_ignore := ignore_index is not None:
+        bad &= ids != ignore_index
+    if not bool(bad.any()):
+        return
+    where = tuple(bad.nonzero()[0].tolist())
+    group = where[-1]
+    allowed = f' or ignore_index {ignore_index}' if exists_ignore else ''
+    raise IndexError(
+        f'{name}: id {int(ids[where])} at index {where} is out of range for group {group}; '
+        f'expected 0 <= id < {int(sizes[group])}{allowed} (got {describe(ids)})'
+    )
+
+
+def check_range(value, name: str) -> tuple[float, float]:
+    """A pair ``(lo, hi)`` of numbers with ``lo < hi``."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise TypeError(f'{name} must be a pair (lo, hi), got {value!r}')
+    lo, hi = (float(v) for v in value)
+    if not lo < hi:
+        raise ValueError(f'{name} must satisfy lo < hi, got {tuple(value)}')
+    return lo, hi

@@ -1,0 +1,190 @@
+"""What Embed and Readout share: arguments, the table, selectors, normalisation."""
+
+# c - continuous dims
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_floating, describe
+from ._utils import exists
+from .selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config
+
+MAX_CACHED_RUNTIME_SELECTORS = 64
+
+
+def parse_num_discrete(num_discrete, has_selectors: bool) -> tuple[int, ...]:
+    if isinstance(num_discrete, bool) or not isinstance(num_discrete, (int, tuple, list)):
+        raise TypeError(f'num_discrete must be an int or a tuple of ints, got {describe(num_discrete)}')
+    if isinstance(num_discrete, int):
+        if num_discrete < 0:
+            raise ValueError(f'num_discrete must be >= 0, got {num_discrete}')
+        return (num_discrete,) if num_discrete > 0 else ()
+    if has_selectors:
+        raise ValueError(f'with selectors, num_discrete must be an int (the total discrete capacity), got {num_discrete!r}')
+    sizes = tuple(num_discrete)
+    if len(sizes) == 0 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise ValueError(f'num_discrete must hold one positive int per group, got {num_discrete!r}')
+    return sizes
+
+
+def _check_count(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int, got {describe(value)}')
+    if value < 0:
+        raise ValueError(f'{name} must be >= 0, got {value}')
+    return value
+
+
+def _check_mean_std(mean_std, num_continuous: int) -> Tensor | None:
+    if not exists(mean_std):
+        return None
+    check_floating(mean_std, 'continuous_mean_std')
+    if num_continuous == 0:
+        raise ValueError('continuous_mean_std was given but num_continuous is 0')
+    if tuple(mean_std.shape) != (num_continuous, 2):
+        raise ValueError(f'continuous_mean_std must have shape ({num_continuous}, 2) (mean, std per dim), got {describe(mean_std)}')
+    if not bool(torch.isfinite(mean_std).all()) or not bool((mean_std[:, 1] > 0).all()):
+        raise ValueError(f'continuous_mean_std must be finite with std (column 1) > 0, got {mean_std[:, 1].tolist()}')
+    return mean_std.detach().clone()
+
+
+class SharedTable(nn.Module):
+    """Base of Embed and Readout (internal). See ``Embed`` for the arguments."""
+
+    def __init__(
+        self,
+        dim,
+        num_discrete=0,
+        num_continuous=0,
+        selector=None,
+        selectors=None,
+        continuous_log_var_embed: bool = True,
+        continuous_mean_std: Tensor | None = None,
+        use_parallel_multi_discrete: bool = True,
+        return_only_discrete_or_continuous: bool = True,
+        eps: float = 1e-6,
+        *,
+        log_var_rows: bool,
+    ):
+        super().__init__()
+        if exists(selector) and exists(selectors):
+            raise ValueError('give either selector or selectors, not both')
+        if exists(dim) and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 0):
+            raise TypeError(f'dim must be a non-negative int or None, got {describe(dim)}')
+        configs = [selector] if exists(selector) else list(selectors or [])
+        group_sizes = parse_num_discrete(num_discrete, has_selectors=len(configs) > 0)
+        num_continuous = _check_count(num_continuous, 'num_continuous')
+        if not group_sizes and num_continuous == 0:
+            raise ValueError('at least one of num_discrete and num_continuous must be > 0')
+
+        self.dim = dim or None
+        self.eps = eps
+        self.num_continuous = num_continuous
+        self.use_parallel_multi_discrete = use_parallel_multi_discrete
+        self.return_only_discrete_or_continuous = return_only_discrete_or_continuous
+        self.layout = TableLayout(sum(group_sizes), group_sizes, num_continuous, log_var_rows and num_continuous > 0)
+        self.register_buffer('continuous_mean_std', _check_mean_std(continuous_mean_std, num_continuous))
+
+        self.selectors = nn.ModuleList(
+            [self._build_selector(parse_selector_config(c, self.layout, f'selectors[{i}]')) for i, c in enumerate(configs)]
+        )
+        self.default_selector = self.selectors[0] if len(configs) == 1 else None
+        if not configs:
+            self.default_selector = self._build_selector(default_config(self.layout))
+        self._runtime_selectors = OrderedDict()
+
+        self.embeddings = None
+        if exists(self.dim):
+            self.embeddings = nn.Embedding(self.num_rows, self.dim)
+            nn.init.normal_(self.embeddings.weight, std=0.01)
+
+    # properties
+
+    @property
+    def num_rows(self) -> int:
+        nd, _, nc, log_var = self.layout
+        return nd + nc + (nc if log_var else 0)
+
+    @property
+    def has_discrete(self) -> bool:
+        return self.layout.num_discrete > 0
+
+    @property
+    def has_continuous(self) -> bool:
+        return self.num_continuous > 0
+
+    @property
+    def num_discrete_sets(self) -> int:
+        return len(self.layout.group_sizes)
+
+    @property
+    def can_norm_continuous(self) -> bool:
+        return exists(self.continuous_mean_std)
+
+    # selectors
+
+    def _build_selector(self, parsed: ParsedConfig) -> Selector:
+        return Selector(parsed, self.layout)
+
+    def get_selector(self, selector_index: int | None = None, selector_config=None, device=None) -> Selector:
+        """The selector for a call: registered (``selector_index``), runtime
+        (``selector_config``) or the default.
+
+        Returns:
+            an object with ``has_discrete``, ``has_continuous``, ``group_sizes``
+            and ``num_continuous``.
+        """
+        if exists(selector_index) and exists(selector_config):
+            raise ValueError('give either selector_index or selector_config, not both')
+        if exists(selector_config):
+            return self._runtime_selector(selector_config, device)
+        if exists(selector_index):
+            return self._registered_selector(selector_index)
+        if not exists(self.default_selector):
+            raise ValueError(f'selector_index is required: {len(self.selectors)} selectors are registered')
+        return self.default_selector
+
+    def _registered_selector(self, index) -> Selector:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f'selector_index must be an int, got {describe(index)}')
+        if len(self.selectors) == 0:
+            raise ValueError('selector_index was given but no selectors are registered (pass selectors=[...] at construction)')
+        if not 0 <= index < len(self.selectors):
+            raise IndexError(f'selector_index must be in [0, {len(self.selectors)}), got {index}')
+        return self.selectors[index]
+
+    def _runtime_selector(self, config, device) -> Selector:
+        parsed = parse_selector_config(config, self.layout, 'selector_config')
+        key = (parsed, str(device))
+        cache = self._runtime_selectors
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        selector = self._build_selector(parsed)
+        if exists(device):
+            selector = selector.to(device)
+        cache[key] = selector
+        if len(cache) > MAX_CACHED_RUNTIME_SELECTORS:
+            cache.popitem(last=False)
+        return selector
+
+    # continuous normalisation, in the units of a selector's dims
+
+    def mean_std(self, selector: Selector) -> tuple[Tensor, Tensor]:
+        mean, std = selector.take(self.continuous_mean_std, 'continuous_dims').unbind(-1)
+        return mean, std.clamp(min=self.eps)
+
+    def normalize(self, x: Tensor, selector: Selector) -> Tensor:
+        mean, std = self.mean_std(selector)
+        return (x - mean) / std
+
+    def denormalize(self, x: Tensor, selector: Selector) -> Tensor:
+        mean, std = self.mean_std(selector)
+        return x * std + mean
+
+    def log_std(self, selector: Selector) -> Tensor:
+        return self.mean_std(selector)[1].log()

@@ -1,0 +1,174 @@
+"""Embed: discrete ids by table lookup, continuous values as value x row."""
+
+# g - discrete groups, c - continuous dims, d - model dim
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor
+from ._table import SharedTable
+from ._utils import DiscreteContinuous, default, exists, is_pair
+from .selectors import Selector
+
+
+class Embed(SharedTable):
+    """Embeds discrete ids, continuous values, or both, with one shared table.
+
+    Args:
+        dim: embedding width ``D``.
+        num_discrete: vocabulary size, or one size per group (multi-discrete);
+            with selectors, the total discrete capacity (an int).
+        num_continuous: number of continuous dims ``C``.
+        selector: one selector config to register (see README, "Selectors").
+        selectors: several selector configs, chosen per call by ``selector_index``.
+        continuous_log_var_embed: ignored by Embed (accepted so both modules
+            take the same arguments).
+        continuous_mean_std: ``(C, 2)`` (mean, std): continuous inputs are
+            normalised as ``(x - mean) / std`` before embedding.
+        use_parallel_multi_discrete: accepted for symmetry with Readout.
+        return_only_discrete_or_continuous: with only one modality, return the
+            bare tensor rather than a pair.
+        continuous_dist_type, continuous_dist_kwargs, continuous_squashed,
+            regression_loss_type: Readout arguments, accepted and ignored so that
+            ``EmbedAndReadout`` can pass one set of arguments to both.
+        eps: floor of the std.
+        auto_append_discrete_set_dim: single-group ids come without a trailing
+            group axis (default: true iff there is exactly one group).
+
+    Shape:
+        discrete ids ``(...)`` (one group) or ``(..., G)``; continuous ``(..., C)``;
+        output ``(..., D)`` (see ``forward`` for the unsummed forms).
+
+    Example:
+        >>> embed = Embed(512, num_discrete=20000)
+        >>> embed(torch.randint(0, 20000, (2, 16))).shape
+        torch.Size([2, 16, 512])
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_discrete=0,
+        num_continuous=0,
+        selector=None,
+        selectors=None,
+        continuous_log_var_embed: bool = True,
+        continuous_mean_std: Tensor | None = None,
+        use_parallel_multi_discrete: bool = True,
+        return_only_discrete_or_continuous: bool = True,
+        continuous_dist_type: str = 'gaussian',
+        continuous_dist_kwargs: dict | None = None,
+        continuous_squashed: bool = False,
+        regression_loss_type: str = 'mse',
+        eps: float = 1e-6,
+        auto_append_discrete_set_dim: bool | None = None,
+    ):
+        super().__init__(
+            dim, num_discrete, num_continuous, selector, selectors, continuous_log_var_embed,
+            continuous_mean_std, use_parallel_multi_discrete, return_only_discrete_or_continuous, eps,
+            log_var_rows=False,
+        )  # fmt: skip
+        if not exists(self.dim):
+            raise ValueError('Embed needs a table: dim must be a positive int')
+        self.auto_append_discrete_set_dim = auto_append_discrete_set_dim
+
+    def forward(
+        self,
+        inp,
+        sum_discrete_sets: bool = True,
+        sum_continuous: bool = True,
+        sum_discrete_continuous: bool = True,
+        normalize_continuous: bool | None = None,
+        return_only_discrete_or_continuous: bool | None = None,
+        selector_index: int | None = None,
+        selector_config=None,
+        concat_discrete_continuous: bool = False,
+    ):
+        """Embed ``inp``.
+
+        Args:
+            inp: integer ids, floating values, or a ``(discrete, continuous)``
+                pair (either may be ``None``).
+            sum_discrete_sets: sum over groups ``(..., D)``, else ``(..., G, D)``.
+            sum_continuous: sum over dims ``(..., D)``, else ``(..., C, D)``.
+            sum_discrete_continuous: add the two parts; if any ``sum_*`` flag is
+                false, the pair ``DiscreteContinuous(discrete, continuous)`` instead.
+            normalize_continuous: normalise with ``continuous_mean_std``
+                (``None``: when it is set).
+            return_only_discrete_or_continuous: overrides the module default.
+            selector_index: a registered selector.
+            selector_config: a selector config used for this call only.
+            concat_discrete_continuous: concatenate the parts along axis -2
+                ``(..., T, D)`` instead of summing them.
+
+        Returns:
+            ``(..., D)``, the unsummed forms above, or a pair.
+        """
+        discrete, continuous = self._split_input(inp)
+        device = (discrete if exists(discrete) else continuous).device
+        selector = self.get_selector(selector_index, selector_config, device)
+        d_embed = self._embed_discrete(discrete, selector, sum_discrete_sets) if exists(discrete) else None
+        c_embed = self._embed_continuous(continuous, selector, sum_continuous, normalize_continuous) if exists(continuous) else None
+        return self._combine(d_embed, c_embed, concat_discrete_continuous, sum_discrete_sets, sum_continuous,
+                             sum_discrete_continuous, default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous))  # fmt: skip
+
+    def _split_input(self, inp) -> tuple[Tensor | None, Tensor | None]:
+        if is_pair(inp) or isinstance(inp, list) and len(inp) == 2:
+            discrete, continuous = inp
+        else:
+            check_tensor(inp, 'inp')
+            discrete, continuous = (inp, None) if not inp.dtype.is_floating_point else (None, inp)
+        if not exists(discrete) and not exists(continuous):
+            raise ValueError('inp must hold discrete ids, continuous values or both, got neither')
+        if exists(discrete):
+            check_integer(discrete, 'discrete input')
+        if exists(continuous):
+            check_floating(continuous, 'continuous input')
+        return discrete, continuous
+
+    def _embed_discrete(self, ids: Tensor, selector: Selector, sum_sets: bool) -> Tensor:
+        if not selector.has_discrete:
+            raise ValueError(f'discrete input was given but this {"selector" if self.has_discrete else "Embed"} has no discrete part')
+        append = default(self.auto_append_discrete_set_dim, selector.num_groups == 1)
+        if append:
+            if selector.num_groups != 1:
+                raise ValueError(f'auto_append_discrete_set_dim needs exactly one group, the selector has {selector.num_groups}')
+            ids = ids.unsqueeze(-1)
+        check_last_dim(ids, selector.num_groups, 'discrete input', f'one id per group, {selector.num_groups} groups')
+        check_ids_in_range(ids, selector.group_sizes_t, 'discrete input')
+        rows = selector.global_rows(ids)
+        if sum_sets and selector.num_groups == 1:
+            return self.embeddings(rows.squeeze(-1))  # (..., d): the plain lookup
+        embeds = self.embeddings(rows)  # (..., g, d)
+        return embeds.sum(-2) if sum_sets else embeds
+
+    def _embed_continuous(self, values: Tensor, selector: Selector, sum_dims: bool, normalize: bool | None) -> Tensor:
+        if not selector.has_continuous:
+            raise ValueError(f'continuous input was given but this {"selector" if self.has_continuous else "Embed"} has no continuous part')
+        check_last_dim(values, selector.num_continuous, 'continuous input', 'one value per continuous dim')
+        normalize = default(normalize, self.can_norm_continuous)
+        if normalize:
+            if not self.can_norm_continuous:
+                raise ValueError('normalize_continuous=True needs continuous_mean_std at construction')
+            values = self.normalize(values, selector)
+        rows = selector.take(self.embeddings.weight, 'continuous_rows')  # (c, d)
+        values = values.to(rows.dtype) if not torch.is_autocast_enabled() else values
+        if sum_dims:
+            return values @ rows  # (..., d)
+        return values.unsqueeze(-1) * rows  # (..., c, d)
+
+    def _combine(self, d_embed, c_embed, concat, sum_sets, sum_dims, sum_both, return_only):
+        if not exists(c_embed) or not exists(d_embed):
+            single = default(d_embed, c_embed)
+            if return_only:
+                return single
+            return DiscreteContinuous(d_embed, c_embed)
+        if concat:
+            d_tokens = d_embed.unsqueeze(-2) if sum_sets else d_embed
+            c_tokens = c_embed.unsqueeze(-2) if sum_dims else c_embed
+            return torch.cat((d_tokens, c_tokens), dim=-2)  # (..., t, d)
+        if sum_sets and sum_dims and sum_both:
+            return d_embed + c_embed
+        return DiscreteContinuous(d_embed, c_embed)

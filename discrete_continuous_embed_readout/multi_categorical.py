@@ -1,0 +1,202 @@
+"""Several independent categoricals (multi-discrete action spaces).
+
+Two paths compute the same results: ``use_parallel_multi_discrete=True`` pads
+the groups to one ``(..., g, n_max)`` tensor (padding at ``-inf``, which adds
+exactly zero probability) and runs each op once; ``False`` loops over groups.
+Sampling draws its noise once over the concatenated logits in both paths, so
+a seed gives the same samples either way.
+"""
+
+# g - groups, n - ids of a group (padded to the largest), v - concatenated ids
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, describe
+from ._utils import exists, identity
+
+
+def _finite(logp: Tensor) -> Tensor:
+    # -inf log-probs (padding, filtered ids) belong to zero probabilities: a finite
+    # stand-in makes p * log p exactly 0 there, with zero (not NaN) gradients
+    return logp.clamp(min=torch.finfo(logp.dtype).min)
+
+
+def upcast(t: Tensor) -> Tensor:
+    """Half precision logits are reduced in float32."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _pad_groups(groups: tuple[Tensor, ...], value: float) -> Tensor:
+    n_max = max(g.shape[-1] for g in groups)
+    padded = [F.pad(g, (0, n_max - g.shape[-1]), value=value) for g in groups]
+    return torch.stack(padded, dim=-2)  # (..., g, n)
+
+
+def segmented_softmax(flat_logits: Tensor, lengths) -> Tensor:
+    """Softmax within consecutive segments of the last axis.
+
+    Args:
+        flat_logits: ``(..., sum(lengths))``.
+        lengths: the segment sizes (ints, or a 1-d tensor).
+
+    Returns:
+        ``(..., sum(lengths))``: each segment sums to 1.
+    """
+    lengths = [int(n) for n in lengths]
+    check_last_dim(flat_logits, sum(lengths), 'flat_logits', f'the sum of lengths {lengths}')
+    return torch.cat([s.softmax(-1) for s in flat_logits.split(lengths, dim=-1)], dim=-1)
+
+
+def gumbel_noise(shape, like: Tensor, eps: float = 1e-20, generator: torch.Generator | None = None) -> Tensor:
+    u = torch.rand(shape, device=like.device, dtype=like.dtype, generator=generator)
+    return -torch.log(-torch.log(u.clamp(min=eps)))
+
+
+class MultiCategorical:
+    """Independent categoricals over groups of logits.
+
+    Args:
+        logits: one tensor ``(..., n)`` (results carry no group axis) or a
+            list/tuple of ``(..., n_g)`` tensors with equal leading shapes.
+        use_parallel_multi_discrete: one batched pass instead of a loop.
+        ignore_index: a value id that ``log_prob`` scores 0 (``None``: none).
+
+    Shape:
+        ``sample``/``log_prob``/``entropy``/``kl_div`` give ``(...)`` for a single
+        tensor and ``(..., g)`` for a list of groups.
+    """
+
+    def __init__(self, logits, use_parallel_multi_discrete: bool = True, ignore_index: int | None = -1):
+        self.is_single = isinstance(logits, Tensor)
+        groups = (logits,) if self.is_single else tuple(logits)
+        if len(groups) == 0:
+            raise ValueError('logits must hold at least one group, got an empty sequence')
+        for i, g in enumerate(groups):
+            check_floating(g, f'logits[{i}]' if not self.is_single else 'logits')
+            if g.ndim == 0 or g.shape[-1] == 0:
+                raise ValueError(f'logits group {i} needs a non-empty last axis, got {describe(g)}')
+        batch = groups[0].shape[:-1]
+        for i, g in enumerate(groups[1:], 1):
+            if g.shape[:-1] != batch:
+                raise ValueError(f'logits group {i} has leading shape {tuple(g.shape[:-1])}, group 0 has {tuple(batch)}')
+        self.param = logits
+        self.groups = groups
+        self.sizes = [g.shape[-1] for g in groups]
+        self.batch_shape = batch
+        self.use_parallel = use_parallel_multi_discrete
+        self.ignore_index = ignore_index
+
+    def _squeeze(self, t: Tensor) -> Tensor:
+        return t.squeeze(-1) if self.is_single else t  # (..., g) -> (...) for one tensor
+
+    def _as_groups(self, value: Tensor) -> Tensor:
+        return value.unsqueeze(-1) if self.is_single else value
+
+    def _check_value(self, value, name: str) -> Tensor:
+        check_integer(value, name)
+        value = self._as_groups(value)
+        expected = (*self.batch_shape, len(self.groups))
+        if value.shape != expected:
+            raise ValueError(f'{name} must have shape {expected[:-1] if self.is_single else expected}, got {describe(value)}')
+        return value
+
+    def log_softmax(self) -> tuple[Tensor, ...] | Tensor:
+        """Per-group log-probs: padded ``(..., g, n)`` (parallel) or a tuple (sequential)."""
+        if self.use_parallel:
+            return upcast(_pad_groups(self.groups, float('-inf'))).log_softmax(-1)
+        return tuple(upcast(g).log_softmax(-1) for g in self.groups)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Log-probability of ids ``value``; ids equal to ``ignore_index`` give 0."""
+        return self._log_prob(self._check_value(value, 'value'), 'value')
+
+    def _log_prob(self, value: Tensor, name: str) -> Tensor:
+        # value: (..., g) ids, shape-checked by the caller; range-checked here
+        check_ids_in_range(value, self.sizes, name, self.ignore_index)
+        ignored = value == self.ignore_index if exists(self.ignore_index) else None
+        safe = value.masked_fill(ignored, 0) if exists(ignored) else value
+        logp = self.log_softmax()
+        if self.use_parallel:
+            out = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+        else:
+            out = torch.stack([lp.gather(-1, safe[..., i : i + 1]).squeeze(-1) for i, lp in enumerate(logp)], dim=-1)
+        if exists(ignored):
+            out = out.masked_fill(ignored, 0.0)
+        return self._squeeze(out)
+
+    def entropy(self) -> Tensor:
+        """Entropy of each group."""
+        logp = self.log_softmax()
+        if self.use_parallel:
+            return self._squeeze(-(logp.exp() * _finite(logp)).sum(-1))
+        return self._squeeze(torch.stack([-(lp.exp() * _finite(lp)).sum(-1) for lp in logp], dim=-1))
+
+    def kl_div(self, other: MultiCategorical) -> Tensor:
+        """KL(self || other) per group."""
+        if not isinstance(other, MultiCategorical):
+            raise TypeError(f'other must be a MultiCategorical, got {type(other).__name__}')
+        if other.sizes != self.sizes or other.batch_shape != self.batch_shape:
+            raise ValueError(
+                f'other must have the same groups and batch shape: sizes {self.sizes} vs {other.sizes}, '
+                f'batch {tuple(self.batch_shape)} vs {tuple(other.batch_shape)}'
+            )
+        p, q = self.log_softmax(), other.log_softmax()
+        if self.use_parallel:
+            return self._squeeze((p.exp() * (_finite(p) - _finite(q))).sum(-1))
+        kls = [(lp.exp() * (_finite(lp) - _finite(lq))).sum(-1) for lp, lq in zip(p, q)]
+        return self._squeeze(torch.stack(kls, dim=-1))
+
+    def sample(
+        self,
+        temperature: float = 1.0,
+        differentiable: bool = False,
+        eps: float = 1e-20,
+        filter_fn=identity,
+        filter_kwargs: dict | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ids from ``softmax(logits / temperature)`` (Gumbel-max).
+
+        Args:
+            temperature: ``<= 0`` gives the argmax.
+            differentiable: a straight-through Gumbel-softmax one-hot with
+                ``tau = temperature`` instead of ids: ``(..., n)`` for one tensor,
+                the groups' one-hots concatenated ``(..., sum n_g)`` otherwise. Its
+                hard draw is the argmax of ``logits + gumbel`` (as in
+                ``F.gumbel_softmax``); at temperature 0 it is the argmax of the
+                logits, with the gradient of ``softmax(logits)``.
+            eps: floor of the uniform noise before the double log.
+            filter_fn: applied to each group's logits first (top-k, top-p, ...).
+            filter_kwargs: keyword arguments of ``filter_fn``.
+            generator: optional ``torch.Generator`` for the noise.
+
+        Returns:
+            ids ``(...)`` / ``(..., g)``, or one-hots as above.
+        """
+        groups = tuple(filter_fn(g, **(filter_kwargs or {})) for g in self.groups)
+        greedy = temperature <= 0
+        noise = None if greedy else gumbel_noise((*self.batch_shape, sum(self.sizes)), groups[0], eps, generator)
+        if differentiable:
+            return self._relaxed(groups, noise, temperature)
+        scores = groups if greedy else tuple(g / temperature + n for g, n in zip(groups, noise.split(self.sizes, -1)))
+        if self.use_parallel:
+            ids = _pad_groups(scores, float('-inf')).argmax(-1)
+        else:
+            ids = torch.stack([s.argmax(-1) for s in scores], dim=-1)
+        return self._squeeze(ids)
+
+    def _relaxed(self, groups, noise, temperature: float) -> Tensor:
+        greedy = noise is None
+        tau = 1.0 if greedy else temperature
+        noises = (None,) * len(groups) if greedy else noise.split(self.sizes, -1)
+        one_hots = []
+        for g, n in zip(groups, noises):
+            scores = g if greedy else g + n
+            soft = (scores / tau).softmax(-1)
+            hard = F.one_hot(scores.argmax(-1), g.shape[-1]).to(soft.dtype)
+            one_hots.append(hard - soft.detach() + soft)
+        return torch.cat(one_hots, dim=-1)

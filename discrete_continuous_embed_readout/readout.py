@@ -1,0 +1,408 @@
+"""Readout: embeddings to logits / distribution parameters against the shared
+table, and everything done with them (losses, samples, log-probs, entropies, KL)."""
+
+# g - discrete groups, c - continuous dims, d - model dim
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from . import _parts
+from ._checks import check_floating, check_last_dim, check_range
+from ._table import SharedTable
+from ._utils import DiscreteContinuous, default, exists, identity
+from .distributions import CONTINUOUS_DISTRIBUTIONS, ContinuousDistribution, Gaussian, SquashedGaussian
+from .losses import check_loss_mask, entry_mask, masked_loss, regression_loss
+from .multi_categorical import MultiCategorical
+from .selectors import Selector
+
+
+def _build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_loss_type, eps) -> ContinuousDistribution:
+    if not isinstance(dist_type, str) or dist_type not in CONTINUOUS_DISTRIBUTIONS:
+        raise ValueError(f'continuous_dist_type must be one of {sorted(CONTINUOUS_DISTRIBUTIONS)}, got {dist_type!r}')
+    cls = CONTINUOUS_DISTRIBUTIONS[dist_type]
+    if squashed:
+        if cls is not Gaussian:
+            raise ValueError(f"continuous_squashed=True needs continuous_dist_type='gaussian', got {dist_type!r}")
+        cls = SquashedGaussian
+    if not log_var and (cls is not Gaussian):
+        raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}')
+    if regression_loss_type not in ('mse', 'l1'):
+        raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
+    if not isinstance(dist_kwargs, dict):
+        raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
+    try:
+        return cls(**dist_kwargs, eps=eps)
+    except TypeError as err:
+        raise TypeError(f'continuous_dist_kwargs {dist_kwargs!r} do not fit {cls.__name__}: {err}') from None
+
+
+class Readout(SharedTable):
+    """Reads embeddings out as logits (discrete) and distribution parameters
+    (continuous) against one table, and turns them into losses, samples,
+    log-probs, entropies and KL divergences.
+
+    Args:
+        dim: embedding width ``D``; ``None``/``0`` for no table (see
+            ``ParameterlessReadout``).
+        num_discrete: vocabulary size, or one size per group; with selectors,
+            the total discrete capacity (an int).
+        num_continuous: number of continuous dims ``C``.
+        selector: one selector config to register.
+        selectors: several selector configs, chosen per call by ``selector_index``.
+        continuous_log_var_embed: predict (mean, log-variance) per dim; ``False``
+            predicts the mean only, trained by regression.
+        continuous_mean_std: ``(C, 2)`` (mean, std): targets are normalised,
+            samples de-normalised, densities reported in original units.
+        use_parallel_multi_discrete: batched multi-group ops instead of a loop
+            (identical results; settable after construction).
+        return_only_discrete_or_continuous: with only one modality, return the
+            bare tensor rather than a pair.
+        continuous_dist_type: a key of ``CONTINUOUS_DISTRIBUTIONS``
+            (``'gaussian'``, ``'beta'``, ``'kumaraswamy'`` or one you add).
+        continuous_dist_kwargs: passed to that class (``log_var_clamp_range``;
+            ``unimodal``, ``clip``, ``clip_eps``).
+        continuous_squashed: tanh-squashed gaussian (gaussian only).
+        regression_loss_type: ``'mse'`` or ``'l1'`` (regression mode).
+        eps: numerical floor.
+        return_one_discrete_logits: a single group's logits come as a bare
+            tensor, not a one-element tuple (default: when there is one group).
+        auto_squeeze_single_output: a single group's ids, log-probs, entropies
+            and losses carry no group axis.
+        ignore_index: target id that contributes no loss (``None``: none).
+
+    Example:
+        >>> readout = Readout(512, num_discrete=20000)
+        >>> logits = readout(torch.randn(2, 16, 512))  # (2, 16, 20000)
+        >>> loss = readout(torch.randn(2, 16, 512), torch.randint(0, 20000, (2, 16)))
+    """
+
+    def __init__(
+        self,
+        dim,
+        num_discrete=0,
+        num_continuous=0,
+        selector=None,
+        selectors=None,
+        continuous_log_var_embed: bool = True,
+        continuous_mean_std: Tensor | None = None,
+        use_parallel_multi_discrete: bool = True,
+        return_only_discrete_or_continuous: bool = True,
+        continuous_dist_type: str = 'gaussian',
+        continuous_dist_kwargs: dict | None = None,
+        continuous_squashed: bool = False,
+        regression_loss_type: str = 'mse',
+        eps: float = 1e-6,
+        return_one_discrete_logits: bool | None = None,
+        auto_squeeze_single_output: bool = True,
+        ignore_index: int | None = -1,
+    ):
+        super().__init__(
+            dim, num_discrete, num_continuous, selector, selectors, continuous_log_var_embed,
+            continuous_mean_std, use_parallel_multi_discrete, return_only_discrete_or_continuous, eps,
+            log_var_rows=continuous_log_var_embed,
+        )  # fmt: skip
+        self.continuous_log_var_embed = continuous_log_var_embed
+        self.continuous_squashed = continuous_squashed
+        self.regression_loss_type = regression_loss_type
+        self.return_one_discrete_logits = return_one_discrete_logits
+        self.auto_squeeze_single_output = auto_squeeze_single_output
+        if exists(ignore_index) and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r}')
+        self.ignore_index = ignore_index
+        self.continuous_dist = None
+        if self.has_continuous:
+            self.continuous_dist = _build_continuous_dist(
+                continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed,
+                continuous_log_var_embed, regression_loss_type, eps,
+            )  # fmt: skip
+
+    # forward: embeddings -> logits / params, or -> loss
+
+    def forward(
+        self,
+        embed: Tensor,
+        targets=None,
+        return_loss: bool | None = None,
+        return_unreduced_loss: bool = False,
+        loss_mask: Tensor | None = None,
+        return_only_discrete_or_continuous: bool | None = None,
+        selector_index: int | None = None,
+        selector_config=None,
+    ):
+        """Logits / params, or the loss against ``targets``.
+
+        Args:
+            embed: ``(..., D)``.
+            targets: ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair.
+            return_loss: defaults to "targets given".
+            return_unreduced_loss: per-entry losses (masked entries zeroed).
+            loss_mask: ``(...)`` bool, True = count this position.
+            return_only_discrete_or_continuous: overrides the module default.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
+
+        Returns:
+            Discrete: logits ``(..., n)`` or a tuple of ``(..., n_g)``. Continuous:
+            ``(..., c, 2)`` (mean, log-var) or ``(..., c)`` in regression mode. Both:
+            ``DiscreteContinuous``. With a loss: a scalar per modality (mean over
+            the kept entries), or the unreduced per-entry losses.
+        """
+        if not exists(self.embeddings):
+            raise ValueError('this readout has no table (dim is None): pass logits to sample / log_prob / calculate_loss instead')
+        check_floating(embed, 'embed')
+        check_last_dim(embed, self.dim, 'embed', 'the readout dim')
+        return_loss = default(return_loss, exists(targets))
+        if return_loss and not exists(targets):
+            raise ValueError('return_loss=True needs targets')
+        if exists(targets) and not return_loss:
+            raise ValueError('targets were given with return_loss=False: drop the targets or ask for the loss')
+        selector = self.get_selector(selector_index, selector_config, embed.device)
+        groups, params = self._project(embed, selector)
+        return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
+        if return_loss:
+            return self._loss(groups, params, targets, selector, loss_mask, return_unreduced_loss, return_only)
+        return self._pack(self._format_logits(groups, selector), params, return_only)
+
+    def _project(self, embed: Tensor, selector: Selector):
+        weight = selector.take(self.embeddings.weight, 'readout_rows')
+        out = F.linear(embed, weight)  # (..., sum n_g + c * params)
+        num_d = selector.num_discrete_rows
+        groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete else None
+        params = None
+        if selector.has_continuous:
+            params = out[..., num_d:]
+            if self.continuous_log_var_embed:
+                params = rearrange(params, '... (two c) -> ... c two', two=2)
+        return groups, params
+
+    def _format_logits(self, groups, selector: Selector):
+        if not exists(groups):
+            return None
+        one = default(self.return_one_discrete_logits, selector.num_groups == 1)
+        return groups[0] if one and len(groups) == 1 else tuple(groups)
+
+    def _pack(self, discrete, continuous, return_only: bool | None = None):
+        return_only = default(return_only, self.return_only_discrete_or_continuous)
+        if return_only and (not exists(discrete) or not exists(continuous)):
+            return default(discrete, continuous)
+        return DiscreteContinuous(discrete, continuous)
+
+    def _squeeze(self, selector: Selector) -> bool:
+        return self.auto_squeeze_single_output and selector.num_groups == 1
+
+    def _squeezed(self, t: Tensor, selector: Selector) -> Tensor:
+        return t.squeeze(-1) if self._squeeze(selector) else t
+
+    def _num_params(self) -> int:
+        return 2 if self.continuous_log_var_embed else 0
+
+    def _parts(self, dist, selector: Selector, name: str = 'dist'):
+        discrete, continuous = _parts.split_pair(dist, selector, name)
+        groups = _parts.logit_groups(discrete, selector, f'{name} discrete logits') if exists(discrete) else None
+        params = _parts.continuous_params(continuous, selector, self._num_params(), f'{name} continuous params') if exists(continuous) else None
+        return groups, params
+
+    def _params_batch(self, params: Tensor):
+        return params.shape[:-2] if self.continuous_log_var_embed else params.shape[:-1]
+
+    def _categorical(self, groups) -> MultiCategorical:
+        return MultiCategorical(groups, self.use_parallel_multi_discrete, self.ignore_index)
+
+    def _require_distribution(self, what: str) -> None:
+        if not self.continuous_log_var_embed:
+            raise ValueError(f'{what} needs a distribution, but this readout predicts only a mean (continuous_log_var_embed=False)')
+
+    # losses
+
+    def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False):
+        """The loss of ``forward(..., targets)`` from logits / params computed elsewhere.
+
+        Args:
+            logits: what ``forward`` returns without targets.
+            targets: ids, values or a pair, as in ``forward``.
+            mask: ``(...)`` bool loss mask, True = count.
+            return_unreduced_loss: per-entry losses, masked entries zeroed.
+        """
+        device = _first_tensor(logits).device
+        selector = self.get_selector(selector_index, selector_config, device)
+        groups, params = self._parts(logits, selector, 'logits')
+        return self._loss(groups, params, targets, selector, mask, return_unreduced_loss, None)
+
+    def _loss(self, groups, params, targets, selector, mask, unreduced, return_only):
+        d_target, c_target = _parts.split_pair(targets, selector, 'targets')
+        d_loss = c_loss = None
+        if exists(groups) and exists(d_target):
+            d_loss = self._discrete_loss(groups, d_target, selector, mask, unreduced)
+        if exists(params) and exists(c_target):
+            c_loss = self._continuous_loss(params, c_target, selector, mask, unreduced)
+        if not exists(d_loss) and not exists(c_loss):
+            raise ValueError('targets and logits share no part: nothing to compute a loss on')
+        return self._pack(d_loss, c_loss, return_only)
+
+    def _discrete_loss(self, groups, targets, selector, mask, unreduced):
+        batch = groups[0].shape[:-1]
+        targets = _parts.discrete_values(targets, selector, batch, self._squeeze(selector), 'targets')
+        mask = check_loss_mask(mask, batch)
+        nll = -self._categorical(groups)._log_prob(targets, 'targets')  # (..., g)
+        keep = targets != self.ignore_index if exists(self.ignore_index) else None
+        loss = masked_loss(nll, entry_mask(nll, mask, keep), reduce=not unreduced)
+        return self._squeezed(loss, selector) if unreduced else loss
+
+    def _continuous_loss(self, params, targets, selector, mask, unreduced):
+        batch = self._params_batch(params)
+        targets = _parts.continuous_values(targets, batch, selector.num_continuous, 'targets')
+        mask = check_loss_mask(mask, batch)
+        if self.continuous_log_var_embed:
+            loss = -self._continuous_log_prob(params, targets, selector)
+        else:
+            targets = self.normalize(targets, selector) if self.can_norm_continuous else targets
+            loss = regression_loss(params, targets, self.regression_loss_type)
+        return masked_loss(loss, entry_mask(loss, mask), reduce=not unreduced)
+
+    # sampling
+
+    def sample(
+        self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
+        rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
+    ):  # fmt: skip
+        """Draw from the distribution(s) ``dist`` (what ``forward`` returns).
+
+        Args:
+            dist: logits, params, or a pair.
+            temperature: divides the logits; ``<= 0`` gives the argmax. Applies
+                to the discrete part of a mixed readout too.
+            differentiable: straight-through Gumbel-softmax one-hots (discrete),
+                reparameterised samples (continuous).
+            rescale_range: ``(lo, hi)``: map continuous samples linearly from the
+                native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
+            filter_fn, filter_kwargs: applied to each group's logits first.
+            generator: a ``torch.Generator`` for the discrete noise.
+
+        Returns:
+            ids ``(...)`` / ``(..., G)`` (or one-hots), values ``(..., c)``, or a pair.
+        """
+        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist).device)
+        groups, params = self._parts(dist, selector)
+        d = self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator) if exists(groups) else None
+        c = self._sample_continuous(params, selector, differentiable, rescale_range) if exists(params) else None
+        return self._pack(d, c)
+
+    def sample_discrete(self, logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
+                        filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None):  # fmt: skip
+        """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first)."""
+        selector = self.get_selector(selector_index, selector_config, _first_tensor(logits).device)
+        groups = _parts.logit_groups(logits, selector, 'logits')
+        return self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator)
+
+    def _sample_groups(self, groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator):
+        ids = self._categorical(groups).sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator)
+        return ids if differentiable else self._squeezed(ids, selector)
+
+    def _sample_continuous(self, params, selector, differentiable, rescale_range):
+        if self.continuous_log_var_embed:
+            sampled = self.continuous_dist.clip_sampled(self.continuous_dist(params, differentiable=differentiable))
+        else:
+            sampled = params
+        if self.can_norm_continuous:
+            sampled = self.denormalize(sampled, selector)
+        return self.rescale_from_native(sampled, rescale_range) if exists(rescale_range) else sampled
+
+    # log-probs, entropies, KL
+
+    def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False):
+        """Log-probability of ``sampled`` (ids ``(...)`` / ``(..., G)``; values
+        ``(..., c)`` in original units; or a pair). Ids equal to ``ignore_index``
+        give 0. ``concat=True`` joins the parts along the last axis."""
+        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist).device)
+        groups, params = self._parts(dist, selector)
+        d_value, c_value = _parts.split_pair(sampled, selector, 'sampled')
+        d = c = None
+        if exists(groups) and exists(d_value):
+            values = _parts.discrete_values(d_value, selector, groups[0].shape[:-1], self._squeeze(selector), 'sampled')
+            d = self._squeezed(self._categorical(groups)._log_prob(values, 'sampled'), selector)
+        if exists(params) and exists(c_value):
+            self._require_distribution('log_prob')
+            c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')
+            c = self._continuous_log_prob(params, c_value, selector)
+        return self.maybe_concat(self._pack(d, c), concat)
+
+    def _continuous_log_prob(self, params, values, selector):
+        if not self.can_norm_continuous:
+            return self.continuous_dist.log_prob(params, values)
+        return self.continuous_dist.log_prob(params, self.normalize(values, selector)) - self.log_std(selector)
+
+    def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False):
+        """Entropy per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)`` (in
+        original units). The squashed gaussian reports its pre-tanh entropy."""
+        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist).device)
+        groups, params = self._parts(dist, selector)
+        d = self._squeezed(self._categorical(groups).entropy(), selector) if exists(groups) else None
+        c = None
+        if exists(params):
+            self._require_distribution('entropy')
+            c = self.continuous_dist.entropy(params)
+            c = c + self.log_std(selector) if self.can_norm_continuous else c
+        return self.maybe_concat(self._pack(d, c), concat)
+
+    def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False):
+        """KL(true || pred) per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)``."""
+        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist_true).device)
+        groups_t, params_t = self._parts(dist_true, selector, 'dist_true')
+        groups_p, params_p = self._parts(dist_pred, selector, 'dist_pred')
+        d = c = None
+        if exists(groups_t) and exists(groups_p):
+            d = self._squeezed(self._categorical(groups_t).kl_div(self._categorical(groups_p)), selector)
+        if exists(params_t) and exists(params_p):
+            self._require_distribution('kl_div')
+            if params_t.shape != params_p.shape:
+                raise ValueError(f'dist_true and dist_pred continuous params differ in shape: {tuple(params_t.shape)} vs {tuple(params_p.shape)}')
+            c = self.continuous_dist.kl_div(params_t, params_p)
+        return self.maybe_concat(self._pack(d, c), concat)
+
+    def maybe_concat(self, output, concat: bool = False):
+        """With ``concat``, join a (discrete, continuous) pair along the last
+        axis: ``(..., G + c)`` (a squeezed single group counts as one column)."""
+        if not concat or not isinstance(output, tuple):
+            return output
+        discrete, continuous = output
+        if not exists(discrete) or not exists(continuous):
+            return default(discrete, continuous)
+        if discrete.ndim == continuous.ndim - 1:
+            discrete = discrete.unsqueeze(-1)
+        return torch.cat((discrete.to(continuous.dtype), continuous), dim=-1)
+
+    # continuous ranges
+
+    def get_continuous_native_range(self) -> tuple[float, float] | None:
+        """The range of raw continuous samples, or ``None`` (unbounded gaussian)."""
+        return self.continuous_dist.default_range if exists(self.continuous_dist) else None
+
+    def _native_range(self, what: str) -> tuple[float, float]:
+        native = self.get_continuous_native_range()
+        if not exists(native):
+            raise ValueError(f'{what}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
+        return native
+
+    def rescale_from_native(self, t: Tensor, target_range) -> Tensor:
+        """Map ``t`` linearly from the native range to ``target_range = (lo, hi)``."""
+        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(target_range, 'rescale_range')
+        return (t - lo) / (hi - lo) * (new_hi - new_lo) + new_lo
+
+    def rescale_to_native(self, t: Tensor, source_range) -> Tensor:
+        """Map ``t`` linearly from ``source_range = (lo, hi)`` back to the native range."""
+        (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_range(source_range, 'source_range')
+        return (t - src_lo) / (src_hi - src_lo) * (hi - lo) + lo
+
+
+def _first_tensor(obj) -> Tensor:
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            if exists(item):
+                return _first_tensor(item)
+    raise TypeError(f'expected a tensor or a (nested) sequence of tensors, got {type(obj).__name__}')

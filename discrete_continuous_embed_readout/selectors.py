@@ -1,0 +1,173 @@
+"""Selector configs: which rows of the shared table one kind of input uses.
+
+A config is
+- discrete only: ``list[list[int]]``, one list of unique discrete rows per group;
+- continuous only: ``list[int]``, unique continuous dims;
+- both: ``(list[list[int]], list[int])``.
+
+``Selector`` turns a validated config into index tables, built once and kept
+as non-persistent buffers (they move with ``.to()`` and stay out of
+``state_dict``). Where rows are contiguous a plain slice replaces the gather.
+"""
+
+# g - discrete groups, c - continuous dims
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ._utils import exclusive_cumsum, exists
+
+
+class TableLayout(NamedTuple):
+    """Row layout of a table: ``[discrete rows][continuous rows][log-var rows]``."""
+
+    num_discrete: int  # total discrete rows
+    group_sizes: tuple[int, ...]  # default groups (cover all discrete rows)
+    num_continuous: int
+    log_var_rows: bool  # the readout's extra block
+
+
+class ParsedConfig(NamedTuple):
+    groups: tuple[tuple[int, ...], ...] | None
+    dims: tuple[int, ...] | None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_int_list(v) -> bool:
+    return isinstance(v, (list, tuple)) and all(_is_int(i) for i in v)
+
+
+def _is_groups(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int_list(g) for g in v)
+
+
+def _split_config(config, name: str) -> ParsedConfig:
+    if _is_groups(config):
+        return ParsedConfig(tuple(config), None)
+    if _is_int_list(config) and len(config) > 0:
+        return ParsedConfig(None, tuple(config))
+    if isinstance(config, tuple) and len(config) == 2:
+        groups, dims = config
+        if exists(groups) and not _is_groups(groups):
+            raise TypeError(f'{name}[0] must be a list of lists of ints (one list per discrete group), got {groups!r}')
+        if exists(dims) and not _is_int_list(dims):
+            raise TypeError(f'{name}[1] must be a list of ints (continuous dims), got {dims!r}')
+        return ParsedConfig(groups, dims)
+    raise TypeError(
+        f'{name} must be list[list[int]] (discrete), list[int] (continuous) or '
+        f'(list[list[int]], list[int]) (both), got {config!r}'
+    )
+
+
+def _check_unique_in_range(indices, bound: int, name: str, what: str) -> tuple[int, ...]:
+    if len(indices) == 0:
+        raise ValueError(f'{name} must not be empty: give at least one {what}')
+    if len(set(indices)) != len(indices):
+        raise ValueError(f'{name} must not repeat an index, got {list(indices)}')
+    bad = [i for i in indices if not 0 <= i < bound]
+    if bad:
+        raise IndexError(f'{name}: {what} {bad[0]} is out of range; expected 0 <= index < {bound}, got {list(indices)}')
+    return tuple(indices)
+
+
+def parse_selector_config(config, layout: TableLayout, name: str = 'selector_config') -> ParsedConfig:
+    """Validate a selector config against a table layout (see module docstring)."""
+    groups, dims = _split_config(config, name)
+    if groups is None and dims is None:
+        raise ValueError(f'{name} selects nothing: give discrete groups, continuous dims or both')
+    if exists(groups):
+        if layout.num_discrete == 0:
+            raise ValueError(f'{name} selects discrete rows but the module has num_discrete = 0')
+        groups = tuple(
+            _check_unique_in_range(g, layout.num_discrete, f'{name} discrete group {i}', 'discrete row')
+            for i, g in enumerate(groups)
+        )
+    if exists(dims):
+        if layout.num_continuous == 0:
+            raise ValueError(f'{name} selects continuous dims but the module has num_continuous = 0')
+        dims = _check_unique_in_range(dims, layout.num_continuous, f'{name} continuous dims', 'continuous dim')
+    return ParsedConfig(groups, dims)
+
+
+def default_config(layout: TableLayout) -> ParsedConfig:
+    """All rows: the default groups in order and every continuous dim."""
+    groups = None
+    if layout.num_discrete > 0:
+        offsets = exclusive_cumsum(layout.group_sizes)
+        groups = tuple(tuple(range(o, o + n)) for o, n in zip(offsets, layout.group_sizes))
+    dims = tuple(range(layout.num_continuous)) if layout.num_continuous > 0 else None
+    return ParsedConfig(groups, dims)
+
+
+def _contiguous(rows: list[int]) -> slice | None:
+    if rows and rows == list(range(rows[0], rows[0] + len(rows))):
+        return slice(rows[0], rows[0] + len(rows))
+    return None
+
+
+class Selector(nn.Module):
+    """Index tables of one validated config. Internal; built once per config.
+
+    Attributes:
+        has_discrete, has_continuous: which modalities the config uses.
+        group_sizes: sizes of its discrete groups (Python ints).
+        num_continuous: number of continuous dims it uses.
+    """
+
+    def __init__(self, parsed: ParsedConfig, layout: TableLayout):
+        super().__init__()
+        groups, dims = parsed
+        self.has_discrete = exists(groups)
+        self.has_continuous = exists(dims)
+        self.group_sizes = tuple(len(g) for g in groups) if self.has_discrete else ()
+        self.num_groups = len(self.group_sizes)
+        self.num_discrete_rows = sum(self.group_sizes)
+        self.num_continuous = len(dims) if self.has_continuous else 0
+
+        discrete_rows = [r for g in (groups or ()) for r in g]
+        dims = list(dims or ())
+        nd, nc = layout.num_discrete, layout.num_continuous
+        mean_rows = [nd + d for d in dims]
+        log_var_rows = [nd + nc + d for d in dims] if layout.log_var_rows else []
+
+        self._slices = {}
+        self._index('discrete_rows', discrete_rows)
+        self._index('continuous_rows', mean_rows)
+        self._index('readout_rows', discrete_rows + mean_rows + log_var_rows)
+        self._index('continuous_dims', dims)
+        self.register_buffer('group_offsets', torch.tensor(exclusive_cumsum(self.group_sizes), dtype=torch.long), persistent=False)
+        self.register_buffer('group_sizes_t', torch.tensor(self.group_sizes, dtype=torch.long), persistent=False)
+        self.offsets_are_zero = self.num_groups <= 1
+
+    def _index(self, name: str, rows: list[int]) -> None:
+        as_slice = _contiguous(rows)
+        self._slices[name] = as_slice
+        tensor = torch.tensor(rows, dtype=torch.long) if as_slice is None else None
+        self.register_buffer(name, tensor, persistent=False)
+
+    def index(self, name: str) -> slice | Tensor:
+        """A slice where the rows are contiguous, else the index buffer."""
+        as_slice = self._slices[name]
+        return as_slice if exists(as_slice) else getattr(self, name)
+
+    def take(self, t: Tensor, name: str, dim: int = 0) -> Tensor:
+        """Rows (``dim=0``) or columns (``dim=-1``) of ``t`` named by ``name``."""
+        index = self.index(name)
+        if isinstance(index, slice):
+            return t[index] if dim == 0 else t[..., index]
+        return t.index_select(dim, index)
+
+    def global_rows(self, ids: Tensor) -> Tensor:
+        """Local ids ``(..., g)`` to rows of the table ``(..., g)``."""
+        local = ids if self.offsets_are_zero else ids + self.group_offsets
+        index = self.index('discrete_rows')
+        if isinstance(index, slice):
+            return local if index.start == 0 else local + index.start
+        return index[local]
