@@ -17,7 +17,7 @@ def split_pair(obj, selector: Selector, name: str):
     """``(discrete, continuous)`` from a pair (mixed) or a bare part."""
     if selector.has_discrete and selector.has_continuous:
         if not is_pair(obj):
-            raise TypeError(f'{name} must be a (discrete, continuous) pair for a mixed readout, got {describe(obj)}')
+            raise TypeError(f'{name} must be a (discrete, continuous) pair for a mixed readout (None for a part you leave out), got {describe(obj)}')
         discrete, continuous = obj
     elif isinstance(obj, DiscreteContinuous):
         discrete, continuous = obj

@@ -184,6 +184,14 @@ class KumaraswamyDistribution(_UnitInterval):
     def dist(self, params: Tensor) -> Kumaraswamy:
         return Kumaraswamy(*self.concentrations(params), validate_args=False)
 
+    def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
+        # closed form in log space: torch's transformed-uniform log_prob gives NaN
+        # for tiny concentrations, and 1 - x^a must not round to 0
+        a, b = self.concentrations(params)
+        log_x = torch.log(self.clip_sampled(value))
+        log_one_minus_x_pow_a = torch.log(-torch.expm1(a * log_x))
+        return torch.log(a) + torch.log(b) + (a - 1.0) * log_x + (b - 1.0) * log_one_minus_x_pow_a
+
     def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
         """KL(p || q) = -H(p) - E_p[log q(X)].
 

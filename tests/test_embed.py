@@ -1,0 +1,96 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import randint_groups
+
+from discrete_continuous_embed_readout import DiscreteContinuous, Embed, EmbedAndReadout
+
+
+def test_table_layout_and_init():
+    embed = Embed(16, num_discrete=(3, 4), num_continuous=2)
+    assert embed.embeddings.weight.shape == (3 + 4 + 2, 16)
+    assert 0.005 < embed.embeddings.weight.std() < 0.02  # normal, std 0.01
+
+
+def test_single_group_is_a_plain_lookup():
+    embed = Embed(16, num_discrete=50)
+    ids = torch.randint(0, 50, (2, 7))
+    torch.testing.assert_close(embed(ids), F.embedding(ids, embed.embeddings.weight))
+
+
+def test_multi_group_ids_use_their_group_offset():
+    sizes = (3, 5, 2)
+    embed = Embed(8, num_discrete=sizes)
+    ids = randint_groups(sizes, (4, 6))
+    rows = ids + torch.tensor([0, 3, 8])
+    table = embed.embeddings.weight
+    torch.testing.assert_close(embed(ids, sum_discrete_sets=False), table[rows])
+    torch.testing.assert_close(embed(ids), table[rows].sum(-2))
+
+
+def test_continuous_is_value_times_row():
+    embed = Embed(8, num_discrete=5, num_continuous=3)
+    x = torch.randn(2, 4, 3)
+    rows = embed.embeddings.weight[5:8]
+    torch.testing.assert_close(embed(x), torch.einsum('bnc,cd->bnd', x, rows))
+    torch.testing.assert_close(embed(x, sum_continuous=False), x[..., None] * rows)
+
+
+def test_continuous_normalisation():
+    mean_std = torch.tensor([[1.0, 2.0], [-1.0, 0.25], [0.0, 1.0]])
+    embed = Embed(8, num_continuous=3, continuous_mean_std=mean_std)
+    x = torch.randn(5, 3)
+    expected = ((x - mean_std[:, 0]) / mean_std[:, 1]) @ embed.embeddings.weight
+    torch.testing.assert_close(embed(x), expected)
+    torch.testing.assert_close(embed(x, normalize_continuous=True), expected)
+
+
+def test_mixed_sum_pair_and_concat():
+    embed = Embed(8, num_discrete=(3, 4), num_continuous=2)
+    ids, x = randint_groups((3, 4), (2, 5)), torch.randn(2, 5, 2)
+    table = embed.embeddings.weight
+    d_tokens = table[ids + torch.tensor([0, 3])]  # (2, 5, 2, 8)
+    c_tokens = x[..., None] * table[7:9]  # (2, 5, 2, 8)
+    torch.testing.assert_close(embed((ids, x)), d_tokens.sum(-2) + c_tokens.sum(-2))
+
+    pair = embed((ids, x), sum_discrete_sets=False)
+    assert isinstance(pair, DiscreteContinuous)
+    torch.testing.assert_close(pair.discrete, d_tokens)
+    torch.testing.assert_close(pair.continuous, c_tokens.sum(-2))
+    torch.testing.assert_close(embed((ids, x), sum_discrete_continuous=False).discrete, d_tokens.sum(-2))
+
+    concat = embed((ids, x), concat_discrete_continuous=True)
+    torch.testing.assert_close(concat, torch.stack((d_tokens.sum(-2), c_tokens.sum(-2)), -2))
+    concat_all = embed((ids, x), concat_discrete_continuous=True, sum_discrete_sets=False, sum_continuous=False)
+    torch.testing.assert_close(concat_all, torch.cat((d_tokens, c_tokens), -2))  # (2, 5, 4, 8)
+
+
+def test_one_part_of_a_mixed_input():
+    embed = Embed(8, num_discrete=6, num_continuous=2)
+    ids = torch.randint(0, 6, (3,))
+    torch.testing.assert_close(embed((ids, None)), embed.embeddings.weight[ids])
+    pair = embed((ids, None), return_only_discrete_or_continuous=False)
+    assert pair.continuous is None
+    torch.testing.assert_close(pair.discrete, embed.embeddings.weight[ids])
+
+
+def test_explicit_single_group_axis():
+    embed, readout = EmbedAndReadout(8, num_discrete=9, explicit_single_action_dim_given=True)
+    ids = torch.randint(0, 9, (4, 1))
+    torch.testing.assert_close(embed(ids), embed.embeddings.weight[ids[:, 0]])
+    logits = readout(embed(ids))
+    assert isinstance(logits, tuple) and len(logits) == 1
+    assert readout.sample(logits).shape == (4, 1)
+    torch.testing.assert_close(readout.log_prob(logits, ids), logits[0].log_softmax(-1).gather(-1, ids))
+
+
+@pytest.mark.parametrize('weight_tie', [False, True])
+def test_gradients_reach_the_rows_used(weight_tie):
+    embed, readout = EmbedAndReadout(8, num_discrete=10, num_continuous=2, weight_tie=weight_tie)
+    embed((torch.tensor([2, 2, 5]), torch.randn(3, 2))).sum().backward()
+    grad = embed.embeddings.weight.grad
+    touched = grad.abs().sum(-1) > 0
+    expected = torch.zeros(grad.shape[0], dtype=torch.bool)
+    expected[[2, 5, 10, 11]] = True
+    assert torch.equal(touched, expected)
+    torch.testing.assert_close(grad[2], torch.full((8,), 2.0))

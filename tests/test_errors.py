@@ -1,0 +1,129 @@
+"""SPEC §10: user mistakes raise ValueError / TypeError / IndexError naming the
+argument, what was expected and what arrived; never AssertionError or an
+einops error, never a silent wrong answer."""
+
+import ast
+import pathlib
+
+import pytest
+import torch
+
+import discrete_continuous_embed_readout as pkg
+from discrete_continuous_embed_readout import (
+    Embed,
+    EmbedAndReadout,
+    MultiCategorical,
+    ParameterlessReadout,
+    Readout,
+    segmented_softmax,
+    set_validate_args,
+)
+
+R = lambda **kw: Readout(8, **kw)  # noqa: E731
+x8 = torch.randn(2, 8)
+ids2 = torch.tensor([[0, 1], [2, 0]])
+mixed = lambda: Readout(8, num_discrete=4, num_continuous=2)  # noqa: E731
+gauss = lambda: ParameterlessReadout(num_continuous=2)  # noqa: E731
+multi = lambda: ParameterlessReadout(num_discrete=(3, 4))  # noqa: E731
+
+MISTAKES = {
+    # construction
+    'negative num_discrete': (lambda: R(num_discrete=-1), ValueError, 'num_discrete must be >= 0'),
+    'zero-sized group': (lambda: R(num_discrete=(3, 0)), ValueError, 'one positive int per group'),
+    'float num_discrete': (lambda: R(num_discrete=3.0), TypeError, 'num_discrete must be an int'),
+    'nothing to read out': (lambda: R(), ValueError, 'at least one of num_discrete and num_continuous'),
+    'negative num_continuous': (lambda: R(num_continuous=-2), ValueError, 'num_continuous must be >= 0'),
+    'string num_continuous': (lambda: R(num_continuous='2'), TypeError, 'num_continuous must be an int'),
+    'mean_std wrong shape': (lambda: R(num_continuous=2, continuous_mean_std=torch.ones(3, 2)), ValueError, r'continuous_mean_std must have shape \(2, 2\)'),
+    'mean_std zero std': (lambda: R(num_continuous=1, continuous_mean_std=torch.tensor([[0.0, 0.0]])), ValueError, 'std'),
+    'mean_std integer': (lambda: R(num_continuous=1, continuous_mean_std=torch.tensor([[0, 1]])), TypeError, 'continuous_mean_std must be a floating'),
+    'mean_std without continuous': (lambda: R(num_discrete=3, continuous_mean_std=torch.ones(1, 2)), ValueError, 'num_continuous is 0'),
+    'unknown dist type': (lambda: R(num_continuous=1, continuous_dist_type='cauchy'), ValueError, 'continuous_dist_type must be one of'),
+    'squashed beta': (lambda: R(num_continuous=1, continuous_dist_type='beta', continuous_squashed=True), ValueError, 'continuous_squashed'),
+    'regression beta': (lambda: R(num_continuous=1, continuous_dist_type='beta', continuous_log_var_embed=False), ValueError, 'continuous_log_var_embed=False'),
+    'bad regression loss': (lambda: R(num_continuous=1, regression_loss_type='huber'), ValueError, 'regression_loss_type'),
+    'clamp range reversed': (lambda: R(num_continuous=1, continuous_dist_kwargs=dict(log_var_clamp_range=(2, -2))), ValueError, 'log_var_clamp_range'),
+    'unknown dist kwarg': (lambda: R(num_continuous=1, continuous_dist_kwargs=dict(unimodal=True)), TypeError, 'continuous_dist_kwargs'),
+    'bad clip_eps': (lambda: R(num_continuous=1, continuous_dist_type='beta', continuous_dist_kwargs=dict(clip_eps=0.7)), ValueError, 'clip_eps'),
+    'string dim': (lambda: Readout('8', num_discrete=3), TypeError, 'dim must be'),
+    'embed without dim': (lambda: Embed(None, num_discrete=3), ValueError, 'Embed needs a table'),
+    'float ignore_index': (lambda: R(num_discrete=3, ignore_index=1.5), TypeError, 'ignore_index'),
+    'parameterless with dim': (lambda: ParameterlessReadout(8, num_discrete=3), TypeError, 'takes no dim'),
+    'tie mismatched tables': (lambda: EmbedAndReadout(8, num_discrete=3, weight_tie=True, embed_kwargs=dict(num_continuous=1)), ValueError, 'weight_tie'),
+    # Embed.forward
+    'embed not a tensor': (lambda: Embed(8, num_discrete=3)([0, 1, 2]), TypeError, 'inp must be a torch.Tensor'),
+    'embed wrong group count': (lambda: Embed(8, num_discrete=(3, 4))(torch.tensor([[0, 1, 2]])), ValueError, 'discrete input must have a last axis of size 2'),
+    'embed negative id': (lambda: Embed(8, num_discrete=5)(torch.tensor([-1])), IndexError, 'discrete input: id -1'),
+    'embed id too big': (lambda: Embed(8, num_discrete=5)(torch.tensor([5])), IndexError, r'expected 0 <= id < 5'),
+    'embed bool ids': (lambda: Embed(8, num_discrete=5)(torch.tensor([True])), TypeError, 'integer ids'),
+    'embed float into discrete-only': (lambda: Embed(8, num_discrete=5)(torch.randn(3)), ValueError, 'no continuous part'),
+    'embed continuous width': (lambda: Embed(8, num_continuous=2)(torch.randn(4, 3)), ValueError, 'continuous input must have a last axis of size 2'),
+    'embed nothing': (lambda: Embed(8, num_discrete=3)((None, None)), ValueError, 'neither'),
+    'normalise without mean_std': (lambda: Embed(8, num_continuous=2)(torch.randn(2, 2), normalize_continuous=True), ValueError, 'continuous_mean_std'),
+    'embed continuous ints in pair': (lambda: Embed(8, num_discrete=3, num_continuous=1)((torch.tensor([0]), torch.tensor([[1]]))), TypeError, 'continuous input must be a floating'),
+    # Readout.forward
+    'readout wrong width': (lambda: R(num_discrete=3)(torch.randn(2, 7)), ValueError, 'embed must have a last axis of size 8'),
+    'readout integer embed': (lambda: R(num_discrete=3)(torch.ones(2, 8, dtype=torch.long)), TypeError, 'embed must be a floating'),
+    'loss without targets': (lambda: R(num_discrete=3)(x8, return_loss=True), ValueError, 'return_loss=True needs targets'),
+    'targets without loss': (lambda: R(num_discrete=3)(x8, torch.tensor([0, 1]), return_loss=False), ValueError, 'return_loss=False'),
+    'float discrete targets': (lambda: R(num_discrete=3)(x8, torch.tensor([0.0, 1.0])), TypeError, 'targets must hold integer ids'),
+    'targets wrong shape': (lambda: R(num_discrete=3)(x8, torch.tensor([0, 1, 2])), ValueError, r'targets must have shape \(2,\)'),
+    'target out of range': (lambda: R(num_discrete=3)(x8, torch.tensor([0, 3])), IndexError, 'targets: id 3'),
+    'multi target spills': (lambda: R(num_discrete=(3, 4))(x8, torch.tensor([[3, 0], [0, 0]])), IndexError, 'group 0'),
+    'loss_mask wrong shape': (lambda: R(num_discrete=3)(x8, torch.tensor([0, 1]), loss_mask=torch.ones(3, dtype=torch.bool)), ValueError, 'loss_mask must have the batch shape'),
+    'loss_mask float': (lambda: R(num_discrete=3)(x8, torch.tensor([0, 1]), loss_mask=torch.ones(2)), TypeError, 'loss_mask must be a bool'),
+    'mixed targets not a pair': (lambda: mixed()(x8, torch.tensor([0, 1])), TypeError, 'targets must be a \\(discrete, continuous\\) pair'),
+    'continuous targets width': (lambda: R(num_continuous=2)(x8, torch.randn(2, 3)), ValueError, r'targets must have shape \(2, 2\)'),
+    'both selector args': (lambda: R(num_discrete=3)(x8, selector_index=0, selector_config=[[0]]), ValueError, 'either selector_index or selector_config'),
+    'float selector_index': (lambda: R(num_discrete=3, selectors=[[[0]], [[1]]])(x8, selector_index=0.0), TypeError, 'selector_index must be an int'),
+    'index without selectors': (lambda: R(num_discrete=3)(x8, selector_index=0), ValueError, 'no selectors are registered'),
+    # sample / log_prob / entropy / kl_div
+    'logits wrong size': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 4)), ValueError, 'dist discrete logits must have a last axis of size 3'),
+    'too few groups': (lambda: multi().sample([torch.randn(2, 3)]), TypeError, 'sequence of 2 tensors'),
+    'group wrong size': (lambda: multi().entropy([torch.randn(2, 3), torch.randn(2, 5)]), ValueError, r'logits\[1\] must have a last axis of size 4'),
+    'params wrong shape': (lambda: gauss().sample(torch.randn(5, 2)), ValueError, r'continuous params must have shape \(\.\.\., 2, 2\)'),
+    'rescale a gaussian': (lambda: gauss().sample(torch.randn(5, 2, 2), rescale_range=(0, 1)), ValueError, 'no native range'),
+    'rescale reversed': (lambda: ParameterlessReadout(num_continuous=1, continuous_squashed=True).sample(torch.randn(2, 1, 2), rescale_range=(1, 0)), ValueError, 'rescale_range must satisfy lo < hi'),
+    'log_prob id out of range': (lambda: multi().log_prob([torch.randn(2, 3), torch.randn(2, 4)], torch.tensor([[0, 4], [0, 0]])), IndexError, 'sampled: id 4'),
+    'log_prob values width': (lambda: gauss().log_prob(torch.randn(5, 2, 2), torch.randn(5, 3)), ValueError, r'sampled must have shape \(5, 2\)'),
+    'kl shapes differ': (lambda: gauss().kl_div(torch.randn(5, 2, 2), torch.randn(4, 2, 2)), ValueError, 'dist_true and dist_pred'),
+    'regression log_prob': (lambda: ParameterlessReadout(num_continuous=2, continuous_log_var_embed=False).log_prob(torch.randn(3, 2), torch.randn(3, 2)), ValueError, 'needs a distribution'),
+    'mixed dist not a pair': (lambda: ParameterlessReadout(num_discrete=3, num_continuous=1).entropy(torch.randn(2, 3)), TypeError, 'dist must be a \\(discrete, continuous\\) pair'),
+    'continuous part on discrete readout': (lambda: ParameterlessReadout(num_discrete=3).entropy(pkg.DiscreteContinuous(torch.randn(2, 3), torch.randn(2, 1, 2))), ValueError, 'no continuous part'),
+    # MultiCategorical and helpers
+    'no groups': (lambda: MultiCategorical([]), ValueError, 'at least one group'),
+    'groups disagree on batch': (lambda: MultiCategorical([torch.randn(2, 3), torch.randn(3, 3)]), ValueError, 'leading shape'),
+    'integer logits': (lambda: MultiCategorical(torch.ones(2, 3, dtype=torch.long)), TypeError, 'logits must be a floating'),
+    'kl with a tensor': (lambda: MultiCategorical(torch.randn(2, 3)).kl_div(torch.randn(2, 3)), TypeError, 'other must be a MultiCategorical'),
+    'value wrong shape': (lambda: MultiCategorical([torch.randn(2, 3), torch.randn(2, 3)]).log_prob(torch.tensor([0, 1])), ValueError, r'value must have shape \(2, 2\)'),
+    'segments do not add up': (lambda: segmented_softmax(torch.randn(2, 5), [2, 2]), ValueError, 'flat_logits must have a last axis of size 4'),
+    'validate switch type': (lambda: set_validate_args('no'), TypeError, 'value must be a bool'),
+}
+
+
+@pytest.mark.parametrize('name', list(MISTAKES))
+def test_mistake_raises_a_clear_error(name):
+    fn, error, match = MISTAKES[name]
+    with pytest.raises(error, match=match):
+        fn()
+
+
+def test_content_checks_can_be_switched_off():
+    embed = Embed(8, num_discrete=5)
+    set_validate_args(False)
+    embed(torch.tensor([4]))  # in range: fine; out of range is the caller's responsibility now
+    assert not pkg.get_validate_args()
+    set_validate_args(True)
+    with pytest.raises(IndexError):
+        embed(torch.tensor([5]))
+
+
+def test_the_package_has_no_assert_statements():
+    root = pathlib.Path(pkg.__file__).parent
+    found = [
+        f'{path.name}:{node.lineno}'
+        for path in root.glob('*.py')
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Assert)
+    ]
+    assert found == []
