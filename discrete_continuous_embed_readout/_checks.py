@@ -11,7 +11,12 @@ Checks of shapes, dtypes and configs are free and always run.
 from __future__ import annotations
 
 import torch
+from beartype import BeartypeConf, beartype
 from torch import Tensor
+
+# type checks of constructor arguments: a TypeError naming the parameter, its
+# type hint and the value received (ints are accepted where floats are)
+typecheck = beartype(conf=BeartypeConf(violation_param_type=TypeError, is_pep484_tower=True))
 
 _validate_args = True
 

@@ -80,3 +80,13 @@ def continuous_values(values, batch_shape, num_continuous: int, name: str) -> Te
     if tuple(values.shape) != expected:
         raise ValueError(f'{name} must have shape {expected} (one value per continuous dim), got {describe(values)}')
     return values
+
+
+def first_tensor(obj) -> Tensor:
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            if exists(item):
+                return first_tensor(item)
+    raise TypeError(f'expected a tensor or a (nested) sequence of tensors, got {type(obj).__name__}')

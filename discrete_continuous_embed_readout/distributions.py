@@ -13,7 +13,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Beta, Distribution, Kumaraswamy, Normal, kl_divergence
+from torch.distributions import Beta, Distribution, Kumaraswamy, Normal, TanhTransform, TransformedDistribution, kl_divergence
 
 from ._checks import check_range
 from ._utils import exists
@@ -114,25 +114,28 @@ class SquashedGaussian(Gaussian):
     def default_range(self) -> tuple[float, float]:
         return (-1.0, 1.0)
 
+    def base_dist(self, params: Tensor) -> Normal:
+        """The pre-tanh gaussian."""
+        return super().dist(params)
+
     def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
-        return torch.tanh(super().forward(params, differentiable))
+        base = self.base_dist(params)
+        return torch.tanh(base.rsample() if differentiable else base.sample())
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         # values that rounded to +-1 are taken at the last representable point inside
         bound = 1.0 - torch.finfo(value.dtype).eps
         u = torch.atanh(value.clamp(-bound, bound))
-        return super().dist(params).log_prob(u) - log_one_minus_tanh_sq(u)
+        return self.base_dist(params).log_prob(u) - log_one_minus_tanh_sq(u)
 
     def entropy(self, params: Tensor) -> Tensor:
-        return super().dist(params).entropy()
+        return self.base_dist(params).entropy()
 
     def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
-        return kl_divergence(super().dist(params_true), super().dist(params_pred))
+        return kl_divergence(self.base_dist(params_true), self.base_dist(params_pred))
 
     def dist(self, params: Tensor) -> Distribution:
-        from torch.distributions import TanhTransform, TransformedDistribution
-
-        return TransformedDistribution(super().dist(params), [TanhTransform(cache_size=1)], validate_args=False)
+        return TransformedDistribution(self.base_dist(params), [TanhTransform(cache_size=1)], validate_args=False)
 
 
 class _UnitInterval(ContinuousDistribution):
@@ -228,8 +231,7 @@ def _expect_log_one_minus_pow(a_p: Tensor, b_p: Tensor, a_q: Tensor, num_nodes: 
     a_p, b_p, a_q = (t.to(dtype)[..., None] for t in (a_p, b_p, a_q))
     # inverse CDF: x = (1 - v^(1/b))^(1/a), so x^a_q = (1 - v^(1/b_p))^(a_q / a_p)
     log_one_minus_s = torch.log1p(-(v.to(dtype) ** (1.0 / b_p)))
-    x_pow = torch.exp(log_one_minus_s * (a_q / a_p))
-    integrand = torch.log1p(-x_pow.clamp(max=1.0 - torch.finfo(dtype).eps))
+    integrand = torch.log(-torch.expm1(log_one_minus_s * (a_q / a_p)))  # log(1 - x^a_q), no cancellation
     return (integrand * jacobian.to(dtype)).sum(-1).to(out_dtype)
 
 
@@ -238,3 +240,25 @@ CONTINUOUS_DISTRIBUTIONS: dict[str, type[ContinuousDistribution]] = {
     'beta': BetaDistribution,
     'kumaraswamy': KumaraswamyDistribution,
 }
+
+
+def build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_loss_type, eps) -> ContinuousDistribution:
+    """Look ``dist_type`` up in ``CONTINUOUS_DISTRIBUTIONS`` (at construction) and
+    instantiate it as ``cls(**dist_kwargs, eps=eps)``; squashing picks ``SquashedGaussian``."""
+    if not isinstance(dist_type, str) or dist_type not in CONTINUOUS_DISTRIBUTIONS:
+        raise ValueError(f'continuous_dist_type must be one of {sorted(CONTINUOUS_DISTRIBUTIONS)}, got {dist_type!r}')
+    cls = CONTINUOUS_DISTRIBUTIONS[dist_type]
+    if squashed:
+        if cls is not Gaussian:
+            raise ValueError(f"continuous_squashed=True needs continuous_dist_type='gaussian', got {dist_type!r}")
+        cls = SquashedGaussian
+    if not log_var and (cls is not Gaussian):
+        raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}')
+    if regression_loss_type not in ('mse', 'l1'):
+        raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
+    if not isinstance(dist_kwargs, dict):
+        raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
+    try:
+        return cls(**dist_kwargs, eps=eps)
+    except TypeError as err:
+        raise TypeError(f'continuous_dist_kwargs {dist_kwargs!r} do not fit {cls.__name__}: {err}') from None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor
+from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, typecheck
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair
 from .selectors import Selector
@@ -47,13 +47,14 @@ class Embed(SharedTable):
         torch.Size([2, 16, 512])
     """
 
+    @typecheck
     def __init__(
         self,
-        dim,
-        num_discrete=0,
-        num_continuous=0,
+        dim: int | None,
+        num_discrete: int | tuple[int, ...] | list[int] = 0,
+        num_continuous: int = 0,
         selector=None,
-        selectors=None,
+        selectors: list | tuple | None = None,
         continuous_log_var_embed: bool = True,
         continuous_mean_std: Tensor | None = None,
         use_parallel_multi_discrete: bool = True,
@@ -154,7 +155,7 @@ class Embed(SharedTable):
                 raise ValueError('normalize_continuous=True needs continuous_mean_std at construction')
             values = self.normalize(values, selector)
         rows = selector.take(self.embeddings.weight, 'continuous_rows')  # (c, d)
-        values = values.to(rows.dtype) if not torch.is_autocast_enabled() else values
+        values = values.to(rows.dtype)
         if sum_dims:
             return values @ rows  # (..., d)
         return values.unsqueeze(-1) * rows  # (..., c, d)

@@ -177,6 +177,8 @@ class MultiCategorical:
         Returns:
             ids ``(...)`` / ``(..., g)``, or one-hots as above.
         """
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+            raise TypeError(f'temperature must be a number, got {describe(temperature)}')
         groups = tuple(filter_fn(g, **(filter_kwargs or {})) for g in self.groups)
         greedy = temperature <= 0
         noise = None if greedy else gumbel_noise((*self.batch_shape, sum(self.sizes)), groups[0], eps, generator)

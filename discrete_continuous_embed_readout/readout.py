@@ -11,33 +11,13 @@ from einops import rearrange
 from torch import Tensor
 
 from . import _parts
-from ._checks import check_floating, check_last_dim, check_range
+from ._checks import check_floating, check_last_dim, check_range, typecheck
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, identity
-from .distributions import CONTINUOUS_DISTRIBUTIONS, ContinuousDistribution, Gaussian, SquashedGaussian
+from .distributions import build_continuous_dist
 from .losses import check_loss_mask, entry_mask, masked_loss, regression_loss
 from .multi_categorical import MultiCategorical
 from .selectors import Selector
-
-
-def _build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_loss_type, eps) -> ContinuousDistribution:
-    if not isinstance(dist_type, str) or dist_type not in CONTINUOUS_DISTRIBUTIONS:
-        raise ValueError(f'continuous_dist_type must be one of {sorted(CONTINUOUS_DISTRIBUTIONS)}, got {dist_type!r}')
-    cls = CONTINUOUS_DISTRIBUTIONS[dist_type]
-    if squashed:
-        if cls is not Gaussian:
-            raise ValueError(f"continuous_squashed=True needs continuous_dist_type='gaussian', got {dist_type!r}")
-        cls = SquashedGaussian
-    if not log_var and (cls is not Gaussian):
-        raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}')
-    if regression_loss_type not in ('mse', 'l1'):
-        raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
-    if not isinstance(dist_kwargs, dict):
-        raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
-    try:
-        return cls(**dist_kwargs, eps=eps)
-    except TypeError as err:
-        raise TypeError(f'continuous_dist_kwargs {dist_kwargs!r} do not fit {cls.__name__}: {err}') from None
 
 
 class Readout(SharedTable):
@@ -80,13 +60,14 @@ class Readout(SharedTable):
         >>> loss = readout(torch.randn(2, 16, 512), torch.randint(0, 20000, (2, 16)))
     """
 
+    @typecheck
     def __init__(
         self,
-        dim,
-        num_discrete=0,
-        num_continuous=0,
+        dim: int | None,
+        num_discrete: int | tuple[int, ...] | list[int] = 0,
+        num_continuous: int = 0,
         selector=None,
-        selectors=None,
+        selectors: list | tuple | None = None,
         continuous_log_var_embed: bool = True,
         continuous_mean_std: Tensor | None = None,
         use_parallel_multi_discrete: bool = True,
@@ -115,7 +96,7 @@ class Readout(SharedTable):
         self.ignore_index = ignore_index
         self.continuous_dist = None
         if self.has_continuous:
-            self.continuous_dist = _build_continuous_dist(
+            self.continuous_dist = build_continuous_dist(
                 continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed,
                 continuous_log_var_embed, regression_loss_type, eps,
             )  # fmt: skip
@@ -227,7 +208,7 @@ class Readout(SharedTable):
             mask: ``(...)`` bool loss mask, True = count.
             return_unreduced_loss: per-entry losses, masked entries zeroed.
         """
-        device = _first_tensor(logits).device
+        device = _parts.first_tensor(logits).device
         selector = self.get_selector(selector_index, selector_config, device)
         groups, params = self._parts(logits, selector, 'logits')
         return self._loss(groups, params, targets, selector, mask, return_unreduced_loss, None)
@@ -285,7 +266,7 @@ class Readout(SharedTable):
         Returns:
             ids ``(...)`` / ``(..., G)`` (or one-hots), values ``(..., c)``, or a pair.
         """
-        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist).device)
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector)
         d = self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator) if exists(groups) else None
         c = self._sample_continuous(params, selector, differentiable, rescale_range) if exists(params) else None
@@ -294,7 +275,7 @@ class Readout(SharedTable):
     def sample_discrete(self, logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
                         filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None):  # fmt: skip
         """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first)."""
-        selector = self.get_selector(selector_index, selector_config, _first_tensor(logits).device)
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(logits).device)
         groups = _parts.logit_groups(logits, selector, 'logits')
         return self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator)
 
@@ -317,7 +298,7 @@ class Readout(SharedTable):
         """Log-probability of ``sampled`` (ids ``(...)`` / ``(..., G)``; values
         ``(..., c)`` in original units; or a pair). Ids equal to ``ignore_index``
         give 0. ``concat=True`` joins the parts along the last axis."""
-        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist).device)
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector)
         d_value, c_value = _parts.split_pair(sampled, selector, 'sampled')
         d = c = None
@@ -338,7 +319,7 @@ class Readout(SharedTable):
     def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False):
         """Entropy per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)`` (in
         original units). The squashed gaussian reports its pre-tanh entropy."""
-        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist).device)
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector)
         d = self._squeezed(self._categorical(groups).entropy(), selector) if exists(groups) else None
         c = None
@@ -350,7 +331,7 @@ class Readout(SharedTable):
 
     def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False):
         """KL(true || pred) per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)``."""
-        selector = self.get_selector(selector_index, selector_config, _first_tensor(dist_true).device)
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_true).device)
         groups_t, params_t = self._parts(dist_true, selector, 'dist_true')
         groups_p, params_p = self._parts(dist_pred, selector, 'dist_pred')
         d = c = None
@@ -396,13 +377,3 @@ class Readout(SharedTable):
         """Map ``t`` linearly from ``source_range = (lo, hi)`` back to the native range."""
         (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_range(source_range, 'source_range')
         return (t - src_lo) / (src_hi - src_lo) * (hi - lo) + lo
-
-
-def _first_tensor(obj) -> Tensor:
-    if isinstance(obj, Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)):
-        for item in obj:
-            if exists(item):
-                return _first_tensor(item)
-    raise TypeError(f'expected a tensor or a (nested) sequence of tensors, got {type(obj).__name__}')

@@ -266,29 +266,32 @@ def test_beta_kl_matches_torch_kl_divergence(unimodal):
     assert readout.kl_div(p, p).abs().max() < 1e-5
 
 
-KUMARASWAMY_PAIRS = [
-    # (a_p, b_p, a_q, b_q)
-    (2.0, 3.0, 1.5, 1.2),
-    (0.7, 1.5, 2.5, 4.0),
-    (3.0, 0.8, 1.0, 2.0),
-    (1.3, 5.0, 0.9, 0.6),
-]
+KUMARASWAMY_PAIRS = {
+    # name: (a_p, b_p, a_q, b_q)
+    'peaked-vs-flat': (2.0, 3.0, 1.5, 1.2),
+    'a_p-below-1': (0.7, 1.5, 2.5, 4.0),
+    'b_p-below-1': (3.0, 0.8, 1.0, 2.0),
+    'both-q-below-1': (1.3, 5.0, 0.9, 0.6),
+    # b_p = 0.2 is softplus(-1.5): an ordinary raw parameter, mass piled near x = 1
+    'small-b_p': (0.6, 0.2, 1.2, 0.6),
+    'small-b_p-same-a': (2.0, 0.25, 2.0, 0.5),
+}
 
 
-def test_kumaraswamy_kl_matches_independent_numerical_integral():
-    pairs = torch.tensor(KUMARASWAMY_PAIRS, dtype=torch.float64)
-    p = unit_interval_params(pairs[:, 0], pairs[:, 1], EPS)
-    q = unit_interval_params(pairs[:, 2], pairs[:, 3], EPS)
-    readout = ParameterlessReadout(num_continuous=len(KUMARASWAMY_PAIRS), continuous_dist_type='kumaraswamy')
-    kl = readout.kl_div(p, q).double()
+@pytest.mark.parametrize('pair', list(KUMARASWAMY_PAIRS.values()), ids=list(KUMARASWAMY_PAIRS))
+def test_kumaraswamy_kl_matches_independent_numerical_integral(pair):
+    a_p0, b_p0, a_q0, b_q0 = pair
+    p = unit_interval_params([a_p0], [b_p0], EPS)
+    q = unit_interval_params([a_q0], [b_q0], EPS)
+    readout = ParameterlessReadout(num_continuous=1, continuous_dist_type='kumaraswamy')
+    kl = readout.kl_div(p, q).double().item()
 
     # the concentrations the package sees (float32 params), recomputed in float64
-    a_p, b_p = concentrations(p, unimodal=False)
-    a_q, b_q = concentrations(q, unimodal=False)
-    for i in range(len(KUMARASWAMY_PAIRS)):
-        ref = kumaraswamy_kl_reference(a_p[i].item(), b_p[i].item(), a_q[i].item(), b_q[i].item())
-        assert ref > 0.05
-        assert kl[i].item() == pytest.approx(ref, rel=1e-3, abs=1e-5), (i, kl[i].item(), ref)
+    a_p, b_p = (t.item() for t in concentrations(p, unimodal=False))
+    a_q, b_q = (t.item() for t in concentrations(q, unimodal=False))
+    ref = kumaraswamy_kl_reference(a_p, b_p, a_q, b_q)
+    assert ref > 0.05
+    assert kl == pytest.approx(ref, rel=1e-3, abs=1e-5)
 
 
 def test_kumaraswamy_kl_with_unit_a_equals_beta_closed_form():
@@ -338,12 +341,17 @@ def test_unit_interval_clip_keeps_samples_inside_margin(dist_type, clip_eps):
         assert ((raw == 0) | (raw == 1)).any()  # the hazard the clip exists for
 
     samples = readout.sample(params)
-    assert (samples >= clip_eps).all() and (samples <= 1 - clip_eps).all()
-    # the clamp is active: both margins are reached
-    assert (samples == torch.tensor(clip_eps)).any() or (samples == torch.tensor(1 - clip_eps)).any()
+    lo, hi = torch.tensor(clip_eps), torch.tensor(1 - clip_eps)  # the margins in float32
+    assert (samples >= lo).all() and (samples <= hi).all()
+    # the clamp is active: a margin is reached
+    assert (samples == lo).any() or (samples == hi).any()
     log_prob = readout.log_prob(params, samples)
     assert torch.isfinite(log_prob).all()
-    ref = reference_unit_dist(dist_type, a, b).log_prob(samples.double())
+    x = samples.double()
+    if dist_type == 'beta':
+        ref = Beta(a, b).log_prob(x)
+    else:  # closed form in log space (torch's transformed-uniform form is fragile at tiny a, b)
+        ref = torch.log(a * b) + (a - 1) * torch.log(x) + (b - 1) * torch.log(-torch.expm1(a * torch.log(x)))
     torch.testing.assert_close(log_prob.double(), ref, rtol=1e-3, atol=1e-3)
 
 
@@ -380,13 +388,24 @@ def test_squashed_samples_lie_strictly_inside_unit_interval():
     params = gaussian_params(2000, num_continuous=3, seed=12)
     samples = readout.sample(params)
     assert (samples > -1).all() and (samples < 1).all()
-    # a sample is tanh of a gaussian draw: atanh of it has the pre-tanh moments
+
+
+def test_squashed_samples_are_tanh_of_one_normal_draw():
+    """atanh of a sample has the pre-tanh normal's moments, and a wide normal
+    puts most samples close to +-1 (P(|u| > atanh(0.99)) for u ~ N(0, 10^2))."""
+    torch.manual_seed(0)
+    readout = squashed_readout(3)
     params = torch.tensor([[0.4, math.log(0.09)], [-0.8, math.log(0.5)], [0.0, math.log(1.0)]])
     n = 40_000
     u = torch.atanh(readout.sample(params.expand(n, 3, 2)).double())
     mean, std = params[:, 0].double(), torch.exp(0.5 * params[:, 1].double())
     assert ((u.mean(0) - mean).abs() < 5 * std / math.sqrt(n)).all()
     assert ((u.std(0) - std).abs() < 5 * std / math.sqrt(2 * n)).all()
+
+    wide = torch.tensor([[0.0, math.log(100.0)]])
+    near_edge = (readout.sample(wide.expand(n, 1, 2).expand(n, 3, 2)).abs() > 0.99).double().mean()
+    expected = 2 * Normal(0.0, 10.0).cdf(torch.tensor(-math.atanh(0.99))).item()
+    assert near_edge.item() == pytest.approx(expected, abs=0.02)
 
 
 def test_squashed_log_prob_is_normal_at_atanh_minus_log_one_minus_a_squared():
