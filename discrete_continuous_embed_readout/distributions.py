@@ -122,10 +122,14 @@ class SquashedGaussian(Gaussian):
         base = self.base_dist(params)
         return torch.tanh(base.rsample() if differentiable else base.sample())
 
+    def clip_sampled(self, sampled: Tensor) -> Tensor:
+        """tanh rounds to exactly +-1 for |u| > ~9 in float32: keep samples at the
+        last representable point inside (-1, 1), where the log-density is finite."""
+        bound = 1.0 - torch.finfo(sampled.dtype).eps
+        return sampled.clamp(-bound, bound)
+
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
-        # values that rounded to +-1 are taken at the last representable point inside
-        bound = 1.0 - torch.finfo(value.dtype).eps
-        u = torch.atanh(value.clamp(-bound, bound))
+        u = torch.atanh(self.clip_sampled(value))
         return self.base_dist(params).log_prob(u) - log_one_minus_tanh_sq(u)
 
     def entropy(self, params: Tensor) -> Tensor:
