@@ -50,3 +50,86 @@ def regression_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
     """Elementwise ``mse`` or ``l1``."""
     fn = F.mse_loss if kind == 'mse' else F.l1_loss
     return fn(pred, target, reduction='none')
+
+
+# fused linear + cross entropy: never materialise the (tokens, vocab) logits
+
+MIN_CHUNK_ROWS = 256  # fewer rows per chunk make the table-gradient updates memory bound
+CHUNK_ELEMENTS = 1 << 21
+
+
+def chunk_rows(num_rows: int, vocab: int) -> int:
+    return max(1, min(num_rows, max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(vocab, 1))))
+
+
+def _chunk_logits(xc: Tensor, weight: Tensor, buffer: Tensor) -> Tensor:
+    logits = buffer[: xc.shape[0]]
+    if xc.dtype == buffer.dtype:
+        return torch.mm(xc, weight.T, out=logits)
+    return logits.copy_(F.linear(xc, weight))  # half precision matmul, float32 softmax
+
+
+class _LinearCrossEntropySum(torch.autograd.Function):
+    """Sum over kept rows of ``-log softmax(x @ W.T)[target]``, chunk by chunk.
+
+    The gradients of x and W are computed in the same pass (softmax minus the
+    one-hot, times the rows' keep weights) and saved, so backward is one scale;
+    the full logits never exist, one float32 chunk buffer is reused.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, rows: int):
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=torch.float32, device=x.device)
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        for start in range(0, x.shape[0], rows):
+            xc, t, k = x[start : start + rows], targets[start : start + rows, None], keep[start : start + rows]
+            logits = _chunk_logits(xc, weight, buffer)  # (rows, vocab)
+            picked = logits.gather(1, t).squeeze(1)
+            top = logits.amax(dim=-1)
+            probs = logits.sub_(top[:, None]).exp_()  # in place: the buffer now holds exp(l - max)
+            norm = probs.sum(dim=-1)
+            total = total + ((top + norm.log() - picked) * k).sum()
+            if not (need_x or need_w):
+                continue
+            grad = probs.mul_((k / norm)[:, None]).scatter_add_(1, t, -k[:, None]).to(weight.dtype)
+            if need_x:
+                torch.mm(grad, weight, out=grad_x[start : start + rows])
+            if need_w and grad.dtype == grad_w.dtype:
+                grad_w.addmm_(grad.T, xc)
+            elif need_w:  # half precision: the chunk's product in half, the sum in float32
+                grad_w.add_(grad.T @ xc)
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        if grad_x is not None:
+            grad_x = grad_x * grad_out.to(grad_x.dtype)
+        if grad_w is not None:
+            grad_w = grad_w.mul_(grad_out).to(ctx.weight_dtype)
+        return grad_x, grad_w, None, None, None
+
+
+def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor) -> Tensor:
+    """``sum(keep * cross_entropy(x @ weight.T, targets))`` without the logits.
+
+    Args:
+        x: ``(..., d)`` inputs.
+        weight: ``(vocab, d)`` rows.
+        targets: ``(...)`` ids in ``[0, vocab)`` (ignored rows may hold any valid id).
+        keep: ``(...)`` 0/1 weights of the rows.
+    """
+    x = x.reshape(-1, x.shape[-1])
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+    elif x.dtype != weight.dtype:
+        x = x.to(weight.dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        rows = chunk_rows(x.shape[0], weight.shape[0])
+        return _LinearCrossEntropySum.apply(x, weight, targets.reshape(-1), keep.reshape(-1).float(), rows)

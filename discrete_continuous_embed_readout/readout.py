@@ -11,13 +11,15 @@ from einops import rearrange
 from torch import Tensor
 
 from . import _parts
-from ._checks import check_floating, check_last_dim, check_range, typecheck
+from ._checks import check_floating, check_ids_in_range, check_last_dim, check_range, typecheck
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, identity
 from .distributions import build_continuous_dist
-from .losses import check_loss_mask, entry_mask, masked_loss, regression_loss
-from .multi_categorical import MultiCategorical
+from .losses import check_loss_mask, entry_mask, linear_cross_entropy_sum, masked_loss, regression_loss
+from .multi_categorical import MultiCategorical, upcast
 from .selectors import Selector
+
+FUSED_MIN_GROUP_SIZE = 4096  # below it, one logits matmul for all groups is cheaper
 
 
 class Readout(SharedTable):
@@ -53,6 +55,12 @@ class Readout(SharedTable):
         auto_squeeze_single_output: a single group's ids, log-probs, entropies
             and losses carry no group axis.
         ignore_index: target id that contributes no loss (``None``: none).
+        fused_cross_entropy: compute the discrete loss of ``forward`` chunk by
+            chunk straight from the embeddings, never holding the
+            ``(tokens, vocab)`` logits (see ``losses.linear_cross_entropy_sum``);
+            settable after construction. Unreduced losses, ``calculate_loss`` and
+            multi-discrete readouts with a group smaller than
+            ``FUSED_MIN_GROUP_SIZE`` use the logits.
 
     Example:
         >>> readout = Readout(512, num_discrete=20000)
@@ -80,6 +88,8 @@ class Readout(SharedTable):
         return_one_discrete_logits: bool | None = None,
         auto_squeeze_single_output: bool = True,
         ignore_index: int | None = -1,
+        *,
+        fused_cross_entropy: bool = True,
     ):
         super().__init__(
             dim, num_discrete, num_continuous, selector, selectors, continuous_log_var_embed,
@@ -94,6 +104,7 @@ class Readout(SharedTable):
         if exists(ignore_index) and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
             raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r}')
         self.ignore_index = ignore_index
+        self.fused_cross_entropy = fused_cross_entropy
         self.continuous_dist = None
         if self.has_continuous:
             self.continuous_dist = build_continuous_dist(
@@ -142,8 +153,10 @@ class Readout(SharedTable):
         if exists(targets) and not return_loss:
             raise ValueError('targets were given with return_loss=False: drop the targets or ask for the loss')
         selector = self.get_selector(selector_index, selector_config, embed.device)
-        groups, params = self._project(embed, selector)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
+        if return_loss and not return_unreduced_loss and self._can_fuse(selector):
+            return self._fused_loss(embed, targets, selector, loss_mask, return_only)
+        groups, params = self._project(embed, selector)
         if return_loss:
             return self._loss(groups, params, targets, selector, loss_mask, return_unreduced_loss, return_only)
         return self._pack(self._format_logits(groups, selector), params, return_only)
@@ -159,6 +172,10 @@ class Readout(SharedTable):
             if self.continuous_log_var_embed:
                 params = rearrange(params, '... (two c) -> ... c two', two=2)
         return groups, params
+
+    def _project_continuous(self, embed: Tensor, selector: Selector) -> Tensor:
+        params = F.linear(embed, selector.take(self.embeddings.weight, 'continuous_readout_rows'))
+        return rearrange(params, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else params
 
     def _format_logits(self, groups, selector: Selector):
         if not exists(groups):
@@ -224,6 +241,29 @@ class Readout(SharedTable):
             raise ValueError('targets and logits share no part: nothing to compute a loss on')
         return self._pack(d_loss, c_loss, return_only)
 
+    def _can_fuse(self, selector: Selector) -> bool:
+        sizes = selector.group_sizes
+        return self.fused_cross_entropy and selector.has_discrete and (len(sizes) == 1 or min(sizes) >= FUSED_MIN_GROUP_SIZE)
+
+    def _fused_loss(self, embed, targets, selector, mask, return_only):
+        d_target, c_target = _parts.split_pair(targets, selector, 'targets')
+        d_loss = self._fused_discrete_loss(embed, d_target, selector, mask) if exists(d_target) else None
+        c_loss = None
+        if selector.has_continuous and exists(c_target):
+            c_loss = self._continuous_loss(self._project_continuous(embed, selector), c_target, selector, mask, False)
+        return self._pack(d_loss, c_loss, return_only)
+
+    def _fused_discrete_loss(self, embed, targets, selector, mask):
+        batch = embed.shape[:-1]
+        targets = _parts.discrete_values(targets, selector, batch, self._squeeze(selector), 'targets')  # (..., g)
+        check_ids_in_range(targets, selector.group_sizes_t, 'targets', self.ignore_index)
+        keep = entry_mask(targets, check_loss_mask(mask, batch), targets != self.ignore_index if exists(self.ignore_index) else None)
+        keep = default(keep, torch.ones_like(targets, dtype=torch.bool))
+        safe = targets.masked_fill(~keep, 0)
+        weights = selector.take(self.embeddings.weight, 'discrete_rows').split(list(selector.group_sizes))
+        total = sum(linear_cross_entropy_sum(embed, w, safe[..., g], keep[..., g]) for g, w in enumerate(weights))
+        return total / keep.sum().clamp(min=1)
+
     def _discrete_loss(self, groups, targets, selector, mask, unreduced):
         batch = groups[0].shape[:-1]
         targets = _parts.discrete_values(targets, selector, batch, self._squeeze(selector), 'targets')
@@ -234,6 +274,7 @@ class Readout(SharedTable):
         return self._squeezed(loss, selector) if unreduced else loss
 
     def _continuous_loss(self, params, targets, selector, mask, unreduced):
+        params = upcast(params)
         batch = self._params_batch(params)
         targets = _parts.continuous_values(targets, batch, selector.num_continuous, 'targets')
         mask = check_loss_mask(mask, batch)
@@ -312,6 +353,7 @@ class Readout(SharedTable):
         return self.maybe_concat(self._pack(d, c), concat)
 
     def _continuous_log_prob(self, params, values, selector):
+        params, values = upcast(params), upcast(values)
         if not self.can_norm_continuous:
             return self.continuous_dist.log_prob(params, values)
         return self.continuous_dist.log_prob(params, self.normalize(values, selector)) - self.log_std(selector)

@@ -141,6 +141,7 @@ class Selector(nn.Module):
         self._index('discrete_rows', discrete_rows)
         self._index('continuous_rows', mean_rows)
         self._index('readout_rows', discrete_rows + mean_rows + log_var_rows)
+        self._index('continuous_readout_rows', mean_rows + log_var_rows)
         self._index('continuous_dims', dims)
         self.register_buffer('group_offsets', torch.tensor(exclusive_cumsum(self.group_sizes), dtype=torch.long), persistent=False)
         self.register_buffer('group_sizes_t', torch.tensor(self.group_sizes, dtype=torch.long), persistent=False)
