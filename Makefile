@@ -1,4 +1,5 @@
-# `make demo` runs the quickstart, `make test` runs the test suite. Each sets up
+# `make demo` runs the quickstart, `make test` the test suite, `make bench` the
+# benchmark table. Each sets up
 # .venv itself on a fresh machine: the pinned CPU torch first (so that pip does
 # not pull the CUDA build), then this package with its test extra.
 
@@ -7,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test lint clean
+.PHONY: demo test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run.py
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

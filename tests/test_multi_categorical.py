@@ -4,7 +4,7 @@ from conftest import randint_groups
 
 from discrete_continuous_embed_readout import MultiCategorical, ParameterlessReadout, Readout
 
-SIZES = [(3, 4), (2, 7, 1, 5), (1000, 3, 17), (6,)]
+SIZES = [(3, 4), (5, 5, 4, 5), (2, 7, 1, 5), (1000, 3, 17), (6,)]  # the first two take the padded path
 
 
 def groups(sizes, batch=(4, 5), scale=3.0):
@@ -75,3 +75,21 @@ def test_minus_infinity_logits_give_finite_entropy_and_gradients():
         torch.testing.assert_close(ent, torch.stack([-(p[[0, 2]] * p[[0, 2]].log()).sum(), torch.tensor(0.0)]))
         (grad,) = torch.autograd.grad(ent.sum(), logits)
         assert torch.isfinite(grad).all()
+
+
+def test_padding_is_used_only_where_it_wastes_little():
+    from discrete_continuous_embed_readout.multi_categorical import pads_cheaply
+
+    assert pads_cheaply((5, 5, 4, 5)) and pads_cheaply((3, 4))
+    assert not pads_cheaply((3, 7, 20, 1000)) and not pads_cheaply((6,))
+    assert MultiCategorical(groups((5, 5, 4, 5))).batched
+    assert not MultiCategorical(groups((5, 5, 4, 5)), use_parallel_multi_discrete=False).batched
+
+
+def test_log_prob_gradient_passes_gradcheck():
+    from discrete_continuous_embed_readout.multi_categorical import log_prob_at
+
+    logits = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    index = torch.randint(0, 6, (3, 4))
+    assert torch.autograd.gradcheck(lambda t: log_prob_at(t, index), (logits,))
+    torch.testing.assert_close(log_prob_at(logits, index), logits.log_softmax(-1).gather(-1, index[..., None])[..., 0])
