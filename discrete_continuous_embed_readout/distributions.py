@@ -68,6 +68,26 @@ class ContinuousDistribution(nn.Module):
         """KL(true || pred) per dim ``(..., c)``."""
         return kl_divergence(self.dist(params_true), self.dist(params_pred))
 
+    def mode(self, params: Tensor) -> Tensor:
+        """The most likely value ``(..., c)`` (what ``temperature=0`` samples)."""
+        return self.clip_sampled(self.dist(params).mode)
+
+    def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
+        """A sample at a temperature other than 0 and 1 (override to support it)."""
+        raise NotImplementedError(f'{type(self).__name__} defines no sampling temperature other than 0 (mode) and 1')
+
+    def sample(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> Tensor:
+        """``forward`` at temperature 1, ``mode`` at <= 0, else ``tempered_sample``; clipped."""
+        if temperature <= 0:
+            return self.mode(params)
+        sampled = self(params, differentiable) if temperature == 1 else self.tempered_sample(params, temperature, differentiable)
+        return self.clip_sampled(sampled)
+
+    def sample_and_log_prob(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> tuple[Tensor, Tensor]:
+        """A sample and its log-density under ``params`` (not the tempered one)."""
+        sampled = self.sample(params, temperature, differentiable)
+        return sampled, self.log_prob(params, sampled)
+
 
 class Gaussian(ContinuousDistribution):
     """Gaussian with params (mean, log-variance).
@@ -96,6 +116,15 @@ class Gaussian(ContinuousDistribution):
         mean, log_var = self.mean_log_var(params)
         return Normal(mean, torch.exp(0.5 * log_var), validate_args=False)
 
+    def mode(self, params: Tensor) -> Tensor:
+        return self.mean_log_var(params)[0]
+
+    def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
+        """``mean + temperature * std * noise``: the temperature scales the std."""
+        normal = Gaussian.dist(self, params)
+        sampled = normal.loc + temperature * normal.scale * torch.randn_like(normal.loc)
+        return sampled if differentiable else sampled.detach()
+
 
 def log_one_minus_tanh_sq(u: Tensor) -> Tensor:
     """``log(1 - tanh(u)^2)`` without cancellation: ``2 (log 2 - u - softplus(-2u))``."""
@@ -116,11 +145,39 @@ class SquashedGaussian(Gaussian):
 
     def base_dist(self, params: Tensor) -> Normal:
         """The pre-tanh gaussian."""
-        return super().dist(params)
+        return Gaussian.dist(self, params)
+
+    def pre_tanh_sample(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> Tensor:
+        """``u`` with ``sample = tanh(u)``; the mean at temperature <= 0."""
+        if temperature <= 0:
+            return self.mean_log_var(params)[0]
+        if temperature == 1:
+            base = self.base_dist(params)
+            return base.rsample() if differentiable else base.sample()
+        return Gaussian.tempered_sample(self, params, temperature, differentiable)
 
     def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
+        return torch.tanh(self.pre_tanh_sample(params, 1.0, differentiable))
+
+    def mode(self, params: Tensor) -> Tensor:
+        return self.clip_sampled(torch.tanh(self.mean_log_var(params)[0]))
+
+    def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
+        return torch.tanh(self.pre_tanh_sample(params, temperature, differentiable))
+
+    def sample_and_log_prob(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> tuple[Tensor, Tensor]:
+        """The log-density comes from the pre-tanh ``u``, so it stays exact where
+        ``tanh(u)`` rounds to +-1 (recomputing ``atanh`` of the sample cannot)."""
+        u = self.pre_tanh_sample(params, temperature, differentiable)
+        log_prob = self.base_dist(params).log_prob(u) - log_one_minus_tanh_sq(u)
+        return self.clip_sampled(torch.tanh(u)), log_prob
+
+    def entropy_estimate(self, params: Tensor, num_samples: int) -> Tensor:
+        """Monte-Carlo estimate of the squashed variable's entropy ``(..., c)``:
+        ``H(u) + E[log(1 - tanh(u)^2)]`` over ``num_samples`` reparameterised draws."""
         base = self.base_dist(params)
-        return torch.tanh(base.rsample() if differentiable else base.sample())
+        u = base.rsample((num_samples,))
+        return base.entropy() + log_one_minus_tanh_sq(u).mean(0)
 
     def clip_sampled(self, sampled: Tensor) -> Tensor:
         """tanh rounds to exactly +-1 for |u| > ~9 in float32: keep samples at the
@@ -140,7 +197,6 @@ class SquashedGaussian(Gaussian):
 
     def dist(self, params: Tensor) -> Distribution:
         return TransformedDistribution(self.base_dist(params), [TanhTransform(cache_size=1)], validate_args=False)
-
 
 class _UnitInterval(ContinuousDistribution):
     """Shared by beta and kumaraswamy: two concentrations, samples in (0, 1)."""
@@ -166,6 +222,15 @@ class _UnitInterval(ContinuousDistribution):
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         return self.dist(params).log_prob(self.clip_sampled(value))
 
+    def mode(self, params: Tensor) -> Tensor:
+        """The mode where it is unique and inside (0, 1), i.e. both concentrations
+        > 1 (always with ``unimodal=True``); elsewhere (a U-shaped, J-shaped or
+        uniform density) the mean."""
+        alpha, beta = self.concentrations(params)
+        inside = (alpha > 1) & (beta > 1)
+        mode = self._mode(alpha.clamp(min=1 + self.eps), beta.clamp(min=1 + self.eps))
+        return self.clip_sampled(torch.where(inside, mode, self.dist(params).mean))
+
 
 class BetaDistribution(_UnitInterval):
     """Beta with concentrations ``softplus(p) + offset`` (offset 1 if ``unimodal`` else eps).
@@ -180,16 +245,32 @@ class BetaDistribution(_UnitInterval):
     def dist(self, params: Tensor) -> Beta:
         return Beta(*self.concentrations(params), validate_args=False)
 
+    @staticmethod
+    def _mode(alpha: Tensor, beta: Tensor) -> Tensor:
+        return (alpha - 1) / (alpha + beta - 2)
+
+    def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
+        """Concentrations divided by ``temperature^2``: the mean is kept and the
+        std scales by about ``temperature`` (exactly as the concentrations grow)."""
+        alpha, beta = self.concentrations(params)
+        tempered = Beta(alpha / temperature**2, beta / temperature**2, validate_args=False)
+        return tempered.rsample() if differentiable else tempered.sample()
+
 
 class KumaraswamyDistribution(_UnitInterval):
     """Kumaraswamy ``(a, b)``: density ``a b x^(a-1) (1 - x^a)^(b-1)`` on (0, 1).
 
     Same arguments as ``BetaDistribution``. Its KL has no closed form; it is
-    computed by Gauss-Legendre quadrature (see ``kl_div``).
+    computed by Gauss-Legendre quadrature (see ``kl_div``). It has no natural
+    sampling temperature: only 0 (mode) and 1 are defined.
     """
 
     def dist(self, params: Tensor) -> Kumaraswamy:
         return Kumaraswamy(*self.concentrations(params), validate_args=False)
+
+    @staticmethod
+    def _mode(a: Tensor, b: Tensor) -> Tensor:
+        return ((a - 1) / (a * b - 1)) ** (1 / a)
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         # closed form in log space: torch's transformed-uniform log_prob gives NaN

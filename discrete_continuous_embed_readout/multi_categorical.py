@@ -194,6 +194,7 @@ class MultiCategorical:
         filter_fn=identity,
         filter_kwargs: dict | None = None,
         generator: torch.Generator | None = None,
+        hard: bool = True,
     ) -> Tensor:
         """Draw ids from ``softmax(logits / temperature)`` (Gumbel-max).
 
@@ -209,6 +210,9 @@ class MultiCategorical:
             filter_fn: applied to each group's logits first (top-k, top-p, ...).
             filter_kwargs: keyword arguments of ``filter_fn``.
             generator: optional ``torch.Generator`` for the noise.
+            hard: with ``differentiable``, the straight-through one-hot (True) or
+                the soft relaxed sample ``softmax((logits + gumbel) / tau)`` on the
+                simplex (False; the Concrete / Gumbel-softmax distribution).
 
         Returns:
             ids ``(...)`` / ``(..., g)``, or one-hots as above.
@@ -219,7 +223,7 @@ class MultiCategorical:
         greedy = temperature <= 0
         noise = None if greedy else gumbel_noise((*self.batch_shape, sum(self.sizes)), groups[0], eps, generator)
         if differentiable:
-            return self._relaxed(groups, noise, temperature)
+            return self._relaxed(groups, noise, temperature, hard)
         scores = groups if greedy else tuple(g / temperature + n for g, n in zip(groups, noise.split(self.sizes, -1)))
         if self.batched:
             ids = _pad_groups(scores, float('-inf')).argmax(-1)
@@ -227,7 +231,7 @@ class MultiCategorical:
             ids = torch.stack([s.argmax(-1) for s in scores], dim=-1)
         return self._squeeze(ids)
 
-    def _relaxed(self, groups, noise, temperature: float) -> Tensor:
+    def _relaxed(self, groups, noise, temperature: float, hard: bool) -> Tensor:
         greedy = noise is None
         tau = 1.0 if greedy else temperature
         noises = (None,) * len(groups) if greedy else noise.split(self.sizes, -1)
@@ -235,6 +239,9 @@ class MultiCategorical:
         for g, n in zip(groups, noises):
             scores = g if greedy else g + n
             soft = (scores / tau).softmax(-1)
-            hard = F.one_hot(scores.argmax(-1), g.shape[-1]).to(soft.dtype)
-            one_hots.append(hard - soft.detach() + soft)
+            if not hard:
+                one_hots.append(soft)
+                continue
+            one_hot = F.one_hot(scores.argmax(-1), g.shape[-1]).to(soft.dtype)
+            one_hots.append(one_hot - soft.detach() + soft)
         return torch.cat(one_hots, dim=-1)

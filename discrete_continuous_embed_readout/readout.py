@@ -11,9 +11,11 @@ from einops import rearrange
 from torch import Tensor
 
 from . import _parts
-from ._checks import check_floating, check_ids_in_range, check_last_dim, check_range, typecheck
+from ._checks import check_floating, check_ids_in_range, check_last_dim, typecheck
+from ._readout_methods import DistributionMethods
 from ._table import SharedTable
-from ._utils import DiscreteContinuous, default, exists, identity
+from ._utils import DiscreteContinuous, default, exists
+from .action_masks import mask_logits, split_action_mask
 from .distributions import build_continuous_dist
 from .losses import check_loss_mask, entry_mask, linear_cross_entropy_sum, masked_loss, regression_loss
 from .multi_categorical import MultiCategorical, upcast
@@ -22,7 +24,7 @@ from .selectors import Selector
 FUSED_MIN_GROUP_SIZE = 4096  # below it, one logits matmul for all groups is cheaper
 
 
-class Readout(SharedTable):
+class Readout(DistributionMethods, SharedTable):
     """Reads embeddings out as logits (discrete) and distribution parameters
     (continuous) against one table, and turns them into losses, samples,
     log-probs, entropies and KL divergences.
@@ -124,6 +126,8 @@ class Readout(SharedTable):
         return_only_discrete_or_continuous: bool | None = None,
         selector_index: int | None = None,
         selector_config=None,
+        *,
+        action_mask=None,
     ):
         """Logits / params, or the loss against ``targets``.
 
@@ -136,6 +140,8 @@ class Readout(SharedTable):
             return_only_discrete_or_continuous: overrides the module default.
             selector_index: a registered selector.
             selector_config: a selector config for this call only.
+            action_mask: bool, True = allowed (``(..., n)``, ``(..., sum n_g)`` or
+                one per group): disallowed logits come back as ``-inf``.
 
         Returns:
             Discrete: logits ``(..., n)`` or a tuple of ``(..., n_g)``. Continuous:
@@ -154,9 +160,10 @@ class Readout(SharedTable):
             raise ValueError('targets were given with return_loss=False: drop the targets or ask for the loss')
         selector = self.get_selector(selector_index, selector_config, embed.device)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
-        if return_loss and not return_unreduced_loss and self._can_fuse(selector):
+        if return_loss and not return_unreduced_loss and action_mask is None and self._can_fuse(selector):
             return self._fused_loss(embed, targets, selector, loss_mask, return_only)
         groups, params = self._project(embed, selector)
+        groups = self._masked(groups, action_mask, selector)
         if return_loss:
             return self._loss(groups, params, targets, selector, loss_mask, return_unreduced_loss, return_only)
         return self._pack(self._format_logits(groups, selector), params, return_only)
@@ -198,11 +205,18 @@ class Readout(SharedTable):
     def _num_params(self) -> int:
         return 2 if self.continuous_log_var_embed else 0
 
-    def _parts(self, dist, selector: Selector, name: str = 'dist'):
+    def _parts(self, dist, selector: Selector, name: str = 'dist', action_mask=None):
         discrete, continuous = _parts.split_pair(dist, selector, name)
         groups = _parts.logit_groups(discrete, selector, f'{name} discrete logits') if exists(discrete) else None
         params = _parts.continuous_params(continuous, selector, self._num_params(), f'{name} continuous params') if exists(continuous) else None
-        return groups, params
+        return self._masked(groups, action_mask, selector), params
+
+    def _masked(self, groups, action_mask, selector: Selector):
+        if action_mask is None:
+            return groups
+        if not exists(groups):
+            raise ValueError('action_mask was given but there are no discrete logits to mask')
+        return mask_logits(groups, split_action_mask(action_mask, selector.group_sizes, groups[0].shape[:-1]))
 
     def _params_batch(self, params: Tensor):
         return params.shape[:-2] if self.continuous_log_var_embed else params.shape[:-1]
@@ -216,7 +230,7 @@ class Readout(SharedTable):
 
     # losses
 
-    def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False):
+    def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False, *, action_mask=None):
         """The loss of ``forward(..., targets)`` from logits / params computed elsewhere.
 
         Args:
@@ -224,10 +238,11 @@ class Readout(SharedTable):
             targets: ids, values or a pair, as in ``forward``.
             mask: ``(...)`` bool loss mask, True = count.
             return_unreduced_loss: per-entry losses, masked entries zeroed.
+            action_mask: bool, True = allowed, as in ``forward``.
         """
         device = _parts.first_tensor(logits).device
         selector = self.get_selector(selector_index, selector_config, device)
-        groups, params = self._parts(logits, selector, 'logits')
+        groups, params = self._parts(logits, selector, 'logits', action_mask)
         return self._loss(groups, params, targets, selector, mask, return_unreduced_loss, None)
 
     def _loss(self, groups, params, targets, selector, mask, unreduced, return_only):
@@ -284,138 +299,3 @@ class Readout(SharedTable):
             targets = self.normalize(targets, selector) if self.can_norm_continuous else targets
             loss = regression_loss(params, targets, self.regression_loss_type)
         return masked_loss(loss, entry_mask(loss, mask), reduce=not unreduced)
-
-    # sampling
-
-    def sample(
-        self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
-        rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
-    ):  # fmt: skip
-        """Draw from the distribution(s) ``dist`` (what ``forward`` returns).
-
-        Args:
-            dist: logits, params, or a pair.
-            temperature: divides the logits; ``<= 0`` gives the argmax. Applies
-                to the discrete part of a mixed readout too.
-            differentiable: straight-through Gumbel-softmax one-hots (discrete),
-                reparameterised samples (continuous).
-            rescale_range: ``(lo, hi)``: map continuous samples linearly from the
-                native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
-            filter_fn, filter_kwargs: applied to each group's logits first.
-            generator: a ``torch.Generator`` for the discrete noise.
-
-        Returns:
-            ids ``(...)`` / ``(..., G)`` (or one-hots), values ``(..., c)``, or a pair.
-        """
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
-        groups, params = self._parts(dist, selector)
-        d = self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator) if exists(groups) else None
-        c = self._sample_continuous(params, selector, differentiable, rescale_range) if exists(params) else None
-        return self._pack(d, c)
-
-    def sample_discrete(self, logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
-                        filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None):  # fmt: skip
-        """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first)."""
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(logits).device)
-        groups = _parts.logit_groups(logits, selector, 'logits')
-        return self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator)
-
-    def _sample_groups(self, groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator):
-        ids = self._categorical(groups).sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator)
-        return ids if differentiable else self._squeezed(ids, selector)
-
-    def _sample_continuous(self, params, selector, differentiable, rescale_range):
-        if self.continuous_log_var_embed:
-            sampled = self.continuous_dist.clip_sampled(self.continuous_dist(params, differentiable=differentiable))
-        else:
-            sampled = params
-        if self.can_norm_continuous:
-            sampled = self.denormalize(sampled, selector)
-        return self.rescale_from_native(sampled, rescale_range) if exists(rescale_range) else sampled
-
-    # log-probs, entropies, KL
-
-    def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False):
-        """Log-probability of ``sampled`` (ids ``(...)`` / ``(..., G)``; values
-        ``(..., c)`` in original units; or a pair). Ids equal to ``ignore_index``
-        give 0. ``concat=True`` joins the parts along the last axis."""
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
-        groups, params = self._parts(dist, selector)
-        d_value, c_value = _parts.split_pair(sampled, selector, 'sampled')
-        d = c = None
-        if exists(groups) and exists(d_value):
-            values = _parts.discrete_values(d_value, selector, groups[0].shape[:-1], self._squeeze(selector), 'sampled')
-            d = self._squeezed(self._categorical(groups)._log_prob(values, 'sampled'), selector)
-        if exists(params) and exists(c_value):
-            self._require_distribution('log_prob')
-            c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')
-            c = self._continuous_log_prob(params, c_value, selector)
-        return self.maybe_concat(self._pack(d, c), concat)
-
-    def _continuous_log_prob(self, params, values, selector):
-        params, values = upcast(params), upcast(values)
-        if not self.can_norm_continuous:
-            return self.continuous_dist.log_prob(params, values)
-        return self.continuous_dist.log_prob(params, self.normalize(values, selector)) - self.log_std(selector)
-
-    def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False):
-        """Entropy per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)`` (in
-        original units). The squashed gaussian reports its pre-tanh entropy."""
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
-        groups, params = self._parts(dist, selector)
-        d = self._squeezed(self._categorical(groups).entropy(), selector) if exists(groups) else None
-        c = None
-        if exists(params):
-            self._require_distribution('entropy')
-            c = self.continuous_dist.entropy(params)
-            c = c + self.log_std(selector) if self.can_norm_continuous else c
-        return self.maybe_concat(self._pack(d, c), concat)
-
-    def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False):
-        """KL(true || pred) per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)``."""
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_true).device)
-        groups_t, params_t = self._parts(dist_true, selector, 'dist_true')
-        groups_p, params_p = self._parts(dist_pred, selector, 'dist_pred')
-        d = c = None
-        if exists(groups_t) and exists(groups_p):
-            d = self._squeezed(self._categorical(groups_t).kl_div(self._categorical(groups_p)), selector)
-        if exists(params_t) and exists(params_p):
-            self._require_distribution('kl_div')
-            if params_t.shape != params_p.shape:
-                raise ValueError(f'dist_true and dist_pred continuous params differ in shape: {tuple(params_t.shape)} vs {tuple(params_p.shape)}')
-            c = self.continuous_dist.kl_div(params_t, params_p)
-        return self.maybe_concat(self._pack(d, c), concat)
-
-    def maybe_concat(self, output, concat: bool = False):
-        """With ``concat``, join a (discrete, continuous) pair along the last
-        axis: ``(..., G + c)`` (a squeezed single group counts as one column)."""
-        if not concat or not isinstance(output, tuple):
-            return output
-        discrete, continuous = output
-        if not exists(discrete) or not exists(continuous):
-            return default(discrete, continuous)
-        if discrete.ndim == continuous.ndim - 1:
-            discrete = discrete.unsqueeze(-1)
-        return torch.cat((discrete.to(continuous.dtype), continuous), dim=-1)
-
-    # continuous ranges
-
-    def get_continuous_native_range(self) -> tuple[float, float] | None:
-        """The range of raw continuous samples, or ``None`` (unbounded gaussian)."""
-        return self.continuous_dist.default_range if exists(self.continuous_dist) else None
-
-    def _native_range(self, what: str) -> tuple[float, float]:
-        native = self.get_continuous_native_range()
-        if not exists(native):
-            raise ValueError(f'{what}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
-        return native
-
-    def rescale_from_native(self, t: Tensor, target_range) -> Tensor:
-        """Map ``t`` linearly from the native range to ``target_range = (lo, hi)``."""
-        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(target_range, 'rescale_range')
-        return (t - lo) / (hi - lo) * (new_hi - new_lo) + new_lo
-
-    def rescale_to_native(self, t: Tensor, source_range) -> Tensor:
-        """Map ``t`` linearly from ``source_range = (lo, hi)`` back to the native range."""
-        (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_range(source_range, 'source_range')
-        return (t - src_lo) / (src_hi - src_lo) * (hi - lo) + lo

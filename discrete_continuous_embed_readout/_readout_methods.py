@@ -1,0 +1,279 @@
+"""What a Readout does with logits / params: sample, mode, log_prob, entropy,
+kl_div, get_dist, and the continuous range helpers. Mixed into ``Readout``."""
+
+# g - discrete groups, c - continuous dims
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Categorical
+
+from . import _parts
+from ._checks import check_range, describe
+from ._utils import default, exists, identity
+from .distributions import SquashedGaussian
+from .multi_categorical import _finite, upcast
+from .policy_distributions import MultiCategoricalDistribution, continuous_distribution
+
+
+def _check_temperature(temperature) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f'temperature must be a number, got {describe(temperature)}')
+
+
+class DistributionMethods:
+    """Readout methods on distributions (see ``Readout``)."""
+
+    # sampling
+
+    def sample(
+        self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
+        rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
+        action_mask=None, hard: bool = True, return_log_prob: bool = False,
+    ):  # fmt: skip
+        """Draw from the distribution(s) ``dist`` (what ``forward`` returns).
+
+        Args:
+            dist: logits, params, or a pair.
+            temperature: discrete: divides the logits; continuous: scales the std
+                (gaussian, squashed: of the pre-tanh gaussian; beta: concentrations
+                divided by ``temperature**2``; kumaraswamy: only 0 and 1). ``<= 0``
+                gives the mode (``mode``). Applies to both parts of a mixed readout.
+            differentiable: straight-through Gumbel-softmax one-hots (discrete),
+                reparameterised samples (continuous).
+            rescale_range: ``(lo, hi)``: map continuous samples linearly from the
+                native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
+            filter_fn, filter_kwargs: applied to each group's logits first.
+            generator: a ``torch.Generator`` for the discrete noise.
+            action_mask: bool, True = allowed: ``(..., n)``, ``(..., sum n_g)`` or one
+                mask per group. Disallowed actions are never drawn.
+            hard: with ``differentiable``, the straight-through one-hot (True) or the
+                soft relaxed (Concrete / Gumbel-softmax) sample on the simplex (False).
+            return_log_prob: also return the log-prob of the sample under ``dist``
+                (the untempered distribution, as ``log_prob`` gives it; the squashed
+                gaussian's is computed from the pre-tanh value).
+
+        Returns:
+            ids ``(...)`` / ``(..., G)`` (or one-hots), values ``(..., c)``, or a pair;
+            with ``return_log_prob``, ``(sample, log_prob)``.
+        """
+        _check_temperature(temperature)
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
+        groups, params = self._parts(dist, selector, action_mask=action_mask)
+        d = d_lp = c = c_lp = None
+        if exists(groups):
+            d, d_lp = self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator, hard, return_log_prob)
+        if exists(params):
+            c, c_lp = self._sample_continuous(params, selector, temperature, differentiable, rescale_range, return_log_prob)
+        sampled = self._pack(d, c)
+        return (sampled, self._pack(d_lp, c_lp)) if return_log_prob else sampled
+
+    def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None):
+        """The deterministic action: argmax (discrete); gaussian mean, squashed
+        ``tanh(mean)``, beta / kumaraswamy mode where it is unique and inside (0, 1),
+        else their mean (continuous); de-normalised and rescaled like samples. The
+        same as ``sample(dist, temperature=0.)``."""
+        return self.sample(dist, 0.0, False, selector_index, selector_config, rescale_range, action_mask=action_mask)
+
+    def sample_discrete(self, logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
+                        filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None,
+                        action_mask=None, hard: bool = True):  # fmt: skip
+        """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first)."""
+        _check_temperature(temperature)
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(logits).device)
+        groups = self._masked(_parts.logit_groups(logits, selector, 'logits'), action_mask, selector)
+        return self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator, hard, False)[0]
+
+    def _sample_groups(self, groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator, hard, with_log_prob):
+        categorical = self._categorical(groups)
+        out = categorical.sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard)
+        if not with_log_prob:
+            return (out if differentiable else self._squeezed(out, selector)), None
+        if not differentiable:
+            return self._squeezed(out, selector), self._squeezed(categorical._log_prob(out, 'sampled'), selector)
+        if not hard:
+            raise ValueError('return_log_prob=True needs hard samples: a relaxed (hard=False) sample has no categorical log-prob')
+        # straight-through: the log-prob of the drawn one-hot, differentiable through it
+        one_hots = out.split(categorical.sizes, dim=-1)
+        log_probs = [(h * _finite(upcast(g).log_softmax(-1))).sum(-1) for h, g in zip(one_hots, groups)]
+        return out, self._squeezed(torch.stack(log_probs, dim=-1), selector)
+
+    def _sample_continuous(self, params, selector, temperature, differentiable, rescale_range, with_log_prob):
+        log_prob = None
+        if not self.continuous_log_var_embed:
+            if with_log_prob:
+                self._require_distribution('return_log_prob')
+            sampled = params  # regression: the prediction itself
+        else:
+            head = self.continuous_dist
+            try:
+                if with_log_prob:
+                    sampled, log_prob = head.sample_and_log_prob(params, temperature, differentiable)
+                else:
+                    sampled = head.sample(params, temperature, differentiable)
+            except NotImplementedError as err:
+                raise ValueError(f'temperature={temperature}: {err}') from None
+        if self.can_norm_continuous:
+            sampled = self.denormalize(sampled, selector)
+            log_prob = log_prob - self.log_std(selector) if exists(log_prob) else None
+        if exists(rescale_range):
+            sampled = self.rescale_from_native(sampled, rescale_range)
+            log_prob = log_prob - self._log_rescale(rescale_range) if exists(log_prob) else None
+        return sampled, log_prob
+
+    # log-probs, entropies, KL
+
+    def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None):
+        """Log-probability of ``sampled`` (ids ``(...)`` / ``(..., G)``; values
+        ``(..., c)`` in original units, or in ``rescale_range`` units if given; or a
+        pair). Ids equal to ``ignore_index`` give 0, disallowed actions ``-inf``.
+        ``concat=True`` joins the parts along the last axis."""
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
+        groups, params = self._parts(dist, selector, action_mask=action_mask)
+        d_value, c_value = _parts.split_pair(sampled, selector, 'sampled')
+        d = c = None
+        if exists(groups) and exists(d_value):
+            values = _parts.discrete_values(d_value, selector, groups[0].shape[:-1], self._squeeze(selector), 'sampled')
+            d = self._squeezed(self._categorical(groups)._log_prob(values, 'sampled'), selector)
+        if exists(params) and exists(c_value):
+            self._require_distribution('log_prob')
+            c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')
+            if exists(rescale_range):
+                c_value = self.rescale_to_native(c_value, rescale_range)
+            c = self._continuous_log_prob(params, c_value, selector)
+            c = c - self._log_rescale(rescale_range) if exists(rescale_range) else c
+        return self.maybe_concat(self._pack(d, c), concat)
+
+    def _continuous_log_prob(self, params, values, selector):
+        params, values = upcast(params), upcast(values)
+        if not self.can_norm_continuous:
+            return self.continuous_dist.log_prob(params, values)
+        return self.continuous_dist.log_prob(params, self.normalize(values, selector)) - self.log_std(selector)
+
+    def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
+                squashed_entropy_samples: int | None = None):  # fmt: skip
+        """Entropy per group ``(...)`` / ``(..., G)`` (over allowed actions) and per
+        dim ``(..., c)`` (in original units).
+
+        The squashed gaussian's entropy is that of its pre-tanh gaussian (as in
+        0.2.7; the squashed variable's has no closed form and is lower by
+        ``-E[log(1 - tanh(u)^2)]``). ``squashed_entropy_samples=n`` returns a
+        Monte-Carlo estimate of the true squashed entropy from ``n`` draws instead.
+        """
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
+        groups, params = self._parts(dist, selector, action_mask=action_mask)
+        d = self._squeezed(self._categorical(groups).entropy(), selector) if exists(groups) else None
+        c = None
+        if exists(params):
+            self._require_distribution('entropy')
+            c = self._continuous_entropy(upcast(params), squashed_entropy_samples)
+            c = c + self.log_std(selector) if self.can_norm_continuous else c
+        return self.maybe_concat(self._pack(d, c), concat)
+
+    def _continuous_entropy(self, params, num_samples):
+        if not exists(num_samples):
+            return self.continuous_dist.entropy(params)
+        if not isinstance(self.continuous_dist, SquashedGaussian):
+            raise ValueError('squashed_entropy_samples is for a squashed gaussian (continuous_squashed=True)')
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f'squashed_entropy_samples must be a positive int, got {num_samples!r}')
+        return self.continuous_dist.entropy_estimate(params, num_samples)
+
+    def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None):
+        """KL(true || pred) per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)``;
+        ``action_mask`` applies to both."""
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_true).device)
+        groups_t, params_t = self._parts(dist_true, selector, 'dist_true', action_mask)
+        groups_p, params_p = self._parts(dist_pred, selector, 'dist_pred', action_mask)
+        d = c = None
+        if exists(groups_t) and exists(groups_p):
+            d = self._squeezed(self._categorical(groups_t).kl_div(self._categorical(groups_p)), selector)
+        if exists(params_t) and exists(params_p):
+            self._require_distribution('kl_div')
+            if params_t.shape != params_p.shape:
+                raise ValueError(f'dist_true and dist_pred continuous params differ in shape: {tuple(params_t.shape)} vs {tuple(params_p.shape)}')
+            c = self.continuous_dist.kl_div(upcast(params_t), upcast(params_p))
+        return self.maybe_concat(self._pack(d, c), concat)
+
+    def maybe_concat(self, output, concat: bool = False):
+        """With ``concat``, join a (discrete, continuous) pair along the last
+        axis: ``(..., G + c)`` (a squeezed single group counts as one column)."""
+        if not concat or not isinstance(output, tuple):
+            return output
+        discrete, continuous = output
+        if not exists(discrete) or not exists(continuous):
+            return default(discrete, continuous)
+        if discrete.ndim == continuous.ndim - 1:
+            discrete = discrete.unsqueeze(-1)
+        return torch.cat((discrete.to(continuous.dtype), continuous), dim=-1)
+
+    # torch.distributions objects
+
+    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None):
+        """``torch.distributions`` objects for ``dist_params`` (what ``forward`` returns).
+
+        Discrete: ``Categorical`` (one group; masked with ``action_mask``) or a
+        ``MultiCategoricalDistribution`` (``event_shape (G,)``). Continuous:
+        ``Independent`` over the dims of a ``Normal`` (normalisation folded in), a
+        tanh-transformed normal (squashed), ``Beta`` or ``Kumaraswamy`` (affinely
+        mapped when normalised or rescaled). Mixed: a ``DiscreteContinuous`` pair.
+        Their ``log_prob`` / ``entropy`` sum the readout's over groups / dims;
+        ``sample``, ``rsample`` and ``mode`` match the readout's.
+
+        Example (tensordict)::
+
+            ProbabilisticTensorDictModule(in_keys={'dist_params': 'logits'}, out_keys=['action'],
+                                          distribution_class=readout.get_dist, return_log_prob=True)
+        """
+        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_params).device)
+        groups, params = self._parts(dist_params, selector, 'dist_params', action_mask)
+        d = c = None
+        if exists(groups):
+            single = self._squeeze(selector)
+            d = Categorical(logits=upcast(groups[0]), validate_args=False) if single else MultiCategoricalDistribution([upcast(g) for g in groups])
+        if exists(params):
+            self._require_distribution('get_dist')
+            c = continuous_distribution(self.continuous_dist, upcast(params), self._affine(selector, rescale_range, params.device))
+        return self._pack(d, c)
+
+    def _affine(self, selector, rescale_range, device):
+        """``(loc, scale)`` of the map native -> de-normalised -> rescaled, or None."""
+        loc, scale = 0.0, 1.0
+        if self.can_norm_continuous:
+            loc, scale = self.mean_std(selector)
+        if exists(rescale_range):
+            (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(rescale_range, 'rescale_range')
+            k = (new_hi - new_lo) / (hi - lo)
+            loc, scale = (loc - lo) * k + new_lo, scale * k
+        if not self.can_norm_continuous and not exists(rescale_range):
+            return None
+        return torch.as_tensor(loc, dtype=torch.float32, device=device), torch.as_tensor(scale, dtype=torch.float32, device=device)
+
+    # continuous ranges
+
+    def get_continuous_native_range(self) -> tuple[float, float] | None:
+        """The range of raw continuous samples, or ``None`` (unbounded gaussian)."""
+        return self.continuous_dist.default_range if exists(self.continuous_dist) else None
+
+    def _native_range(self, what: str) -> tuple[float, float]:
+        native = self.get_continuous_native_range()
+        if not exists(native):
+            raise ValueError(f'{what}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
+        return native
+
+    def _log_rescale(self, target_range) -> float:
+        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(target_range, 'rescale_range')
+        return math.log((new_hi - new_lo) / (hi - lo))
+
+    def rescale_from_native(self, t: Tensor, target_range) -> Tensor:
+        """Map ``t`` linearly from the native range to ``target_range = (lo, hi)``."""
+        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(target_range, 'rescale_range')
+        return (t - lo) / (hi - lo) * (new_hi - new_lo) + new_lo
+
+    def rescale_to_native(self, t: Tensor, source_range) -> Tensor:
+        """Map ``t`` linearly from ``source_range = (lo, hi)`` back to the native range."""
+        (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_range(source_range, 'source_range')
+        return (t - src_lo) / (src_hi - src_lo) * (hi - lo) + lo
