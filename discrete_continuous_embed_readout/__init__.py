@@ -7,6 +7,7 @@ from .distributions import CONTINUOUS_DISTRIBUTIONS, ContinuousDistribution
 from .embed import Embed
 from .factory import EmbedAndReadout, EmbedReadoutPair, ParameterlessReadout
 from .multi_categorical import MultiCategorical, segmented_softmax
+from .policy_distributions import MultiCategoricalDistribution
 from .readout import Readout
 
 __version__ = '0.3.0'
@@ -19,6 +20,7 @@ __all__ = [
     'EmbedAndReadout',
     'EmbedReadoutPair',
     'MultiCategorical',
+    'MultiCategoricalDistribution',
     'ParameterlessReadout',
     'Readout',
     'get_validate_args',

@@ -15,7 +15,7 @@ from . import _parts
 from ._checks import check_range, describe
 from ._utils import default, exists, identity
 from .distributions import SquashedGaussian
-from .multi_categorical import _finite, upcast
+from .multi_categorical import upcast, zero_where_impossible
 from .policy_distributions import MultiCategoricalDistribution, continuous_distribution
 
 
@@ -98,7 +98,7 @@ class DistributionMethods:
             raise ValueError('return_log_prob=True needs hard samples: a relaxed (hard=False) sample has no categorical log-prob')
         # straight-through: the log-prob of the drawn one-hot, differentiable through it
         one_hots = out.split(categorical.sizes, dim=-1)
-        log_probs = [(h * _finite(upcast(g).log_softmax(-1))).sum(-1) for h, g in zip(one_hots, groups)]
+        log_probs = [(h * zero_where_impossible(upcast(g).log_softmax(-1))).sum(-1) for h, g in zip(one_hots, groups)]
         return out, self._squeezed(torch.stack(log_probs, dim=-1), selector)
 
     def _sample_continuous(self, params, selector, temperature, differentiable, rescale_range, with_log_prob):

@@ -22,10 +22,12 @@ from ._checks import check_floating, check_ids_in_range, check_integer, check_la
 from ._utils import exists, identity
 
 
-def _finite(logp: Tensor) -> Tensor:
-    # -inf log-probs (padding, filtered ids) belong to zero probabilities: a finite
-    # stand-in makes p * log p exactly 0 there, with zero (not NaN) gradients
-    return logp.clamp(min=torch.finfo(logp.dtype).min)
+def zero_where_impossible(logp: Tensor, value: Tensor | None = None) -> Tensor:
+    """``value`` (default ``logp``) with 0 where ``logp`` is ``-inf`` (padding, masked or
+    filtered ids): their ``p * (...)`` terms are exactly 0 with zero gradients. (A
+    finite stand-in such as ``finfo.min`` overflows to inf in the backward as soon
+    as the loss weight exceeds 1, and inf * 0 is NaN.)"""
+    return torch.where(torch.isneginf(logp), 0.0, logp if value is None else value)
 
 
 def upcast(t: Tensor) -> Tensor:
@@ -168,8 +170,8 @@ class MultiCategorical:
         """Entropy of each group."""
         logp = self.log_softmax()
         if self.batched:
-            return self._squeeze(-(logp.exp() * _finite(logp)).sum(-1))
-        return self._squeeze(torch.stack([-(lp.exp() * _finite(lp)).sum(-1) for lp in logp], dim=-1))
+            return self._squeeze(-(logp.exp() * zero_where_impossible(logp)).sum(-1))
+        return self._squeeze(torch.stack([-(lp.exp() * zero_where_impossible(lp)).sum(-1) for lp in logp], dim=-1))
 
     def kl_div(self, other: MultiCategorical) -> Tensor:
         """KL(self || other) per group."""
@@ -182,8 +184,8 @@ class MultiCategorical:
             )
         p, q = self.log_softmax(), other._log_softmax(self.batched)
         if self.batched:
-            return self._squeeze((p.exp() * (_finite(p) - _finite(q))).sum(-1))
-        kls = [(lp.exp() * (_finite(lp) - _finite(lq))).sum(-1) for lp, lq in zip(p, q)]
+            return self._squeeze((p.exp() * zero_where_impossible(p, p - q)).sum(-1))
+        kls = [(lp.exp() * zero_where_impossible(lp, lp - lq)).sum(-1) for lp, lq in zip(p, q)]
         return self._squeeze(torch.stack(kls, dim=-1))
 
     def sample(
