@@ -236,10 +236,10 @@ class DistributionMethods:
             d = Categorical(logits=upcast(groups[0]), validate_args=False) if single else MultiCategoricalDistribution([upcast(g) for g in groups])
         if exists(params):
             self._require_distribution('get_dist')
-            c = continuous_distribution(self.continuous_dist, upcast(params), self._affine(selector, rescale_range, params.device))
+            c = continuous_distribution(self.continuous_dist, upcast(params), self._affine(selector, rescale_range, params))
         return self._pack(d, c)
 
-    def _affine(self, selector, rescale_range, device):
+    def _affine(self, selector, rescale_range, params):
         """``(loc, scale)`` of the map native -> de-normalised -> rescaled, or None."""
         loc, scale = 0.0, 1.0
         if self.can_norm_continuous:
@@ -250,7 +250,7 @@ class DistributionMethods:
             loc, scale = (loc - lo) * k + new_lo, scale * k
         if not self.can_norm_continuous and not exists(rescale_range):
             return None
-        return torch.as_tensor(loc, dtype=torch.float32, device=device), torch.as_tensor(scale, dtype=torch.float32, device=device)
+        return tuple(torch.as_tensor(v, dtype=params.dtype, device=params.device) for v in (loc, scale))
 
     # continuous ranges
 

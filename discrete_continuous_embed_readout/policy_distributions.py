@@ -62,50 +62,62 @@ class MultiCategoricalDistribution(Distribution):
         return torch.stack([c.logits.argmax(-1) for c in self.categoricals], dim=-1)
 
 
-class _HeadBeta(Beta):
-    """torch's Beta with the head's mode (the mean where no interior mode exists)."""
+class _FollowsHead:
+    """Sampling (clipping included), log-density and mode exactly as the readout's
+    head gives them, mapped by the affine ``x * scale + loc`` when there is one."""
 
-    def __init__(self, alpha: Tensor, beta: Tensor, mode: Tensor):
-        super().__init__(alpha, beta, validate_args=False)
-        self._head_mode = mode
+    def _follow(self, head: ContinuousDistribution, params: Tensor, affine) -> None:
+        self._head, self._params, self._affine = head, params, affine
+        self._head_mode = self._map(head.mode(params))
 
-    @property
-    def mode(self) -> Tensor:
-        return self._head_mode
-
-
-class _HeadKumaraswamy(Kumaraswamy):
-    """torch's Kumaraswamy with the head's mode and its log-space log-density."""
-
-    def __init__(self, a: Tensor, b: Tensor, mode: Tensor, head: KumaraswamyDistribution, params: Tensor):
-        super().__init__(a, b, validate_args=False)
-        self._head_mode, self._head, self._params = mode, head, params
+    def _map(self, x: Tensor) -> Tensor:
+        return x if self._affine is None else x * self._affine[1] + self._affine[0]
 
     @property
     def mode(self) -> Tensor:
         return self._head_mode
+
+    def rsample(self, sample_shape=()) -> Tensor:
+        params = self._params.expand(*sample_shape, *self._params.shape)
+        return self._map(self._head.clip_sampled(self._head(params, differentiable=True)))
+
+    def sample(self, sample_shape=()) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        return self._head.log_prob(self._params, value)
+        if self._affine is None:
+            return self._head.log_prob(self._params, value)
+        loc, scale = self._affine
+        return self._head.log_prob(self._params, (value - loc) / scale) - scale.abs().log()
 
 
-class HeadTransformed(TransformedDistribution):
-    """A head's distribution mapped by ``transforms`` (tanh, then affine), with
-    ``mode`` and, where the transforms are affine only, an analytic ``entropy``."""
+class _HeadBeta(_FollowsHead, Beta):
+    def __init__(self, head: BetaDistribution, params: Tensor):
+        Beta.__init__(self, *head.concentrations(params), validate_args=False)
+        self._follow(head, params, None)
 
-    def __init__(self, base: Distribution, transforms, mode: Tensor, affine_scale: Tensor | None):
-        super().__init__(base, transforms, validate_args=False)
-        self._mapped_mode, self._affine_scale = mode, affine_scale
 
-    @property
-    def mode(self) -> Tensor:
-        return self._mapped_mode
+class _HeadKumaraswamy(_FollowsHead, Kumaraswamy):
+    def __init__(self, head: KumaraswamyDistribution, params: Tensor):
+        Kumaraswamy.__init__(self, *head.concentrations(params), validate_args=False)
+        self._follow(head, params, None)
+
+
+class HeadTransformed(_FollowsHead, TransformedDistribution):
+    """A head's distribution mapped by ``transforms`` (tanh, then affine): sampled,
+    scored and with a mode as the head does; an analytic ``entropy`` where the
+    transforms are affine only."""
+
+    def __init__(self, base: Distribution, transforms, head: ContinuousDistribution, params: Tensor, affine):
+        TransformedDistribution.__init__(self, base, transforms, validate_args=False)
+        self._follow(head, params, affine)
 
     def entropy(self) -> Tensor:
         if any(isinstance(t, TanhTransform) for t in self.transforms):
             raise NotImplementedError('the squashed gaussian has no closed-form entropy: use Readout.entropy(..., squashed_entropy_samples=n)')
         entropy = self.base_dist.entropy()
-        return entropy + self._affine_scale.abs().log() if exists(self._affine_scale) else entropy
+        return entropy + self._affine[1].abs().log() if exists(self._affine) else entropy
 
 
 def continuous_distribution(head: ContinuousDistribution, params: Tensor, affine: tuple[Tensor, Tensor] | None) -> Distribution:
@@ -117,22 +129,18 @@ def continuous_distribution(head: ContinuousDistribution, params: Tensor, affine
         if exists(affine):
             loc, scale = loc * affine[1] + affine[0], scale * affine[1].abs()
         return Independent(Normal(loc, scale, validate_args=False), 1)
-    mode = head.mode(params)
+    affine_transforms = [AffineTransform(affine[0], affine[1], cache_size=1)] if exists(affine) else []
     if isinstance(head, SquashedGaussian):
-        base, transforms = head.base_dist(params), [TanhTransform(cache_size=1)]
-    else:
-        base, transforms = _native(head, params, mode), []
+        return Independent(HeadTransformed(head.base_dist(params), [TanhTransform(cache_size=1), *affine_transforms], head, params, affine), 1)
+    base = _native(head, params)
     if not exists(affine) and isinstance(base, (_HeadBeta, _HeadKumaraswamy)):
         return Independent(base, 1)
-    if exists(affine):
-        transforms.append(AffineTransform(affine[0], affine[1], cache_size=1))
-        mode = mode * affine[1] + affine[0]
-    return Independent(HeadTransformed(base, transforms, mode, affine[1] if exists(affine) else None), 1)
+    return Independent(HeadTransformed(base, affine_transforms, head, params, affine), 1)
 
 
-def _native(head: ContinuousDistribution, params: Tensor, mode: Tensor) -> Distribution:
+def _native(head: ContinuousDistribution, params: Tensor) -> Distribution:
     if isinstance(head, KumaraswamyDistribution):
-        return _HeadKumaraswamy(*head.concentrations(params), mode, head, params)
+        return _HeadKumaraswamy(head, params)
     if isinstance(head, BetaDistribution):
-        return _HeadBeta(*head.concentrations(params), mode)
+        return _HeadBeta(head, params)
     return head.dist(params)
