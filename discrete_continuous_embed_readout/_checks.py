@@ -1,7 +1,7 @@
 """User-input checks: clear errors that name the argument, what was expected
 and what arrived.
 
-Checks of tensor *contents* (ids in range) cost a device sync, so, as with
+Checks of tensor *contents* (ids in range, finite values) cost a device sync, so, as with
 ``torch.distributions``' ``validate_args``, they are on by default and
 ``set_validate_args(False)`` turns them off. They are also skipped while
 ``torch.compile`` traces, where a data-dependent branch would break the graph.
@@ -105,6 +105,14 @@ def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None =
         f'{name}: id {int(ids[where])} at index {where} is out of range for group {group}; '
         f'expected 0 <= id < {int(sizes[group])}{allowed} (got {describe(ids)})'
     )
+
+
+def check_finite(t: Tensor, name: str) -> Tensor:
+    """Content check: no NaN or inf (continuous inputs, targets and values)."""
+    if content_checks_enabled() and t.numel() and not bool(torch.isfinite(t).all()):
+        where = tuple((~torch.isfinite(t)).nonzero()[0].tolist())
+        raise ValueError(f'{name} must be finite, got {t[where].item()} at index {where} (in {describe(t)})')
+    return t
 
 
 def check_range(value, name: str) -> tuple[float, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._checks import check_floating, check_integer, check_tensor, describe
+from ._checks import check_finite, check_floating, check_integer, check_tensor, describe
 from ._utils import DiscreteContinuous, exists, is_pair
 from .selectors import Selector
 
@@ -79,7 +79,7 @@ def continuous_values(values, batch_shape, num_continuous: int, name: str) -> Te
     expected = (*batch_shape, num_continuous)
     if tuple(values.shape) != expected:
         raise ValueError(f'{name} must have shape {expected} (one value per continuous dim), got {describe(values)}')
-    return values
+    return check_finite(values, name)
 
 
 def first_tensor(obj) -> Tensor:

@@ -6,6 +6,7 @@ kl_div, get_dist, and the continuous range helpers. Mixed into ``Readout``."""
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import Tensor
@@ -22,6 +23,17 @@ from .policy_distributions import MultiCategoricalDistribution, continuous_distr
 def _check_temperature(temperature) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f'temperature must be a number, got {describe(temperature)}')
+
+
+@contextmanager
+def _rng_from(generator: torch.Generator, device: torch.device):
+    """Run under the global RNG seeded from ``generator`` and restored afterwards:
+    continuous heads (torch's samplers, users' ``forward``) take no generator."""
+    seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+    devices = [device] if device.type != 'cpu' else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type if devices else 'cuda'):
+        torch.manual_seed(seed)
+        yield
 
 
 class DistributionMethods:
@@ -47,7 +59,9 @@ class DistributionMethods:
             rescale_range: ``(lo, hi)``: map continuous samples linearly from the
                 native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
             filter_fn, filter_kwargs: applied to each group's logits first.
-            generator: a ``torch.Generator`` for the discrete noise.
+            generator: a ``torch.Generator``: the same generator state gives the
+                same samples (discrete noise is drawn from it; continuous heads
+                sample under the global RNG seeded from it, which is restored).
             action_mask: bool, True = allowed: ``(..., n)``, ``(..., sum n_g)`` or one
                 mask per group. Disallowed actions are never drawn.
             hard: with ``differentiable``, the straight-through one-hot (True) or the
@@ -67,7 +81,8 @@ class DistributionMethods:
         if exists(groups):
             d, d_lp = self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator, hard, return_log_prob)
         if exists(params):
-            c, c_lp = self._sample_continuous(params, selector, temperature, differentiable, rescale_range, return_log_prob)
+            with _rng_from(generator, params.device) if exists(generator) else nullcontext():
+                c, c_lp = self._sample_continuous(params, selector, temperature, differentiable, rescale_range, return_log_prob)
         sampled = self._pack(d, c)
         return (sampled, self._pack(d_lp, c_lp)) if return_log_prob else sampled
 

@@ -15,6 +15,11 @@ from .selectors import ParsedConfig, Selector, TableLayout, default_config, pars
 
 MAX_CACHED_RUNTIME_SELECTORS = 64
 
+# what 0.2.x checkpoints hold that this package does not: copies of the table per
+# selector, and the normaliser under '.data' (plus a copy per selector)
+LEGACY_TABLE_COPIES = ('discrete_selector.embeddings.weight', 'continuous_selector.embed.weight')
+LEGACY_MEAN_STD = 'continuous_mean_std.data'
+
 
 def parse_num_discrete(num_discrete, has_selectors: bool) -> tuple[int, ...]:
     if isinstance(num_discrete, bool) or not isinstance(num_discrete, (int, tuple, list)):
@@ -125,6 +130,12 @@ class SharedTable(nn.Module):
     def can_norm_continuous(self) -> bool:
         return exists(self.continuous_mean_std)
 
+    # checkpoints
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _upgrade_legacy_state(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     # selectors
 
     def _build_selector(self, parsed: ParsedConfig) -> Selector:
@@ -188,3 +199,21 @@ class SharedTable(nn.Module):
 
     def log_std(self, selector: Selector) -> Tensor:
         return self.mean_std(selector)[1].log()
+
+
+def _upgrade_legacy_state(state_dict, prefix: str) -> None:
+    """Rewrite a 0.2.x state dict in place: ``continuous_mean_std.data`` becomes
+    ``continuous_mean_std``, and the per-selector copies of the table and of the
+    normaliser are dropped (each must equal the original it copies)."""
+    if prefix + LEGACY_MEAN_STD in state_dict:
+        state_dict[prefix + 'continuous_mean_std'] = state_dict.pop(prefix + LEGACY_MEAN_STD)
+    originals = {name: state_dict.get(prefix + key) for name, key in (('table', 'embeddings.weight'), ('mean_std', 'continuous_mean_std'))}
+    for key in [k for k in state_dict if k.startswith(prefix + 'selectors.')]:
+        index, _, name = key[len(prefix + 'selectors.') :].partition('.')
+        kind = 'table' if name in LEGACY_TABLE_COPIES else 'mean_std' if name in (LEGACY_MEAN_STD, 'continuous_mean_std') else None
+        if not index.isdigit() or kind is None:
+            continue  # not a legacy copy: left for load_state_dict to report
+        original = originals[kind]
+        if original is not None and original.shape == state_dict[key].shape and not torch.equal(original, state_dict[key]):
+            raise ValueError(f'state_dict: {key} should be a copy of {prefix}{"embeddings.weight" if kind == "table" else "continuous_mean_std"} (0.2.x layout) but differs from it')
+        del state_dict[key]

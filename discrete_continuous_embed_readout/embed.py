@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, typecheck
+from ._checks import check_finite, check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, typecheck
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair
 from .selectors import Selector
@@ -149,6 +149,7 @@ class Embed(SharedTable):
         if not selector.has_continuous:
             raise ValueError(f'continuous input was given but this {"selector" if self.has_continuous else "Embed"} has no continuous part')
         check_last_dim(values, selector.num_continuous, 'continuous input', 'one value per continuous dim')
+        check_finite(values, 'continuous input')
         normalize = default(normalize, self.can_norm_continuous)
         if normalize:
             if not self.can_norm_continuous:

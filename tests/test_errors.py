@@ -101,6 +101,37 @@ MISTAKES = {
     'value wrong shape': (lambda: MultiCategorical([torch.randn(2, 3), torch.randn(2, 3)]).log_prob(torch.tensor([0, 1])), ValueError, r'value must have shape \(2, 2\)'),
     'segments do not add up': (lambda: segmented_softmax(torch.randn(2, 5), [2, 2]), ValueError, 'flat_logits must have a last axis of size 4'),
     'validate switch type': (lambda: set_validate_args('no'), TypeError, 'value must be a bool'),
+    # selectors, registered and runtime
+    'registered group empty': (lambda: R(num_discrete=6, selectors=[[[0, 1], []]]), ValueError, r'selectors\[0\] discrete group 1 must not be empty'),
+    'registered row beyond capacity': (lambda: R(num_discrete=6, selectors=[[[0, 6]]]), IndexError, 'discrete row 6 is out of range'),
+    'registered repeated dim': (lambda: R(num_continuous=3, selectors=[[1, 1]]), ValueError, 'must not repeat'),
+    'registered wrong nesting': (lambda: R(num_discrete=6, selectors=[[[[0]]]]), TypeError, r'selectors\[0\] must be'),
+    'runtime row beyond capacity': (lambda: R(num_discrete=6)(x8, selector_config=[[7]]), IndexError, 'selector_config discrete group 0: discrete row 7'),
+    'runtime continuous on discrete-only': (lambda: R(num_discrete=6)(x8, selector_config=[0]), ValueError, 'num_continuous = 0'),
+    'runtime local id too big': (lambda: Embed(8, num_discrete=6)(torch.tensor([3]), selector_config=[[0, 2, 4]]), IndexError, r'expected 0 <= id < 3'),
+    'runtime pair, bad dims': (lambda: R(num_discrete=6, num_continuous=2)(x8, selector_config=([[0]], 'ab')), TypeError, r'selector_config\[1\]'),
+    'selector index negative': (lambda: R(num_discrete=6, selectors=[[[0]], [[1]]])(x8, selector_index=-1), IndexError, 'selector_index must be in'),
+    'selector width mismatch': (lambda: Embed(8, num_continuous=3, selectors=[[0, 2]])(torch.randn(2, 3), selector_index=0), ValueError, 'continuous input must have a last axis of size 2'),
+    # non-finite values (content checks)
+    'nan continuous input': (lambda: Embed(8, num_continuous=2)(torch.tensor([[0.0, float('nan')]])), ValueError, 'continuous input must be finite, got nan'),
+    'inf continuous target': (lambda: gauss().calculate_loss(torch.randn(1, 2, 2), torch.tensor([[0.0, float('inf')]])), ValueError, 'targets must be finite, got inf'),
+    'nan log_prob value': (lambda: gauss().log_prob(torch.randn(1, 2, 2), torch.tensor([[float('nan'), 0.0]])), ValueError, 'sampled must be finite'),
+    'inf mean_std': (lambda: R(num_continuous=1, continuous_mean_std=torch.tensor([[float('inf'), 1.0]])), ValueError, 'continuous_mean_std must be finite'),
+    # action masks
+    'mask not bool': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), action_mask=torch.ones(2, 3)), TypeError, 'action_mask must be a bool'),
+    'mask wrong size': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), action_mask=torch.ones(2, 4, dtype=torch.bool)), ValueError, 'action_mask must have a last axis of size 3'),
+    'mask nothing allowed': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), action_mask=torch.tensor([True, True, True]) & torch.tensor([[True], [False]])), ValueError, 'group 0 has no allowed action'),
+    'mask per group count': (lambda: multi().sample([torch.randn(2, 3), torch.randn(2, 4)], action_mask=(torch.ones(2, 3, dtype=torch.bool),)), ValueError, 'one mask per group'),
+    'mask on continuous readout': (lambda: gauss().sample(torch.randn(2, 2, 2), action_mask=torch.ones(2, dtype=torch.bool)), ValueError, 'no discrete logits'),
+    # policy-head options
+    'kumaraswamy temperature': (lambda: ParameterlessReadout(num_continuous=1, continuous_dist_type='kumaraswamy').sample(torch.randn(2, 1, 2), temperature=0.5), ValueError, 'temperature=0.5'),
+    'relaxed with log-prob': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), differentiable=True, hard=False, return_log_prob=True), ValueError, 'needs hard samples'),
+    'entropy samples not squashed': (lambda: gauss().entropy(torch.randn(2, 2, 2), squashed_entropy_samples=10), ValueError, 'squashed_entropy_samples'),
+    'entropy samples zero': (lambda: ParameterlessReadout(num_continuous=1, continuous_squashed=True).entropy(torch.randn(2, 1, 2), squashed_entropy_samples=0), ValueError, 'positive int'),
+    'regression sample log-prob': (lambda: ParameterlessReadout(num_continuous=1, continuous_log_var_embed=False).sample(torch.randn(2, 1), return_log_prob=True), ValueError, 'needs a distribution'),
+    # EmbedAndReadout
+    'factory unknown argument': (lambda: EmbedAndReadout(8, num_discrete=3, vocab=3), TypeError, 'vocab'),
+    'factory readout-only kwarg to embed': (lambda: EmbedAndReadout(8, num_discrete=3, embed_kwargs=dict(ignore_index=0)), TypeError, 'ignore_index'),
 }
 
 
@@ -109,6 +140,10 @@ def test_mistake_raises_a_clear_error(name):
     fn, error, match = MISTAKES[name]
     with pytest.raises(error, match=match):
         fn()
+
+
+def test_the_table_is_large():
+    assert len(MISTAKES) >= 50
 
 
 def test_content_checks_can_be_switched_off():
