@@ -4,6 +4,9 @@
     python benchmarks/run.py --quick    # fewer repetitions
     python benchmarks/run.py --only lm  # cases whose name starts with 'lm'
 
+The 'checks on vs off' rows time the same call with the content checks (ids in
+range, finite values) on against ``set_validate_args(False)``.
+
 Times are medians over repetitions that alternate ours and the baseline (so a
 noisy machine slows both alike); ratio = ours / baseline. Peak memory is the
 rise of the process's peak resident memory during one call, measured in a fresh
@@ -26,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical, kl_divergence
 
-from discrete_continuous_embed_readout import EmbedAndReadout, ParameterlessReadout
+from discrete_continuous_embed_readout import EmbedAndReadout, ParameterlessReadout, set_validate_args
 
 THREADS = 2
 
@@ -186,6 +189,25 @@ def embed_continuous(num_continuous: int = 64, dim: int = 512, tokens: int = 819
     return setup
 
 
+# the cost of the content checks (ids in range, finite values): on (ours) against off (baseline)
+
+
+def validation_cost(setup):
+    def wrapped():
+        checked, _ = setup()
+
+        def unchecked():
+            set_validate_args(False)
+            try:
+                checked()
+            finally:
+                set_validate_args(True)
+
+        return checked, unchecked
+
+    return wrapped
+
+
 MD_A = (3, 7, 20, 50, 120, 300, 600, 1000)
 MD_B = (20000, 20000, 17)
 
@@ -202,6 +224,10 @@ CASES = [
     Case('embed discrete + selector fwd+bwd', embed_discrete(selector=True), memory=True, reps=21),
     Case('embed continuous fwd+bwd', embed_continuous(), memory=True, reps=21),
     Case('embed continuous + selector fwd+bwd', embed_continuous(selector=True), memory=True, reps=21),
+    Case('checks on vs off: embed discrete fwd+bwd', validation_cost(embed_discrete()), reps=21),
+    Case('checks on vs off: embed continuous fwd+bwd', validation_cost(embed_continuous()), reps=21),
+    Case('checks on vs off: lm loss fwd+bwd, V=32k', validation_cost(lm_loss(32000))),
+    Case('checks on vs off: multi-discrete A log_prob', validation_cost(multi_discrete(MD_A, 4096, 'log_prob')), reps=15),
 ]
 
 

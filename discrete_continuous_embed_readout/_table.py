@@ -49,7 +49,7 @@ def _check_mean_std(mean_std, num_continuous: int) -> Tensor | None:
         return None
     check_floating(mean_std, 'continuous_mean_std')
     if num_continuous == 0:
-        raise ValueError('continuous_mean_std was given but num_continuous is 0')
+        raise ValueError(f'continuous_mean_std needs num_continuous > 0, got num_continuous=0 and {describe(mean_std)}')
     if tuple(mean_std.shape) != (num_continuous, 2):
         raise ValueError(f'continuous_mean_std must have shape ({num_continuous}, 2) (mean, std per dim), got {describe(mean_std)}')
     if not bool(torch.isfinite(mean_std).all()) or not bool((mean_std[:, 1] > 0).all()):
@@ -84,7 +84,7 @@ class SharedTable(nn.Module):
         group_sizes = parse_num_discrete(num_discrete, has_selectors=len(configs) > 0)
         num_continuous = _check_count(num_continuous, 'num_continuous')
         if not group_sizes and num_continuous == 0:
-            raise ValueError('at least one of num_discrete and num_continuous must be > 0')
+            raise ValueError(f'at least one of num_discrete and num_continuous must be > 0, got num_discrete={num_discrete!r} and num_continuous={num_continuous!r}')
 
         self.dim = dim or None
         self.eps = eps
@@ -163,7 +163,7 @@ class SharedTable(nn.Module):
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f'selector_index must be an int, got {describe(index)}')
         if len(self.selectors) == 0:
-            raise ValueError('selector_index was given but no selectors are registered (pass selectors=[...] at construction)')
+            raise ValueError(f'selector_index was given but no selectors are registered (pass selectors=[...] at construction), got selector_index={index!r}')
         if not 0 <= index < len(self.selectors):
             raise IndexError(f'selector_index must be in [0, {len(self.selectors)}), got {index}')
         return self.selectors[index]

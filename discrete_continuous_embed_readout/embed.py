@@ -72,7 +72,7 @@ class Embed(SharedTable):
             log_var_rows=False,
         )  # fmt: skip
         if not exists(self.dim):
-            raise ValueError('Embed needs a table: dim must be a positive int')
+            raise ValueError(f'Embed needs a table: dim must be a positive int, got {dim!r}')
         self.auto_append_discrete_set_dim = auto_append_discrete_set_dim
 
     def forward(

@@ -60,7 +60,10 @@ def EmbedAndReadout(
 
 def _tie(embed: Embed, readout: Readout) -> None:
     if embed.dim != readout.dim or embed.layout.num_discrete != readout.layout.num_discrete or embed.num_continuous != readout.num_continuous:
-        raise ValueError('weight_tie=True needs the embed and readout tables to share dim, num_discrete and num_continuous')
+        raise ValueError(
+            'weight_tie=True needs the embed and readout tables to share dim, num_discrete and num_continuous, got '
+            f'embed ({embed.dim}, {embed.layout.num_discrete}, {embed.num_continuous}) and readout ({readout.dim}, {readout.layout.num_discrete}, {readout.num_continuous})'
+        )
     # share the module, and so the Parameter itself; the readout's table is the
     # superset (its extra rows are the continuous log-var rows)
     embed.embeddings = readout.embeddings
@@ -78,6 +81,6 @@ class ParameterlessReadout(Readout):
 
     def __init__(self, *args, **kwargs):
         if args or kwargs.get('dim') is not None:
-            raise TypeError('ParameterlessReadout takes no dim (it has no table): pass num_discrete / num_continuous by keyword')
+            raise TypeError(f'ParameterlessReadout takes no dim (it has no table): pass num_discrete / num_continuous by keyword, got positional {args!r} and dim={kwargs.get("dim")!r}')
         kwargs.pop('dim', None)
         super().__init__(None, **kwargs)

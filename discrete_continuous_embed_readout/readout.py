@@ -155,7 +155,7 @@ class Readout(DistributionMethods, SharedTable):
         check_last_dim(embed, self.dim, 'embed', 'the readout dim')
         return_loss = default(return_loss, exists(targets))
         if return_loss and not exists(targets):
-            raise ValueError('return_loss=True needs targets')
+            raise ValueError('return_loss=True needs targets, got targets=None')
         if exists(targets) and not return_loss:
             raise ValueError('targets were given with return_loss=False: drop the targets or ask for the loss')
         selector = self.get_selector(selector_index, selector_config, embed.device)

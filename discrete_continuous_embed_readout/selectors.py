@@ -68,7 +68,7 @@ def _split_config(config, name: str) -> ParsedConfig:
 
 def _check_unique_in_range(indices, bound: int, name: str, what: str) -> tuple[int, ...]:
     if len(indices) == 0:
-        raise ValueError(f'{name} must not be empty: give at least one {what}')
+        raise ValueError(f'{name} must not be empty: give at least one {what}, got {list(indices)}')
     if len(set(indices)) != len(indices):
         raise ValueError(f'{name} must not repeat an index, got {list(indices)}')
     bad = [i for i in indices if not 0 <= i < bound]

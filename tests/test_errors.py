@@ -37,7 +37,7 @@ MISTAKES = {
     'mean_std wrong shape': (lambda: R(num_continuous=2, continuous_mean_std=torch.ones(3, 2)), ValueError, r'continuous_mean_std must have shape \(2, 2\)'),
     'mean_std zero std': (lambda: R(num_continuous=1, continuous_mean_std=torch.tensor([[0.0, 0.0]])), ValueError, 'std'),
     'mean_std integer': (lambda: R(num_continuous=1, continuous_mean_std=torch.tensor([[0, 1]])), TypeError, 'continuous_mean_std must be a floating'),
-    'mean_std without continuous': (lambda: R(num_discrete=3, continuous_mean_std=torch.ones(1, 2)), ValueError, 'num_continuous is 0'),
+    'mean_std without continuous': (lambda: R(num_discrete=3, continuous_mean_std=torch.ones(1, 2)), ValueError, 'needs num_continuous > 0, got num_continuous=0'),
     'unknown dist type': (lambda: R(num_continuous=1, continuous_dist_type='cauchy'), ValueError, 'continuous_dist_type must be one of'),
     'squashed beta': (lambda: R(num_continuous=1, continuous_dist_type='beta', continuous_squashed=True), ValueError, 'continuous_squashed'),
     'regression beta': (lambda: R(num_continuous=1, continuous_dist_type='beta', continuous_log_var_embed=False), ValueError, 'continuous_log_var_embed=False'),
