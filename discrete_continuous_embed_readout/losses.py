@@ -74,16 +74,18 @@ class _LinearCrossEntropySum(torch.autograd.Function):
 
     The gradients of x and W are computed in the same pass (softmax minus the
     one-hot, times the rows' keep weights) and saved, so backward is one scale;
-    the full logits never exist, one float32 chunk buffer is reused.
+    the full logits never exist, one chunk buffer (float32, or float64 for
+    float64 inputs) is reused.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, rows: int):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        dtype = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 models
         grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
-        buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=torch.float32, device=x.device)
-        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
+        buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device)
+        total = torch.zeros((), dtype=dtype, device=x.device)
         for start in range(0, x.shape[0], rows):
             xc, t, k = x[start : start + rows], targets[start : start + rows, None], keep[start : start + rows]
             logits = _chunk_logits(xc, weight, buffer)  # (rows, vocab)
@@ -107,11 +109,12 @@ class _LinearCrossEntropySum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        # out of place, so that a second backward (retain_graph, gradcheck) still works
         grad_x, grad_w = ctx.saved_tensors
         if grad_x is not None:
             grad_x = grad_x * grad_out.to(grad_x.dtype)
         if grad_w is not None:
-            grad_w = grad_w.mul_(grad_out).to(ctx.weight_dtype)
+            grad_w = (grad_w * grad_out).to(ctx.weight_dtype)
         return grad_x, grad_w, None, None, None
 
 
@@ -132,4 +135,5 @@ def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: T
         x = x.to(weight.dtype)
     with torch.autocast(x.device.type, enabled=False):
         rows = chunk_rows(x.shape[0], weight.shape[0])
-        return _LinearCrossEntropySum.apply(x, weight, targets.reshape(-1), keep.reshape(-1).float(), rows)
+        keep = keep.reshape(-1).to(torch.promote_types(weight.dtype, torch.float32))
+        return _LinearCrossEntropySum.apply(x, weight, targets.reshape(-1), keep, rows)
