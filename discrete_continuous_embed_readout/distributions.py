@@ -19,6 +19,28 @@ from ._checks import check_range
 from ._utils import exists
 
 LOG_2 = math.log(2.0)
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _scaled_square(diff: Tensor, log_var: Tensor) -> Tensor:
+    """``diff^2 / exp(log_var)``, exactly 0 where ``diff`` is 0 even when the
+    variance underflows: there the log-variance is replaced by 0, so no ``0 * inf``
+    appears, in the value or in the gradients."""
+    return (diff * torch.exp(-0.5 * torch.where(diff == 0, 0.0, log_var))) ** 2
+
+
+def gaussian_log_prob(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
+    """``log N(value; mean, exp(log_var))`` from the log-variance itself: finite
+    wherever the answer is (a std built as ``exp(log_var / 2)`` overflows first)."""
+    return -0.5 * (log_var + _scaled_square(value - mean, log_var) + LOG_2PI)
+
+
+def gaussian_entropy(log_var: Tensor) -> Tensor:
+    return 0.5 * (log_var + LOG_2PI + 1.0)
+
+
+def gaussian_kl(mean_p: Tensor, log_var_p: Tensor, mean_q: Tensor, log_var_q: Tensor) -> Tensor:
+    return 0.5 * (log_var_q - log_var_p + torch.exp(log_var_p - log_var_q) + _scaled_square(mean_p - mean_q, log_var_q) - 1.0)
 
 
 class ContinuousDistribution(nn.Module):
@@ -116,6 +138,15 @@ class Gaussian(ContinuousDistribution):
         mean, log_var = self.mean_log_var(params)
         return Normal(mean, torch.exp(0.5 * log_var), validate_args=False)
 
+    def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
+        return gaussian_log_prob(*self.mean_log_var(params), value)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        return gaussian_entropy(self.mean_log_var(params)[1])
+
+    def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
+        return gaussian_kl(*self.mean_log_var(params_true), *self.mean_log_var(params_pred))
+
     def mode(self, params: Tensor) -> Tensor:
         return self.mean_log_var(params)[0]
 
@@ -169,15 +200,14 @@ class SquashedGaussian(Gaussian):
         """The log-density comes from the pre-tanh ``u``, so it stays exact where
         ``tanh(u)`` rounds to +-1 (recomputing ``atanh`` of the sample cannot)."""
         u = self.pre_tanh_sample(params, temperature, differentiable)
-        log_prob = self.base_dist(params).log_prob(u) - log_one_minus_tanh_sq(u)
+        log_prob = gaussian_log_prob(*self.mean_log_var(params), u) - log_one_minus_tanh_sq(u)
         return self.clip_sampled(torch.tanh(u)), log_prob
 
     def entropy_estimate(self, params: Tensor, num_samples: int) -> Tensor:
         """Monte-Carlo estimate of the squashed variable's entropy ``(..., c)``:
         ``H(u) + E[log(1 - tanh(u)^2)]`` over ``num_samples`` reparameterised draws."""
-        base = self.base_dist(params)
-        u = base.rsample((num_samples,))
-        return base.entropy() + log_one_minus_tanh_sq(u).mean(0)
+        u = self.base_dist(params).rsample((num_samples,))
+        return gaussian_entropy(self.mean_log_var(params)[1]) + log_one_minus_tanh_sq(u).mean(0)
 
     def clip_sampled(self, sampled: Tensor) -> Tensor:
         """tanh rounds to exactly +-1 for |u| > ~9 in float32: keep samples at the
@@ -187,13 +217,7 @@ class SquashedGaussian(Gaussian):
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         u = torch.atanh(self.clip_sampled(value))
-        return self.base_dist(params).log_prob(u) - log_one_minus_tanh_sq(u)
-
-    def entropy(self, params: Tensor) -> Tensor:
-        return self.base_dist(params).entropy()
-
-    def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
-        return kl_divergence(self.base_dist(params_true), self.base_dist(params_pred))
+        return gaussian_log_prob(*self.mean_log_var(params), u) - log_one_minus_tanh_sq(u)
 
     def dist(self, params: Tensor) -> Distribution:
         return TransformedDistribution(self.base_dist(params), [TanhTransform(cache_size=1)], validate_args=False)
@@ -314,9 +338,13 @@ def _expect_log_one_minus_pow(a_p: Tensor, b_p: Tensor, a_q: Tensor, num_nodes: 
     out_dtype = a_p.dtype
     dtype = torch.float64 if a_p.device.type != 'mps' else a_p.dtype
     a_p, b_p, a_q = (t.to(dtype)[..., None] for t in (a_p, b_p, a_q))
-    # inverse CDF: x = (1 - v^(1/b))^(1/a), so x^a_q = (1 - v^(1/b_p))^(a_q / a_p)
-    log_one_minus_s = torch.log1p(-(v.to(dtype) ** (1.0 / b_p)))
-    integrand = torch.log(-torch.expm1(log_one_minus_s * (a_q / a_p)))  # log(1 - x^a_q), no cancellation
+    # inverse CDF: x = (1 - s)^(1/a_p) with s = v^(1/b_p), so x^a_q = exp(y), y = r log(1 - s), r = a_q / a_p.
+    # The integrand log(1 - exp(y)) is carried in log space: s underflows for small b_p.
+    log_s = torch.log(v.to(dtype)) / b_p
+    s = torch.exp(log_s)
+    log_neg_log1m_s = torch.where(s < 1e-8, log_s, torch.log(-torch.log1p(-s)))  # log(-log(1 - s))
+    log_neg_y = torch.log(a_q / a_p) + log_neg_log1m_s
+    integrand = torch.where(log_neg_y < -30, log_neg_y, torch.log(-torch.expm1(-torch.exp(log_neg_y))))
     return (integrand * jacobian.to(dtype)).sum(-1).to(out_dtype)
 
 

@@ -170,7 +170,7 @@ class Readout(DistributionMethods, SharedTable):
 
     def _project(self, embed: Tensor, selector: Selector):
         weight = selector.take(self.embeddings.weight, 'readout_rows')
-        out = F.linear(embed, weight)  # (..., sum n_g + c * params)
+        out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
         num_d = selector.num_discrete_rows
         groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete else None
         params = None
@@ -181,7 +181,8 @@ class Readout(DistributionMethods, SharedTable):
         return groups, params
 
     def _project_continuous(self, embed: Tensor, selector: Selector) -> Tensor:
-        params = F.linear(embed, selector.take(self.embeddings.weight, 'continuous_readout_rows'))
+        weight = selector.take(self.embeddings.weight, 'continuous_readout_rows')
+        params = F.linear(_as_dtype_of(embed, weight), weight)
         return rearrange(params, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else params
 
     def _format_logits(self, groups, selector: Selector):
@@ -299,3 +300,11 @@ class Readout(DistributionMethods, SharedTable):
             targets = self.normalize(targets, selector) if self.can_norm_continuous else targets
             loss = regression_loss(params, targets, self.regression_loss_type)
         return masked_loss(loss, entry_mask(loss, mask), reduce=not unreduced)
+
+
+def _as_dtype_of(embed: Tensor, weight: Tensor) -> Tensor:
+    """Embeddings in the table's dtype (half embeddings into a float32 readout),
+    unless autocast chooses the matmul dtype."""
+    if embed.dtype == weight.dtype or torch.is_autocast_enabled(embed.device.type):
+        return embed
+    return embed.to(weight.dtype)
