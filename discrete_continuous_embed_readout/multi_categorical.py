@@ -122,7 +122,6 @@ class MultiCategorical:
         self.groups = groups
         self.sizes = [g.shape[-1] for g in groups]
         self.batch_shape = batch
-        self.use_parallel = use_parallel_multi_discrete
         self.batched = use_parallel_multi_discrete and pads_cheaply(self.sizes)
         self.ignore_index = ignore_index
 
