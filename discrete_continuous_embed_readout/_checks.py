@@ -119,6 +119,11 @@ def check_finite(t: Tensor, name: str) -> Tensor:
     return t
 
 
+def check_temperature(temperature) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise TypeError(f'temperature must be a number, got {describe(temperature)}')
+
+
 def check_range(value, name: str) -> tuple[float, float]:
     """A pair ``(lo, hi)`` of numbers with ``lo < hi``."""
     if not (isinstance(value, (tuple, list)) and len(value) == 2):

@@ -13,16 +13,11 @@ from torch import Tensor
 from torch.distributions import Categorical
 
 from . import _parts
-from ._checks import check_range, describe
+from ._checks import check_range, check_temperature
 from ._utils import default, exists, identity
 from .distributions import SquashedGaussian
 from .multi_categorical import upcast, zero_where_impossible
 from .policy_distributions import MultiCategoricalDistribution, continuous_distribution
-
-
-def _check_temperature(temperature) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f'temperature must be a number, got {describe(temperature)}')
 
 
 @contextmanager
@@ -74,7 +69,7 @@ class DistributionMethods:
             ids ``(...)`` / ``(..., G)`` (or one-hots), values ``(..., c)``, or a pair;
             with ``return_log_prob``, ``(sample, log_prob)``.
         """
-        _check_temperature(temperature)
+        check_temperature(temperature)
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector, action_mask=action_mask)
         d = d_lp = c = c_lp = None
@@ -97,7 +92,7 @@ class DistributionMethods:
                         filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None,
                         action_mask=None, hard: bool = True):  # fmt: skip
         """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first)."""
-        _check_temperature(temperature)
+        check_temperature(temperature)
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(logits).device)
         groups = self._masked(_parts.logit_groups(logits, selector, 'logits'), action_mask, selector)
         return self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator, hard, False)[0]

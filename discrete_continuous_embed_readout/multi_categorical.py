@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, describe
+from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, check_temperature, describe
 from ._utils import exists, identity
 
 
@@ -218,8 +218,7 @@ class MultiCategorical:
         Returns:
             ids ``(...)`` / ``(..., g)``, or one-hots as above.
         """
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-            raise TypeError(f'temperature must be a number, got {describe(temperature)}')
+        check_temperature(temperature)
         groups = tuple(filter_fn(g, **(filter_kwargs or {})) for g in self.groups)
         greedy = temperature <= 0
         noise = None if greedy else gumbel_noise((*self.batch_shape, sum(self.sizes)), groups[0], eps, generator)

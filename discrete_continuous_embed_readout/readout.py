@@ -173,17 +173,16 @@ class Readout(DistributionMethods, SharedTable):
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
         num_d = selector.num_discrete_rows
         groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete else None
-        params = None
-        if selector.has_continuous:
-            params = out[..., num_d:]
-            if self.continuous_log_var_embed:
-                params = rearrange(params, '... (two c) -> ... c two', two=2)
+        params = self._as_params(out[..., num_d:]) if selector.has_continuous else None
         return groups, params
 
     def _project_continuous(self, embed: Tensor, selector: Selector) -> Tensor:
         weight = selector.take(self.embeddings.weight, 'continuous_readout_rows')
-        params = F.linear(_as_dtype_of(embed, weight), weight)
-        return rearrange(params, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else params
+        return self._as_params(F.linear(_as_dtype_of(embed, weight), weight))
+
+    def _as_params(self, flat: Tensor) -> Tensor:
+        """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``; regression stays ``(..., c)``."""
+        return rearrange(flat, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else flat
 
     def _format_logits(self, groups, selector: Selector):
         if not exists(groups):
