@@ -23,7 +23,17 @@ __all__ = [
     'MultiCategoricalDistribution',
     'ParameterlessReadout',
     'Readout',
+    'SpaceAdapter',
     'get_validate_args',
     'segmented_softmax',
     'set_validate_args',
 ]
+
+
+def __getattr__(name: str):
+    # SpaceAdapter needs numpy and gymnasium (optional): imported on first use
+    if name == 'SpaceAdapter':
+        from .spaces import SpaceAdapter
+
+        return SpaceAdapter
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

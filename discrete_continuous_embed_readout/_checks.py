@@ -132,3 +132,25 @@ def check_range(value, name: str) -> tuple[float, float]:
     if not lo < hi:
         raise ValueError(f'{name} must satisfy lo < hi, got {tuple(value)}')
     return lo, hi
+
+
+def check_bounds(value, name: str, like: Tensor):
+    """A pair ``(lo, hi)`` with ``lo < hi``, each a number or a 1-D sequence / tensor
+    with one entry per continuous dim (``like.shape[-1]``). Numbers come back as
+    floats, per-dim bounds as tensors of ``like``'s dtype and device."""
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise TypeError(f'{name} must be a pair (lo, hi), got {describe(value)}')
+    try:
+        lo, hi = (torch.as_tensor(v, dtype=torch.float64, device='cpu') for v in value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f'{name} must be a pair (lo, hi) of numbers or 1-D sequences of numbers, got {value!r}') from None
+    if lo.ndim > 1 or hi.ndim > 1:
+        raise ValueError(f'{name}: lo and hi must be numbers or 1-D, got shapes {tuple(lo.shape)} and {tuple(hi.shape)}')
+    for bound in (lo, hi):
+        if bound.ndim == 1 and bound.numel() not in (1, like.shape[-1]):
+            raise ValueError(f'{name}: per-dim bounds need one entry per continuous dim ({like.shape[-1]}), got {bound.numel()}')
+    if not bool((lo < hi).all() and torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+        raise ValueError(f'{name} must be finite with lo < hi in every dim, got lo={lo.tolist()}, hi={hi.tolist()}')
+    if lo.ndim == hi.ndim == 0:
+        return float(lo), float(hi)
+    return lo.to(like), hi.to(like)

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.distributions import Categorical
 
 from . import _parts
-from ._checks import check_range, check_temperature
+from ._checks import check_bounds, check_temperature
 from ._utils import default, exists, identity
 from .distributions import SquashedGaussian
 from .multi_categorical import upcast, zero_where_impossible
@@ -52,7 +52,8 @@ class DistributionMethods:
             differentiable: straight-through Gumbel-softmax one-hots (discrete),
                 reparameterised samples (continuous).
             rescale_range: ``(lo, hi)``: map continuous samples linearly from the
-                native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
+                native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``);
+                numbers, or per-dim sequences / tensors with one entry per dim.
             filter_fn, filter_kwargs: applied to each group's logits first.
             generator: a ``torch.Generator``: the same generator state gives the
                 same samples (discrete noise is drawn from it; continuous heads
@@ -131,7 +132,7 @@ class DistributionMethods:
             log_prob = log_prob - self.log_std(selector) if exists(log_prob) else None
         if exists(rescale_range):
             sampled = self.rescale_from_native(sampled, rescale_range)
-            log_prob = log_prob - self._log_rescale(rescale_range) if exists(log_prob) else None
+            log_prob = log_prob - self._log_rescale(rescale_range, sampled) if exists(log_prob) else None
         return sampled, log_prob
 
     # log-probs, entropies, KL
@@ -154,7 +155,7 @@ class DistributionMethods:
             if exists(rescale_range):
                 c_value = self.rescale_to_native(c_value, rescale_range)
             c = self._continuous_log_prob(params, c_value, selector)
-            c = c - self._log_rescale(rescale_range) if exists(rescale_range) else c
+            c = c - self._log_rescale(rescale_range, c_value) if exists(rescale_range) else c
         return self.maybe_concat(self._pack(d, c), concat)
 
     def _continuous_log_prob(self, params, values, selector):
@@ -255,7 +256,7 @@ class DistributionMethods:
         if self.can_norm_continuous:
             loc, scale = self.mean_std(selector)
         if exists(rescale_range):
-            (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(rescale_range, 'rescale_range')
+            (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_bounds(rescale_range, 'rescale_range', params[..., 0])
             k = (new_hi - new_lo) / (hi - lo)
             loc, scale = (loc - lo) * k + new_lo, scale * k
         if not self.can_norm_continuous and not exists(rescale_range):
@@ -274,16 +275,25 @@ class DistributionMethods:
             raise ValueError(f'{what}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
         return native
 
-    def _log_rescale(self, target_range) -> float:
-        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(target_range, 'rescale_range')
-        return math.log((new_hi - new_lo) / (hi - lo))
+    def _log_rescale(self, target_range, like: Tensor):
+        """log |d rescaled / d native|: a float, or ``(c,)`` for per-dim bounds."""
+        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_bounds(target_range, 'rescale_range', like)
+        width = new_hi - new_lo
+        return torch.log(width / (hi - lo)) if torch.is_tensor(width) else math.log(width / (hi - lo))
 
     def rescale_from_native(self, t: Tensor, target_range) -> Tensor:
-        """Map ``t`` linearly from the native range to ``target_range = (lo, hi)``."""
-        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_range(target_range, 'rescale_range')
+        """Map ``t`` (``(..., c)``) linearly from the native range to ``target_range``.
+
+        Args:
+            t: values in the native range (beta / kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
+            target_range: ``(lo, hi)``: numbers, or per-dim sequences / tensors of
+                length ``c`` (a gymnasium ``Box``'s ``low`` and ``high``).
+        """
+        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_bounds(target_range, 'rescale_range', t)
         return (t - lo) / (hi - lo) * (new_hi - new_lo) + new_lo
 
     def rescale_to_native(self, t: Tensor, source_range) -> Tensor:
-        """Map ``t`` linearly from ``source_range = (lo, hi)`` back to the native range."""
-        (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_range(source_range, 'source_range')
+        """Map ``t`` linearly from ``source_range = (lo, hi)`` (numbers or per-dim
+        bounds, as in ``rescale_from_native``) back to the native range."""
+        (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_bounds(source_range, 'source_range', t)
         return (t - src_lo) / (src_hi - src_lo) * (hi - lo) + lo

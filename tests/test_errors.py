@@ -25,6 +25,7 @@ ids2 = torch.tensor([[0, 1], [2, 0]])
 mixed = lambda: Readout(8, num_discrete=4, num_continuous=2)  # noqa: E731
 gauss = lambda: ParameterlessReadout(num_continuous=2)  # noqa: E731
 multi = lambda: ParameterlessReadout(num_discrete=(3, 4))  # noqa: E731
+squashed2 = lambda: ParameterlessReadout(num_continuous=2, continuous_squashed=True)  # noqa: E731
 
 MISTAKES = {
     # construction
@@ -86,7 +87,12 @@ MISTAKES = {
     'group wrong size': (lambda: multi().entropy([torch.randn(2, 3), torch.randn(2, 5)]), ValueError, r'logits\[1\] must have a last axis of size 4'),
     'params wrong shape': (lambda: gauss().sample(torch.randn(5, 2)), ValueError, r'continuous params must have shape \(\.\.\., 2, 2\)'),
     'rescale a gaussian': (lambda: gauss().sample(torch.randn(5, 2, 2), rescale_range=(0, 1)), ValueError, 'no native range'),
-    'rescale reversed': (lambda: ParameterlessReadout(num_continuous=1, continuous_squashed=True).sample(torch.randn(2, 1, 2), rescale_range=(1, 0)), ValueError, 'rescale_range must satisfy lo < hi'),
+    'rescale reversed': (lambda: squashed2().sample(torch.randn(2, 2, 2), rescale_range=(1, 0)), ValueError, 'rescale_range must be finite with lo < hi'),
+    'rescale infinite': (lambda: squashed2().sample(torch.randn(2, 2, 2), rescale_range=(-1, float('inf'))), ValueError, 'rescale_range must be finite'),
+    'rescale per-dim length': (lambda: squashed2().sample(torch.randn(2, 2, 2), rescale_range=([0, 0, 0], [1, 1, 1])), ValueError, r'one entry per continuous dim \(2\), got 3'),
+    'rescale per-dim 2-D': (lambda: squashed2().sample(torch.randn(2, 2, 2), rescale_range=(torch.zeros(2, 1), 1)), ValueError, r'numbers or 1-D, got shapes \(2, 1\)'),
+    'rescale not numbers': (lambda: squashed2().sample(torch.randn(2, 2, 2), rescale_range=('lo', 'hi')), TypeError, 'rescale_range must be a pair'),
+    'rescale_to_native per-dim': (lambda: squashed2().rescale_to_native(torch.zeros(3, 2), ([0, 0, 0], [1, 2, 3])), ValueError, 'source_range: per-dim bounds'),
     'log_prob id out of range': (lambda: multi().log_prob([torch.randn(2, 3), torch.randn(2, 4)], torch.tensor([[0, 4], [0, 0]])), IndexError, 'sampled: id 4'),
     'log_prob values width': (lambda: gauss().log_prob(torch.randn(5, 2, 2), torch.randn(5, 3)), ValueError, r'sampled must have shape \(5, 2\)'),
     'kl shapes differ': (lambda: gauss().kl_div(torch.randn(5, 2, 2), torch.randn(4, 2, 2)), ValueError, 'dist_true and dist_pred'),

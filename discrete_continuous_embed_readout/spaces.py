@@ -1,0 +1,277 @@
+"""gymnasium spaces -> ``EmbedAndReadout`` arguments, and conversions between a
+space's samples and the tensors ``Embed`` takes and ``Readout`` gives.
+
+gymnasium is optional: it is imported when a ``SpaceAdapter`` is built, and a
+missing install is an ``ImportError`` that says how to get it.
+"""
+
+# g - discrete groups, c - continuous dims
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._utils import DiscreteContinuous, exists, is_pair
+from .factory import EmbedAndReadout, EmbedReadoutPair
+
+try:  # numpy comes with gymnasium; torch does not require it
+    import numpy as np
+except ImportError:
+    np = None
+
+BOUNDED_HEADS = ('squashed', 'beta', 'kumaraswamy', None)
+
+
+def _gymnasium_spaces():
+    try:
+        from gymnasium import spaces
+    except ImportError:
+        raise ImportError(
+            'SpaceAdapter needs gymnasium: pip install "discrete-continuous-embed-readout[gymnasium]" (or pip install gymnasium)'
+        ) from None
+    return spaces
+
+
+@dataclass(frozen=True)
+class _Leaf:
+    """One Discrete / MultiDiscrete / MultiBinary / Box inside a (nested) space."""
+
+    kind: str  # 'discrete' or 'continuous'
+    shape: tuple[int, ...]  # the space's own sample shape
+    dtype: np.dtype
+    sizes: tuple[int, ...] = ()  # discrete: ids per group
+    start: tuple[int, ...] = ()  # discrete: the id of each group's first action
+    low: np.ndarray | None = None  # continuous: flat bounds
+    high: np.ndarray | None = None
+
+    @property
+    def width(self) -> int:
+        return len(self.sizes) if self.kind == 'discrete' else len(self.low)
+
+
+class SpaceAdapter:
+    """Reads a gymnasium space as an ``EmbedAndReadout`` layout and converts samples both ways.
+
+    Discrete-like leaves (``Discrete``, ``MultiDiscrete``, ``MultiBinary``) become
+    discrete groups, one per id, in order; ``Box`` leaves become continuous dims,
+    flattened in order. ``Tuple`` and ``Dict`` spaces (nested too) concatenate their
+    leaves, so any mix is one readout: discrete, multi-discrete, continuous or mixed.
+
+    Box bounds: when every continuous bound is finite, the continuous head is
+    ``bounded_head`` (a tanh-squashed gaussian by default, or beta / kumaraswamy) and
+    ``rescale_range`` maps its samples to the box, per dim. Otherwise it is an
+    unbounded gaussian, and ``to_space`` clips samples into the box.
+
+    Args:
+        space: a gymnasium space: ``Discrete``, ``MultiDiscrete``, ``MultiBinary``,
+            ``Box``, or ``Tuple`` / ``Dict`` of these.
+        bounded_head: ``'squashed'``, ``'beta'``, ``'kumaraswamy'``, or ``None`` for
+            an unbounded gaussian even when the box is bounded.
+
+    Attributes:
+        kwargs: ``EmbedAndReadout`` arguments (``num_discrete``, ``num_continuous``,
+            the continuous head).
+        rescale_range: ``(low, high)`` for ``Readout.sample`` / ``mode`` /
+            ``log_prob`` / ``get_dist``, or ``None``.
+
+    Example:
+        >>> from gymnasium.spaces import Box, Dict, Discrete
+        >>> space = Dict(kind=Discrete(3), force=Box(-2.0, 2.0, (2,)))
+        >>> adapter = SpaceAdapter(space)
+        >>> embed, readout = adapter.embed_and_readout(64)
+        >>> action = readout.sample(readout(torch.randn(64)), rescale_range=adapter.rescale_range)
+        >>> space.contains(adapter.to_space(action))
+        True
+    """
+
+    def __init__(self, space, bounded_head: str | None = 'squashed'):
+        spaces = _gymnasium_spaces()
+        if bounded_head not in BOUNDED_HEADS:
+            raise ValueError(f'bounded_head must be one of {BOUNDED_HEADS}, got {bounded_head!r}')
+        self.space = space
+        self._leaves = _leaves(space, spaces, 'space')
+        if not self._leaves:
+            raise ValueError(f'space: {space} has no Discrete, MultiDiscrete, MultiBinary or Box inside')
+        discrete = [leaf for leaf in self._leaves if leaf.kind == 'discrete']
+        continuous = [leaf for leaf in self._leaves if leaf.kind == 'continuous']
+        self.group_sizes = tuple(n for leaf in discrete for n in leaf.sizes)
+        self.num_continuous = sum(leaf.width for leaf in continuous)
+        self.low = np.concatenate([leaf.low for leaf in continuous]) if continuous else None
+        self.high = np.concatenate([leaf.high for leaf in continuous]) if continuous else None
+        bounded = self.num_continuous > 0 and bool(np.isfinite(self.low).all() and np.isfinite(self.high).all())
+        self.bounded_head = bounded_head if bounded else None
+        self.rescale_range = _as_range(self.low, self.high) if exists(self.bounded_head) else None
+
+    # EmbedAndReadout arguments
+
+    @property
+    def num_discrete(self) -> int | tuple[int, ...]:
+        """One group: its size; several: a tuple of sizes; none: 0."""
+        return self.group_sizes[0] if len(self.group_sizes) == 1 else self.group_sizes or 0
+
+    @property
+    def kwargs(self) -> dict:
+        kwargs = dict(num_discrete=self.num_discrete, num_continuous=self.num_continuous)
+        if self.bounded_head == 'squashed':
+            kwargs.update(continuous_squashed=True)
+        elif exists(self.bounded_head):
+            kwargs.update(continuous_dist_type=self.bounded_head)
+        return kwargs
+
+    def embed_and_readout(self, dim: int, **kwargs) -> EmbedReadoutPair:
+        """``EmbedAndReadout(dim, **self.kwargs, **kwargs)`` (``kwargs`` override)."""
+        return EmbedAndReadout(dim, **{**self.kwargs, **kwargs})
+
+    # conversions
+
+    def from_space(self, sample, device=None, dtype: torch.dtype = torch.float32) -> Tensor | DiscreteContinuous:
+        """A space sample, or a batch of them (leading axes, as vector envs give),
+        as ``Embed`` inputs / ``Readout`` targets and ``log_prob`` values.
+
+        Args:
+            sample: what ``space.sample()`` or an env returns (a batch allowed).
+            device: where the tensors go.
+            dtype: the continuous values' dtype.
+
+        Returns:
+            ids ``(*batch)`` (one group) or ``(*batch, g)`` (long, shifted so each
+            group starts at 0); values ``(*batch, c)``; or a ``DiscreteContinuous``
+            pair when the space has both.
+        """
+        parts = [np.asarray(x) for x in _flatten(self.space, sample, 'sample')]
+        batch = _batch_shape(parts, self._leaves)
+        ids = [(x.reshape(*batch, -1).astype(np.int64) - leaf.start) for x, leaf in zip(parts, self._leaves) if leaf.kind == 'discrete']
+        values = [x.reshape(*batch, -1) for x, leaf in zip(parts, self._leaves) if leaf.kind == 'continuous']
+        d = c = None
+        if ids:
+            d = torch.as_tensor(np.concatenate(ids, axis=-1), device=device)
+            d = d.squeeze(-1) if len(self.group_sizes) == 1 else d
+        if values:
+            c = torch.as_tensor(np.concatenate(values, axis=-1), dtype=dtype, device=device)
+        return _pack(d, c)
+
+    def to_space(self, sampled):
+        """Readout samples (``sample`` / ``mode`` with ``rescale_range=self.rescale_range``)
+        in the space's own format: numpy arrays of its dtypes and shapes, a dict for
+        ``Dict`` and a tuple for ``Tuple``; a leading batch keeps its axes. Values are
+        clipped into the box (an unbounded gaussian's samples, float rounding)."""
+        d, c = self._split(sampled)
+        batch = c.shape[:-1] if exists(c) else (d.shape if len(self.group_sizes) == 1 else d.shape[:-1])
+        d = d.reshape(*batch, -1) if exists(d) else None
+        columns = {'discrete': 0, 'continuous': 0}
+        leaves = []
+        for leaf in self._leaves:
+            start = columns[leaf.kind]
+            columns[leaf.kind] += leaf.width
+            block = (d if leaf.kind == 'discrete' else c)[..., start : start + leaf.width]
+            leaves.append(_leaf_to_space(leaf, block.detach().cpu().numpy(), tuple(batch)))
+        return _unflatten(self.space, iter(leaves))
+
+    def _split(self, sampled):
+        has_d, has_c = bool(self.group_sizes), self.num_continuous > 0
+        if has_d and has_c:
+            if not is_pair(sampled):
+                raise TypeError(f'sampled: this space has discrete and continuous parts, expected a (discrete, continuous) pair, got {type(sampled).__name__}')
+            d, c = sampled
+        else:
+            d, c = (sampled, None) if has_d else (None, sampled)
+        for name, t in (('discrete', d), ('continuous', c)):
+            if (name == 'discrete' and has_d or name == 'continuous' and has_c) and not torch.is_tensor(t):
+                raise TypeError(f'sampled: the {name} part must be a tensor, got {type(t).__name__}')
+        if has_c and c.shape[-1] != self.num_continuous:
+            raise ValueError(f'sampled: continuous values need a last axis of {self.num_continuous}, got shape {tuple(c.shape)}')
+        if has_d and len(self.group_sizes) > 1 and d.shape[-1] != len(self.group_sizes):
+            raise ValueError(f'sampled: ids need a last axis of {len(self.group_sizes)} groups, got shape {tuple(d.shape)}')
+        return d, c
+
+    def __repr__(self) -> str:
+        return f'SpaceAdapter({self.space}, kwargs={self.kwargs})'
+
+
+# reading a space
+
+
+def _leaves(space, spaces, path: str) -> list[_Leaf]:
+    if isinstance(space, spaces.Dict):
+        return [leaf for key, sub in space.spaces.items() for leaf in _leaves(sub, spaces, f'{path}[{key!r}]')]
+    if isinstance(space, spaces.Tuple):
+        return [leaf for i, sub in enumerate(space.spaces) for leaf in _leaves(sub, spaces, f'{path}[{i}]')]
+    if isinstance(space, spaces.Discrete):
+        return [_Leaf('discrete', (), space.dtype, (int(space.n),), (int(space.start),))]
+    if isinstance(space, spaces.MultiDiscrete):
+        sizes, start = (tuple(int(v) for v in a.reshape(-1)) for a in (space.nvec, space.start))
+        return [_Leaf('discrete', tuple(space.shape), space.dtype, sizes, start)]
+    if isinstance(space, spaces.MultiBinary):
+        shape = tuple(space.shape)
+        return [_Leaf('discrete', shape, space.dtype, (2,) * math.prod(shape), (0,) * math.prod(shape))]
+    if isinstance(space, spaces.Box):
+        low, high = (np.broadcast_to(b, space.shape).reshape(-1).astype(np.float64) for b in (space.low, space.high))
+        return [_Leaf('continuous', tuple(space.shape), space.dtype, low=low, high=high)]
+    raise TypeError(f'{path}: expected Discrete, MultiDiscrete, MultiBinary, Box, Tuple or Dict, got {type(space).__name__}')
+
+
+def _as_range(low: np.ndarray, high: np.ndarray):
+    """Numbers when every dim has the same bounds, per-dim tensors otherwise."""
+    if (low == low[0]).all() and (high == high[0]).all():
+        return float(low[0]), float(high[0])
+    return torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
+
+
+# samples <-> leaves
+
+
+def _flatten(space, sample, path: str) -> list:
+    """A (nested) sample's leaves, in the order of ``_leaves``."""
+    spaces = _gymnasium_spaces()
+    if isinstance(space, spaces.Dict):
+        if not isinstance(sample, dict):
+            raise TypeError(f'{path}: expected a dict with keys {list(space.spaces)}, got {type(sample).__name__}')
+        missing = [key for key in space.spaces if key not in sample]
+        if missing:
+            raise ValueError(f'{path}: missing keys {missing} (expected {list(space.spaces)})')
+        return [x for key, sub in space.spaces.items() for x in _flatten(sub, sample[key], f'{path}[{key!r}]')]
+    if isinstance(space, spaces.Tuple):
+        if not isinstance(sample, (tuple, list)) or len(sample) != len(space.spaces):
+            raise TypeError(f'{path}: expected a tuple of {len(space.spaces)}, got {type(sample).__name__}')
+        return [x for i, (sub, s) in enumerate(zip(space.spaces, sample)) for x in _flatten(sub, s, f'{path}[{i}]')]
+    return [sample]
+
+
+def _batch_shape(parts: list[np.ndarray], leaves: list[_Leaf]) -> tuple[int, ...]:
+    batches = set()
+    for x, leaf in zip(parts, leaves):
+        if x.shape[x.ndim - len(leaf.shape) :] != leaf.shape or x.ndim < len(leaf.shape):
+            raise ValueError(f'sample: expected a trailing shape {leaf.shape} for a leaf of the space, got {x.shape}')
+        batches.add(x.shape[: x.ndim - len(leaf.shape)])
+    if len(batches) > 1:
+        raise ValueError(f'sample: the leaves of the space have different batch shapes {sorted(batches)}')
+    return batches.pop()
+
+
+def _leaf_to_space(leaf: _Leaf, block: np.ndarray, batch: tuple[int, ...]):
+    if leaf.kind == 'discrete':
+        x = block.astype(np.int64) + np.asarray(leaf.start, dtype=np.int64)
+    else:
+        x = np.clip(block.astype(np.float64), leaf.low, leaf.high)
+        x = np.rint(x) if np.issubdtype(leaf.dtype, np.integer) else x
+    x = x.reshape((*batch, *leaf.shape)).astype(leaf.dtype)
+    return x[()] if x.ndim == 0 else x  # an unbatched Discrete: a numpy scalar
+
+
+def _unflatten(space, leaves):
+    spaces = _gymnasium_spaces()
+    if isinstance(space, spaces.Dict):
+        return {key: _unflatten(sub, leaves) for key, sub in space.spaces.items()}
+    if isinstance(space, spaces.Tuple):
+        return tuple(_unflatten(sub, leaves) for sub in space.spaces)
+    return next(leaves)
+
+
+def _pack(d, c):
+    if exists(d) and exists(c):
+        return DiscreteContinuous(d, c)
+    return d if exists(d) else c
