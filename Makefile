@@ -1,5 +1,5 @@
 # `make demo` runs the quickstart, `make test` the test suite, `make bench` the
-# benchmark table. Each sets up
+# benchmark table, `make lint` ruff, `make wheel` the packaging check. Each sets up
 # .venv itself on a fresh machine: the pinned CPU torch first (so that pip does
 # not pull the CUDA build), then this package with its test extra.
 
@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+
+wheel: $(VENV)/.installed
+	PY=$(PY) TORCH_VERSION=$(TORCH_VERSION) bash .ci/check_wheel
 
 clean:
 	rm -rf $(VENV)

@@ -115,6 +115,8 @@ class SpaceAdapter:
 
     @property
     def kwargs(self) -> dict:
+        """``EmbedAndReadout`` arguments: ``num_discrete``, ``num_continuous`` and
+        the continuous head (``continuous_squashed`` or ``continuous_dist_type``)."""
         kwargs = dict(num_discrete=self.num_discrete, num_continuous=self.num_continuous)
         if self.bounded_head == 'squashed':
             kwargs.update(continuous_squashed=True)
@@ -123,7 +125,15 @@ class SpaceAdapter:
         return kwargs
 
     def embed_and_readout(self, dim: int, **kwargs) -> EmbedReadoutPair:
-        """``EmbedAndReadout(dim, **self.kwargs, **kwargs)`` (``kwargs`` override)."""
+        """Build the pair for this space.
+
+        Args:
+            dim: the model dimension.
+            **kwargs: more ``EmbedAndReadout`` arguments; they override ``self.kwargs``.
+
+        Returns:
+            ``(embed, readout)``, as ``EmbedAndReadout(dim, **self.kwargs, **kwargs)``.
+        """
         return EmbedAndReadout(dim, **{**self.kwargs, **kwargs})
 
     # conversions
@@ -155,10 +165,21 @@ class SpaceAdapter:
         return _pack(d, c)
 
     def to_space(self, sampled):
-        """Readout samples (``sample`` / ``mode`` with ``rescale_range=self.rescale_range``)
-        in the space's own format: numpy arrays of its dtypes and shapes, a dict for
-        ``Dict`` and a tuple for ``Tuple``; a leading batch keeps its axes. Values are
-        clipped into the box (an unbounded gaussian's samples, float rounding)."""
+        """Readout samples in the space's own format, ready for ``env.step``.
+
+        Args:
+            sampled: what ``Readout.sample`` / ``mode`` return with
+                ``rescale_range=self.rescale_range``: ids ``(*batch)`` or
+                ``(*batch, g)``, values ``(*batch, c)``, or a ``(discrete,
+                continuous)`` pair.
+
+        Returns:
+            numpy arrays of the space's dtypes and shapes (a numpy scalar for an
+            unbatched ``Discrete``), a dict for ``Dict`` and a tuple for ``Tuple``; a
+            leading batch keeps its axes. Values are clipped into the box (an
+            unbounded gaussian's samples, float rounding) and rounded for an
+            integer box.
+        """
         d, c = self._split(sampled)
         batch = c.shape[:-1] if exists(c) else (d.shape if len(self.group_sizes) == 1 else d.shape[:-1])
         d = d.reshape(*batch, -1) if exists(d) else None
