@@ -25,8 +25,12 @@ def set_validate_args(value: bool) -> None:
     """Turn the (costly) content checks on or off globally.
 
     Args:
-        value: ``True`` (the default) checks that ids and targets lie inside
-            their group's range; ``False`` trusts the caller.
+        value: ``True`` (the default) checks tensor contents: ids and targets lie
+            inside their group's range, continuous inputs and values are finite,
+            every action-mask row allows an action; ``False`` trusts the caller.
+
+    Raises:
+        TypeError: ``value`` is not a bool.
     """
     global _validate_args
     if not isinstance(value, bool):
@@ -35,7 +39,13 @@ def set_validate_args(value: bool) -> None:
 
 
 def get_validate_args() -> bool:
-    """Whether content checks are on (see ``set_validate_args``)."""
+    """Whether content checks are on (see ``set_validate_args``).
+
+    Returns:
+        ``True`` when ids, targets and continuous values are checked (the default),
+        ``False`` after ``set_validate_args(False)``. Checks are skipped while
+        ``torch.compile`` traces whatever this returns.
+    """
     return _validate_args
 
 

@@ -44,16 +44,25 @@ class DistributionMethods:
         """Draw from the distribution(s) ``dist`` (what ``forward`` returns).
 
         Args:
-            dist: logits, params, or a pair.
+            dist: logits ``(..., n)``, per-group logits ``(..., n_g)`` (a tuple, or
+                concatenated ``(..., sum n_g)``), params ``(..., c, 2)``
+                (``(..., c)`` in regression mode), or a ``(discrete, continuous)``
+                pair (``None`` for a part left out).
             temperature: discrete: divides the logits; continuous: scales the std
                 (gaussian, squashed: of the pre-tanh gaussian; beta: concentrations
                 divided by ``temperature**2``; kumaraswamy: only 0 and 1). ``<= 0``
-                gives the mode (``mode``). Applies to both parts of a mixed readout.
+                gives the mode (``mode``). Applies to both parts of a mixed readout;
+                ignored in regression mode (the prediction is returned).
             differentiable: straight-through Gumbel-softmax one-hots (discrete),
                 reparameterised samples (continuous).
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
             rescale_range: ``(lo, hi)``: map continuous samples linearly from the
-                native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``);
-                numbers, or per-dim sequences / tensors with one entry per dim.
+                native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``) to
+                ``(lo, hi)``; ``lo`` and ``hi`` are numbers or 1-D sequences /
+                tensors with one entry per continuous dim (a gymnasium ``Box``'s
+                ``low`` and ``high``), finite, ``lo < hi`` in every dim. Applied
+                after de-normalisation (``continuous_mean_std``).
             filter_fn, filter_kwargs: applied to each group's logits first.
             generator: a ``torch.Generator``: the same generator state gives the
                 same samples (discrete noise is drawn from it; continuous heads
@@ -67,8 +76,19 @@ class DistributionMethods:
                 gaussian's is computed from the pre-tanh value).
 
         Returns:
-            ids ``(...)`` / ``(..., G)`` (or one-hots), values ``(..., c)``, or a pair;
-            with ``return_log_prob``, ``(sample, log_prob)``.
+            ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``;
+            with ``differentiable``, the groups' one-hots concatenated
+            ``(..., sum n_g)``; values ``(..., c)`` in original units (or in
+            ``rescale_range``); a ``DiscreteContinuous`` pair when both parts are
+            sampled. With ``return_log_prob``, ``(sample, log_prob)``, the log-probs
+            shaped as ``log_prob`` returns them.
+
+        Raises:
+            TypeError: ``temperature`` is not a number.
+            ValueError: ``rescale_range`` for an unbounded gaussian; a temperature
+                the head does not define (kumaraswamy: other than 0 and 1);
+                ``return_log_prob`` in regression mode or with ``hard=False``
+                relaxed samples.
         """
         check_temperature(temperature)
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
@@ -86,13 +106,42 @@ class DistributionMethods:
         """The deterministic action: argmax (discrete); gaussian mean, squashed
         ``tanh(mean)``, beta / kumaraswamy mode where it is unique and inside (0, 1),
         else their mean (continuous); de-normalised and rescaled like samples. The
-        same as ``sample(dist, temperature=0.)``."""
+        same as ``sample(dist, temperature=0.)``.
+
+        Args:
+            dist: logits, params or a pair, as in ``sample``.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
+            rescale_range: ``(lo, hi)`` for continuous values, as in ``sample``.
+            action_mask: bool, True = allowed, as in ``sample``.
+
+        Returns:
+            ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair.
+        """
         return self.sample(dist, 0.0, False, selector_index, selector_config, rescale_range, action_mask=action_mask)
 
     def sample_discrete(self, logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
                         filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None,
                         action_mask=None, hard: bool = True):  # fmt: skip
-        """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first)."""
+        """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first).
+
+        Args:
+            logits: ``(..., n)``, a tuple of ``(..., n_g)``, or their concatenation
+                ``(..., sum n_g)``.
+            temperature: divides the logits; ``<= 0`` gives the argmax.
+            differentiable: straight-through Gumbel-softmax one-hots instead of ids.
+            filter_fn, filter_kwargs: applied to each group's logits first, as
+                ``filter_fn(logits, **filter_kwargs)``.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
+            generator: a ``torch.Generator`` for the noise.
+            action_mask: bool, True = allowed, as in ``sample``.
+            hard: with ``differentiable``, the one-hot (True) or the relaxed sample (False).
+
+        Returns:
+            ids ``(...)`` / ``(..., G)``, or with ``differentiable`` the groups'
+            one-hots concatenated ``(..., sum n_g)``.
+        """
         check_temperature(temperature)
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(logits).device)
         groups = self._masked(_parts.logit_groups(logits, selector, 'logits'), action_mask, selector)
@@ -138,10 +187,33 @@ class DistributionMethods:
     # log-probs, entropies, KL
 
     def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None):
-        """Log-probability of ``sampled`` (ids ``(...)`` / ``(..., G)``; values
-        ``(..., c)`` in original units, or in ``rescale_range`` units if given; or a
-        pair). Ids equal to ``ignore_index`` give 0, disallowed actions ``-inf``.
-        ``concat=True`` joins the parts along the last axis."""
+        """Log-probability of ``sampled`` under ``dist``.
+
+        Continuous log-densities are in the units of ``sampled``: they include the
+        ``-log(std)`` of de-normalisation and the ``-log`` of the ``rescale_range``
+        scale.
+
+        Args:
+            dist: logits, params or a pair, as in ``sample``.
+            sampled: ids ``(...)`` / ``(..., G)``; values ``(..., c)`` in original
+                units, or in ``rescale_range`` units if given; or a pair. Ids equal
+                to ``ignore_index`` give 0, disallowed actions ``-inf``.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
+            concat: join the parts of a pair along the last axis (``maybe_concat``).
+            action_mask: bool, True = allowed, as in ``sample``.
+            rescale_range: the ``(lo, hi)`` the values were sampled into, as in
+                ``sample``.
+
+        Returns:
+            ``(...)`` / ``(..., G)`` (discrete), ``(..., c)`` (continuous), a pair,
+            or with ``concat`` ``(..., G + c)``.
+
+        Raises:
+            IndexError: an id out of its group's range (content checks on).
+            ValueError: a continuous part in regression mode, or
+                ``rescale_range`` for an unbounded gaussian.
+        """
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector, action_mask=action_mask)
         d_value, c_value = _parts.split_pair(sampled, selector, 'sampled')
@@ -153,6 +225,7 @@ class DistributionMethods:
             self._require_distribution('log_prob')
             c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')
             if exists(rescale_range):
+                check_bounds(rescale_range, 'rescale_range', c_value)  # so that an error names this argument
                 c_value = self.rescale_to_native(c_value, rescale_range)
             c = self._continuous_log_prob(params, c_value, selector)
             c = c - self._log_rescale(rescale_range, c_value) if exists(rescale_range) else c
@@ -173,6 +246,24 @@ class DistributionMethods:
         0.2.7; the squashed variable's has no closed form and is lower by
         ``-E[log(1 - tanh(u)^2)]``). ``squashed_entropy_samples=n`` returns a
         Monte-Carlo estimate of the true squashed entropy from ``n`` draws instead.
+
+        Args:
+            dist: logits, params or a pair, as in ``sample``.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
+            concat: join the parts of a pair along the last axis (``maybe_concat``).
+            action_mask: bool, True = allowed, as in ``sample``.
+            squashed_entropy_samples: a positive int: Monte-Carlo draws for the
+                squashed gaussian's entropy (squashed readouts only).
+
+        Returns:
+            ``(...)`` / ``(..., G)`` (discrete), ``(..., c)`` (continuous), a pair,
+            or with ``concat`` ``(..., G + c)``.
+
+        Raises:
+            ValueError: a continuous part in regression mode, or
+                ``squashed_entropy_samples`` without a squashed gaussian or not a
+                positive int.
         """
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector, action_mask=action_mask)
@@ -194,8 +285,24 @@ class DistributionMethods:
         return self.continuous_dist.entropy_estimate(params, num_samples)
 
     def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None):
-        """KL(true || pred) per group ``(...)`` / ``(..., G)`` and per dim ``(..., c)``;
-        ``action_mask`` applies to both."""
+        """KL(true || pred) per group and per continuous dim.
+
+        Args:
+            dist_true: logits, params or a pair, as in ``sample``.
+            dist_pred: the same, with the same shapes.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
+            concat: join the parts of a pair along the last axis (``maybe_concat``).
+            action_mask: bool, True = allowed, applied to both distributions.
+
+        Returns:
+            ``(...)`` / ``(..., G)`` (discrete), ``(..., c)`` (continuous), a pair,
+            or with ``concat`` ``(..., G + c)``.
+
+        Raises:
+            ValueError: the two differ in shape, or a continuous part in
+                regression mode.
+        """
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_true).device)
         groups_t, params_t = self._parts(dist_true, selector, 'dist_true', action_mask)
         groups_p, params_p = self._parts(dist_pred, selector, 'dist_pred', action_mask)
@@ -211,7 +318,17 @@ class DistributionMethods:
 
     def maybe_concat(self, output, concat: bool = False):
         """With ``concat``, join a (discrete, continuous) pair along the last
-        axis: ``(..., G + c)`` (a squeezed single group counts as one column)."""
+        axis: ``(..., G + c)`` (a squeezed single group counts as one column).
+
+        Args:
+            output: a tensor or a ``(discrete, continuous)`` pair of per-entry
+                results (log-probs, entropies, KL).
+            concat: join; ``False`` returns ``output`` unchanged.
+
+        Returns:
+            ``output`` unchanged (no ``concat``, or not a pair); the part that is
+            not ``None``; or ``(..., G + c)`` in the continuous part's dtype.
+        """
         if not concat or not isinstance(output, tuple):
             return output
         discrete, continuous = output
@@ -234,10 +351,26 @@ class DistributionMethods:
         Their ``log_prob`` / ``entropy`` sum the readout's over groups / dims;
         ``sample``, ``rsample`` and ``mode`` match the readout's.
 
-        Example (tensordict)::
+        Args:
+            dist_params: logits, params or a pair, as in ``sample``.
+            action_mask: bool, True = allowed, as in ``sample``.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
+            rescale_range: ``(lo, hi)`` for continuous values, as in ``sample``.
 
-            ProbabilisticTensorDictModule(in_keys={'dist_params': 'logits'}, out_keys=['action'],
-                                          distribution_class=readout.get_dist, return_log_prob=True)
+        Returns:
+            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a
+            ``DiscreteContinuous`` pair of them.
+
+        Raises:
+            ValueError: a continuous part in regression mode, or
+                ``rescale_range`` for an unbounded gaussian.
+
+        Example:
+            With tensordict::
+
+                ProbabilisticTensorDictModule(in_keys={'dist_params': 'logits'}, out_keys=['action'],
+                                              distribution_class=readout.get_dist, return_log_prob=True)
         """
         selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_params).device)
         groups, params = self._parts(dist_params, selector, 'dist_params', action_mask)
@@ -266,7 +399,12 @@ class DistributionMethods:
     # continuous ranges
 
     def get_continuous_native_range(self) -> tuple[float, float] | None:
-        """The range of raw continuous samples, or ``None`` (unbounded gaussian)."""
+        """The range of raw continuous samples.
+
+        Returns:
+            ``(lo, hi)``: ``(0, 1)`` for beta / kumaraswamy, ``(-1, 1)`` squashed;
+            ``None`` for an unbounded gaussian or without a continuous part.
+        """
         return self.continuous_dist.default_range if exists(self.continuous_dist) else None
 
     def _native_range(self, what: str) -> tuple[float, float]:
@@ -288,12 +426,34 @@ class DistributionMethods:
             t: values in the native range (beta / kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
             target_range: ``(lo, hi)``: numbers, or per-dim sequences / tensors of
                 length ``c`` (a gymnasium ``Box``'s ``low`` and ``high``).
+
+        Returns:
+            ``(..., c)`` in ``target_range``.
+
+        Raises:
+            ValueError: no native range (an unbounded gaussian), or bounds that
+                are not finite with ``lo < hi`` or have the wrong length.
+            TypeError: the range is not a pair of numbers / 1-D sequences.
         """
         (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_bounds(target_range, 'rescale_range', t)
         return (t - lo) / (hi - lo) * (new_hi - new_lo) + new_lo
 
     def rescale_to_native(self, t: Tensor, source_range) -> Tensor:
-        """Map ``t`` linearly from ``source_range = (lo, hi)`` (numbers or per-dim
-        bounds, as in ``rescale_from_native``) back to the native range."""
+        """Map ``t`` linearly from ``source_range`` back to the native range (the
+        inverse of ``rescale_from_native``).
+
+        Args:
+            t: ``(..., c)`` values in ``source_range``.
+            source_range: ``(lo, hi)``: numbers or per-dim bounds, as in
+                ``rescale_from_native``.
+
+        Returns:
+            ``(..., c)`` in the native range.
+
+        Raises:
+            ValueError: no native range (an unbounded gaussian), or bounds that
+                are not finite with ``lo < hi`` or have the wrong length.
+            TypeError: the range is not a pair of numbers / 1-D sequences.
+        """
         (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_bounds(source_range, 'source_range', t)
         return (t - src_lo) / (src_hi - src_lo) * (hi - lo) + lo

@@ -111,23 +111,31 @@ class SharedTable(nn.Module):
 
     @property
     def num_rows(self) -> int:
+        """Rows of the table: discrete rows, one per continuous dim, and (a
+        readout with ``continuous_log_var_embed``) one log-variance row per dim;
+        counted even when there is no table (``dim=None``)."""
         nd, _, nc, log_var = self.layout
         return nd + nc + (nc if log_var else 0)
 
     @property
     def has_discrete(self) -> bool:
+        """Whether the module has discrete rows (``num_discrete`` > 0)."""
         return self.layout.num_discrete > 0
 
     @property
     def has_continuous(self) -> bool:
+        """Whether the module has continuous dims (``num_continuous`` > 0)."""
         return self.num_continuous > 0
 
     @property
     def num_discrete_sets(self) -> int:
+        """Number of discrete groups built at construction (0 without a discrete
+        part; 1 with selectors, whose capacity is one int)."""
         return len(self.layout.group_sizes)
 
     @property
     def can_norm_continuous(self) -> bool:
+        """Whether ``continuous_mean_std`` was given, so continuous values are normalised."""
         return exists(self.continuous_mean_std)
 
     # checkpoints
@@ -145,9 +153,23 @@ class SharedTable(nn.Module):
         """The selector for a call: registered (``selector_index``), runtime
         (``selector_config``) or the default.
 
+        Args:
+            selector_index: index into the selectors registered at construction.
+            selector_config: a selector config (see README, "Selectors") for this call
+                only; validated, built once and cached per (config, device), at most
+                ``MAX_CACHED_RUNTIME_SELECTORS`` kept.
+            device: where a runtime selector's index buffers are put.
+
         Returns:
             an object with ``has_discrete``, ``has_continuous``, ``group_sizes``
-            and ``num_continuous``.
+            and ``num_continuous``. With neither argument: the one registered
+            selector, or all rows when none is registered.
+
+        Raises:
+            ValueError: both arguments given, neither while several selectors
+                are registered, an index while none is, or an invalid config.
+            TypeError: ``selector_index`` is not an int, or a malformed config.
+            IndexError: ``selector_index`` (or a row of the config) out of range.
         """
         if exists(selector_index) and exists(selector_config):
             raise ValueError('give either selector_index or selector_config, not both')
@@ -186,18 +208,59 @@ class SharedTable(nn.Module):
     # continuous normalisation, in the units of a selector's dims
 
     def mean_std(self, selector: Selector) -> tuple[Tensor, Tensor]:
+        """The normaliser of a selector's continuous dims.
+
+        Needs ``continuous_mean_std`` (see ``can_norm_continuous``); without it,
+        this and ``normalize`` / ``denormalize`` / ``log_std`` raise ``ValueError``.
+
+        Args:
+            selector: from ``get_selector``.
+
+        Returns:
+            ``(mean, std)``, each ``(c,)`` for the selector's ``c`` dims; ``std``
+            floored at ``eps``.
+        """
+        if not self.can_norm_continuous:
+            raise ValueError('mean_std: this module has no continuous_mean_std (pass continuous_mean_std= at construction)')
         mean, std = selector.take(self.continuous_mean_std, 'continuous_dims').unbind(-1)
         return mean, std.clamp(min=self.eps)
 
     def normalize(self, x: Tensor, selector: Selector) -> Tensor:
+        """Original units to normalised: ``(x - mean) / std``.
+
+        Args:
+            x: ``(..., c)``, one value per continuous dim of ``selector``.
+            selector: from ``get_selector``.
+
+        Returns:
+            ``(..., c)``.
+        """
         mean, std = self.mean_std(selector)
         return (x - mean) / std
 
     def denormalize(self, x: Tensor, selector: Selector) -> Tensor:
+        """Normalised to original units: ``x * std + mean`` (inverse of ``normalize``).
+
+        Args:
+            x: ``(..., c)``, one value per continuous dim of ``selector``.
+            selector: from ``get_selector``.
+
+        Returns:
+            ``(..., c)``.
+        """
         mean, std = self.mean_std(selector)
         return x * std + mean
 
     def log_std(self, selector: Selector) -> Tensor:
+        """``log(std)`` of a selector's dims: what de-normalising adds to
+        entropies and subtracts from log-densities.
+
+        Args:
+            selector: from ``get_selector``.
+
+        Returns:
+            ``(c,)``.
+        """
         return self.mean_std(selector)[1].log()
 
 

@@ -10,6 +10,10 @@ DiscreteContinuous.__doc__ = """A (discrete, continuous) pair: every mixed resul
 
 Both parts are reachable by name (``out.discrete``) or by unpacking
 (``d, c = out``); a part that does not exist is ``None``.
+
+Attributes:
+    discrete: the discrete part (ids, logits, log-probs, ...), or ``None``.
+    continuous: the continuous part (values, params, log-probs, ...), or ``None``.
 """
 
 

@@ -66,47 +66,136 @@ class ContinuousDistribution(nn.Module):
         return None
 
     def dist(self, params: Tensor) -> Distribution:
-        """The distribution for ``params`` of shape ``(..., c, 2)``."""
+        """The distribution for ``params``; subclasses must implement it.
+
+        Args:
+            params: ``(..., c, 2)``, the readout's two raw outputs per dim.
+
+        Returns:
+            a ``torch.distributions.Distribution`` with batch shape ``(..., c)``.
+
+        Raises:
+            NotImplementedError: in this base class.
+        """
         raise NotImplementedError(f'{type(self).__name__} must implement dist(params)')
 
     def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
-        """A sample ``(..., c)``; reparameterised when ``differentiable``."""
+        """A sample at temperature 1, before ``clip_sampled`` (``sample`` clips).
+
+        Args:
+            params: ``(..., c, 2)``.
+            differentiable: ``rsample`` (reparameterised) instead of ``sample``.
+
+        Returns:
+            ``(..., c)`` in the native range.
+        """
         d = self.dist(params)
         return d.rsample() if differentiable else d.sample()
 
     def clip_sampled(self, sampled: Tensor) -> Tensor:
-        """Keep samples where their log-density is finite (identity here)."""
+        """Keep samples where their log-density is finite (identity here).
+
+        Args:
+            sampled: ``(..., c)``.
+
+        Returns:
+            ``(..., c)``: ``sampled`` itself here; the squashed gaussian clamps
+            it just inside (-1, 1), beta and kumaraswamy into
+            ``[clip_eps, 1 - clip_eps]`` (when ``clip``).
+        """
         return sampled
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
-        """Log-density of ``value`` ``(..., c)`` in the head's native units."""
+        """Log-density of ``value`` in the head's native units.
+
+        Args:
+            params: ``(..., c, 2)``.
+            value: ``(..., c)``, not normalised or rescaled.
+
+        Returns:
+            ``(..., c)``, one log-density per dim.
+        """
         return self.dist(params).log_prob(value)
 
     def entropy(self, params: Tensor) -> Tensor:
-        """Differential entropy per dim ``(..., c)``."""
+        """Differential entropy, in native units.
+
+        Args:
+            params: ``(..., c, 2)``.
+
+        Returns:
+            ``(..., c)``, one entropy per dim.
+        """
         return self.dist(params).entropy()
 
     def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
-        """KL(true || pred) per dim ``(..., c)``."""
+        """KL(true || pred), by ``torch.distributions.kl_divergence`` here.
+
+        Args:
+            params_true: ``(..., c, 2)``.
+            params_pred: ``(..., c, 2)``.
+
+        Returns:
+            ``(..., c)``, one KL per dim.
+        """
         return kl_divergence(self.dist(params_true), self.dist(params_pred))
 
     def mode(self, params: Tensor) -> Tensor:
-        """The most likely value ``(..., c)`` (what ``temperature=0`` samples)."""
+        """The most likely value (what ``temperature=0`` samples): the
+        distribution's ``mode``, clipped.
+
+        Args:
+            params: ``(..., c, 2)``.
+
+        Returns:
+            ``(..., c)``.
+        """
         return self.clip_sampled(self.dist(params).mode)
 
     def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
-        """A sample at a temperature other than 0 and 1 (override to support it)."""
+        """A sample at a temperature other than 0 and 1 (override to support it).
+
+        Args:
+            params: ``(..., c, 2)``.
+            temperature: > 0 and != 1.
+            differentiable: reparameterised.
+
+        Returns:
+            ``(..., c)``, before ``clip_sampled``.
+
+        Raises:
+            NotImplementedError: in this base class (the readout reports it as a
+                ``ValueError`` naming the temperature).
+        """
         raise NotImplementedError(f'{type(self).__name__} defines no sampling temperature other than 0 (mode) and 1')
 
     def sample(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> Tensor:
-        """``forward`` at temperature 1, ``mode`` at <= 0, else ``tempered_sample``; clipped."""
+        """``forward`` at temperature 1, ``mode`` at <= 0, else ``tempered_sample``; clipped.
+
+        Args:
+            params: ``(..., c, 2)``.
+            temperature: how spread out the sample is (see ``tempered_sample``).
+            differentiable: reparameterised (no effect at temperature <= 0).
+
+        Returns:
+            ``(..., c)`` in the native range.
+        """
         if temperature <= 0:
             return self.mode(params)
         sampled = self(params, differentiable) if temperature == 1 else self.tempered_sample(params, temperature, differentiable)
         return self.clip_sampled(sampled)
 
     def sample_and_log_prob(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> tuple[Tensor, Tensor]:
-        """A sample and its log-density under ``params`` (not the tempered one)."""
+        """A sample and its log-density under ``params`` (not the tempered one).
+
+        Args:
+            params: ``(..., c, 2)``.
+            temperature: as in ``sample``.
+            differentiable: as in ``sample``.
+
+        Returns:
+            ``(sample, log_prob)``, each ``(..., c)``, in native units.
+        """
         sampled = self.sample(params, temperature, differentiable)
         return sampled, self.log_prob(params, sampled)
 

@@ -11,7 +11,12 @@ from .readout import Readout
 
 
 class EmbedReadoutPair(NamedTuple):
-    """What ``EmbedAndReadout`` returns: unpack it as ``embed, readout = ...``."""
+    """What ``EmbedAndReadout`` returns: unpack it as ``embed, readout = ...``.
+
+    Attributes:
+        embed: the ``Embed``.
+        readout: the ``Readout``.
+    """
 
     embed: Embed
     readout: Readout
@@ -73,6 +78,12 @@ class ParameterlessReadout(Readout):
     """A Readout without a table: sampling, log-probs, entropies, KL and losses
     on logits / params computed elsewhere. Takes every ``Readout`` argument but
     ``dim``.
+
+    Args:
+        *args: none: every argument goes by keyword (a positional one raises
+            ``TypeError``, since it would be read as ``dim``).
+        **kwargs: ``Readout``'s arguments (``num_discrete``, ``num_continuous``,
+            ...); ``dim`` may only be ``None``.
 
     Example:
         >>> readout = ParameterlessReadout(num_discrete=(3, 5))

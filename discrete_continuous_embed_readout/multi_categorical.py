@@ -140,7 +140,12 @@ class MultiCategorical:
         return value
 
     def log_softmax(self) -> tuple[Tensor, ...] | Tensor:
-        """Per-group log-probs: padded ``(..., g, n)`` (batched) or a tuple (loop)."""
+        """Per-group log-probs.
+
+        Returns:
+            padded ``(..., g, n)`` with ``-inf`` padding (batched path), or a tuple
+            of ``(..., n_g)`` (loop), in float32 for half precision logits.
+        """
         return self._log_softmax(self.batched)
 
     def _log_softmax(self, batched: bool) -> tuple[Tensor, ...] | Tensor:
@@ -149,7 +154,20 @@ class MultiCategorical:
         return tuple(upcast(g).log_softmax(-1) for g in self.groups)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        """Log-probability of ids ``value``; ids equal to ``ignore_index`` give 0."""
+        """Log-probability of ids ``value``; ids equal to ``ignore_index`` give 0.
+
+        Args:
+            value: integer ids ``(...)`` (single tensor) or ``(..., g)``, with the
+                logits' leading shape.
+
+        Returns:
+            ``(...)`` / ``(..., g)``, float32 for half precision logits.
+
+        Raises:
+            TypeError: ``value`` does not hold integers.
+            ValueError: ``value`` has the wrong shape.
+            IndexError: an id outside its group's range (when content checks are on).
+        """
         return self._log_prob(self._check_value(value, 'value'), 'value')
 
     def _log_prob(self, value: Tensor, name: str) -> Tensor:
@@ -166,14 +184,29 @@ class MultiCategorical:
         return self._squeeze(out)
 
     def entropy(self) -> Tensor:
-        """Entropy of each group."""
+        """Entropy of each group (impossible, ``-inf`` ids contribute 0).
+
+        Returns:
+            ``(...)`` / ``(..., g)``.
+        """
         logp = self.log_softmax()
         if self.batched:
             return self._squeeze(-(logp.exp() * zero_where_impossible(logp)).sum(-1))
         return self._squeeze(torch.stack([-(lp.exp() * zero_where_impossible(lp)).sum(-1) for lp in logp], dim=-1))
 
     def kl_div(self, other: MultiCategorical) -> Tensor:
-        """KL(self || other) per group."""
+        """KL(self || other) per group.
+
+        Args:
+            other: a ``MultiCategorical`` with the same group sizes and leading shape.
+
+        Returns:
+            ``(...)`` / ``(..., g)``.
+
+        Raises:
+            TypeError: ``other`` is not a ``MultiCategorical``.
+            ValueError: the group sizes or leading shapes differ.
+        """
         if not isinstance(other, MultiCategorical):
             raise TypeError(f'other must be a MultiCategorical, got {type(other).__name__}')
         if other.sizes != self.sizes or other.batch_shape != self.batch_shape:

@@ -236,9 +236,16 @@ class Readout(DistributionMethods, SharedTable):
         Args:
             logits: what ``forward`` returns without targets.
             targets: ids, values or a pair, as in ``forward``.
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
             mask: ``(...)`` bool loss mask, True = count.
             return_unreduced_loss: per-entry losses, masked entries zeroed.
             action_mask: bool, True = allowed, as in ``forward``.
+
+        Returns:
+            a scalar per modality (mean over the kept entries; a pair when both
+            parts have targets), or the unreduced per-entry losses shaped as
+            ``log_prob`` returns them.
         """
         device = _parts.first_tensor(logits).device
         selector = self.get_selector(selector_index, selector_config, device)

@@ -1,0 +1,212 @@
+"""Every public name carries a Google-style docstring (STYLE.md, "Docstrings and
+comments"), and the README names every export.
+
+Public: each name of ``__all__`` (``SpaceAdapter``, exported lazily, included) and,
+for classes, every method and property not starting with ``_`` that is defined in this
+package (inherited torch / tuple members are not ours to document). A constructor is
+documented by its class docstring's ``Args:``.
+"""
+
+import importlib.util
+import inspect
+import pathlib
+import re
+
+import pytest
+
+import discrete_continuous_embed_readout as package
+
+PACKAGE = package.__name__
+README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
+
+ENTRY_HEAD = re.compile(r'^\s*(\*{0,2}\w+(\s*,\s*\*{0,2}\w+)*)(\s*\([^)]*\))?\s*:(\s|$)')
+
+
+def public_objects():
+    """``(qualified name, object, kind)`` for every public function, class, method and property."""
+    for name in package.__all__:
+        if name == 'SpaceAdapter' and importlib.util.find_spec('gymnasium') is None:
+            continue  # optional dependency: documented where it is installed
+        obj = getattr(package, name)
+        if inspect.isclass(obj):
+            yield name, obj, 'class'
+            yield from _members(name, obj)
+        elif callable(obj):
+            yield name, obj, 'function'
+
+
+def _members(class_name: str, cls):
+    for attr in dir(cls):
+        if attr.startswith('_'):
+            continue
+        owner = next((k for k in cls.__mro__ if attr in vars(k)), None)
+        if owner is None or not owner.__module__.startswith(PACKAGE):
+            continue  # inherited from torch / tuple / object
+        raw = vars(owner)[attr]
+        qualname = f'{class_name}.{attr}'
+        if isinstance(raw, property):
+            yield qualname, raw, 'property'
+        elif isinstance(raw, (staticmethod, classmethod)):
+            yield qualname, raw.__func__, 'method'
+        elif inspect.isfunction(raw):
+            yield qualname, raw, 'method'
+
+
+def own_doc(obj) -> str | None:
+    """The object's own docstring (not one inherited through ``inspect.getdoc``)."""
+    doc = obj.fget.__doc__ if isinstance(obj, property) else obj.__doc__
+    return inspect.cleandoc(doc) if doc and doc.strip() else None
+
+
+def section(doc: str, title: str) -> list[str] | None:
+    """The lines of a Google-style section (dedented), or None when there is none."""
+    lines = doc.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == f'{title}:' and not line.startswith(' ')]
+    if not starts:
+        return None
+    body = []
+    for line in lines[starts[0] + 1 :]:
+        if line.strip() and not line.startswith(' '):
+            break  # the next section title (or unindented prose)
+        body.append(line)
+    return body
+
+
+def documented_names(args_lines: list[str]) -> set[str]:
+    """Parameter names of an ``Args:`` section: entries ``name:``, grouped
+    ``a, b:`` (which may wrap onto the next lines), stars optional."""
+    nonblank = [line for line in args_lines if line.strip()]
+    if not nonblank:
+        return set()
+    indent = min(len(line) - len(line.lstrip()) for line in nonblank)
+    entries, current = [], []
+    for line in nonblank:
+        if len(line) - len(line.lstrip()) == indent and current:
+            entries.append(' '.join(current))
+            current = []
+        current.append(line.strip())
+    entries.append(' '.join(current))
+    names = set()
+    for entry in entries:
+        head = ENTRY_HEAD.match(entry)
+        if head:
+            names.update(n.strip().lstrip('*') for n in head.group(1).split(','))
+    return names
+
+
+def parameters(obj) -> list[str]:
+    """Parameter names (``*args`` as ``args``), ``self`` / ``cls`` left out."""
+    params = list(inspect.signature(obj).parameters.values())
+    if params and params[0].name in ('self', 'cls'):
+        params = params[1:]
+    return [p.name for p in params]
+
+
+def init_of(cls):
+    """The class's ``__init__`` if this package defines one (else None)."""
+    owner = next((k for k in cls.__mro__ if '__init__' in vars(k)), None)
+    if owner is None or not owner.__module__.startswith(PACKAGE):
+        return None
+    return vars(owner)['__init__']
+
+
+def returns_nothing(obj) -> bool:
+    annotation = inspect.signature(obj).return_annotation
+    return annotation in (None, 'None')
+
+
+def _deduplicated(objects):
+    # a method inherited by several exports (Readout's by ParameterlessReadout) is
+    # checked once, under the export nearest to the class that defines it
+    chosen = {}
+    for name, obj, kind in objects:
+        depth = len(getattr(package, name.split('.')[0]).__mro__) if kind in ('method', 'property') else 0
+        key = (id(obj), kind)
+        if key not in chosen or depth < chosen[key][0]:
+            chosen[key] = (depth, (name, obj, kind))
+    return sorted((entry for _, entry in chosen.values()), key=lambda entry: entry[0])
+
+
+OBJECTS = _deduplicated(public_objects())
+
+
+def test_the_walk_finds_the_api():
+    names = {name for name, _, _ in public_objects()}
+    assert {
+        'Readout',
+        'Readout.sample',
+        'Readout.num_rows',
+        'Embed.forward',
+        'ContinuousDistribution.kl_div',
+        'MultiCategorical.log_prob',
+        'MultiCategoricalDistribution.logits',
+        'get_validate_args',
+    } <= names
+    assert 'Readout.train' not in names  # torch's, not ours
+
+
+def test_every_public_object_has_a_docstring():
+    missing = [name for name, obj, _ in OBJECTS if own_doc(obj) is None]
+    assert not missing, f'public objects without a docstring: {missing}'
+
+
+def test_args_sections_document_every_parameter():
+    offenders = []
+    for name, obj, kind in OBJECTS:
+        doc = own_doc(obj)
+        if doc is None or kind == 'property':
+            continue
+        if kind == 'class':
+            if hasattr(obj, '_fields'):  # named tuple: its fields are its arguments
+                missing = [f for f in obj._fields if f not in doc]
+                offenders += [f'{name}: field {f!r} not described' for f in missing]
+                continue
+            init = init_of(obj)
+            if init is None:
+                continue
+            params, where = parameters(init), f'{name} (class docstring, for __init__)'
+        else:
+            params, where = parameters(obj), name
+        if not params:
+            continue
+        args = section(doc, 'Args')
+        if args is None:
+            offenders.append(f'{where}: no Args: section (parameters {params})')
+            continue
+        documented = documented_names(args)
+        undocumented = [p for p in params if p not in documented]
+        unknown = sorted(documented - set(params))
+        if undocumented:
+            offenders.append(f'{where}: Args: does not document {undocumented}')
+        if unknown:
+            offenders.append(f'{where}: Args: documents {unknown}, which are not parameters')
+    assert not offenders, 'incomplete Args: sections:\n' + '\n'.join(offenders)
+
+
+def test_functions_and_methods_document_what_they_return():
+    offenders = [
+        name
+        for name, obj, kind in OBJECTS
+        if kind in ('function', 'method') and own_doc(obj) and not returns_nothing(obj) and section(own_doc(obj), 'Returns') is None
+    ]
+    assert not offenders, f'no Returns: section: {offenders}'
+
+
+def test_the_readme_names_every_export():
+    text = README.read_text()
+    missing = [name for name in package.__all__ if not re.search(rf'\b{re.escape(name)}\b', text)]
+    assert not missing, f'README.md never mentions {missing}'
+
+
+@pytest.mark.parametrize(
+    'doc, names',
+    [
+        (
+            'Args:\n    a: one.\n    b, c: two,\n        wrapped.\n    *args, **kwargs: rest.\n\nReturns:\n    x: not an arg.',
+            {'a', 'b', 'c', 'args', 'kwargs'},
+        ),
+        ('Args:\n    first, second,\n        third: grouped over two lines.\n    x (int): typed.', {'first', 'second', 'third', 'x'}),
+    ],
+)
+def test_args_parsing(doc, names):
+    assert documented_names(section(doc, 'Args')) == names
