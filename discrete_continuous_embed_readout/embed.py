@@ -167,6 +167,12 @@ class Embed(SharedTable):
             if return_only:
                 return single
             return DiscreteContinuous(d_embed, c_embed)
+        d_batch, c_batch = d_embed.shape[: -1 if sum_sets else -2], c_embed.shape[: -1 if sum_dims else -2]
+        if (concat or sum_sets and sum_dims and sum_both) and d_batch != c_batch:  # a sum would broadcast them silently
+            raise ValueError(
+                f'inp: the discrete and continuous parts must have the same batch shape, got {tuple(d_batch)} and {tuple(c_batch)} '
+                '(one discrete group takes ids (...) without a group axis)'
+            )
         if concat:
             d_tokens = d_embed.unsqueeze(-2) if sum_sets else d_embed
             c_tokens = c_embed.unsqueeze(-2) if sum_dims else c_embed

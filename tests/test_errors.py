@@ -96,6 +96,8 @@ MISTAKES = {
     'mean_std without normaliser': (lambda: gauss().mean_std(gauss().get_selector()), ValueError, 'no continuous_mean_std'),
     'validated multi-categorical id out of range': (lambda: pkg.MultiCategoricalDistribution([torch.randn(2, 3), torch.randn(2, 2)], validate_args=True).log_prob(torch.tensor([[0, 2], [1, 1]])), ValueError, 'support'),
     'validated multi-categorical too few ids': (lambda: pkg.MultiCategoricalDistribution([torch.randn(2, 3), torch.randn(2, 2)], validate_args=True).log_prob(torch.tensor([[0], [1]])), ValueError, 'last axis of 2'),
+    'embed parts batch differ': (lambda: EmbedAndReadout(8, num_discrete=4, num_continuous=3).embed((torch.randint(0, 4, (5, 1)), torch.randn(5, 3))), ValueError, r'same batch shape, got \(5, 1\) and \(5,\)'),
+    'embed parts batch differ concat': (lambda: EmbedAndReadout(8, num_discrete=4, num_continuous=3).embed((torch.randint(0, 4, (5, 2)), torch.randn(5, 3)), concat_discrete_continuous=True), ValueError, 'same batch shape'),
     'rescale_to_native per-dim': (lambda: squashed2().rescale_to_native(torch.zeros(3, 2), ([0, 0, 0], [1, 2, 3])), ValueError, 'source_range: per-dim bounds'),
     'log_prob id out of range': (lambda: multi().log_prob([torch.randn(2, 3), torch.randn(2, 4)], torch.tensor([[0, 4], [0, 0]])), IndexError, 'sampled: id 4'),
     'log_prob values width': (lambda: gauss().log_prob(torch.randn(5, 2, 2), torch.randn(5, 3)), ValueError, r'sampled must have shape \(5, 2\)'),
