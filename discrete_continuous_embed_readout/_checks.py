@@ -10,6 +10,9 @@ Checks of shapes, dtypes and configs are free and always run.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from beartype import BeartypeConf, beartype
 from torch import Tensor
@@ -147,11 +150,18 @@ def check_range(value, name: str) -> tuple[float, float]:
 def check_bounds(value, name: str, like: Tensor):
     """A pair ``(lo, hi)`` with ``lo < hi``, each a number or a 1-D sequence / tensor
     with one entry per continuous dim (``like.shape[-1]``). Numbers come back as
-    floats, per-dim bounds as tensors of ``like``'s dtype and device."""
+    floats, per-dim bounds as tensors of ``like``'s dtype and device (their values
+    are checked when content checks are on)."""
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise TypeError(f'{name} must be a pair (lo, hi), got {describe(value)}')
+    lo, hi = value
+    if isinstance(lo, numbers.Real) and isinstance(hi, numbers.Real):  # the common case: no tensors, no sync
+        lo, hi = float(lo), float(hi)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f'{name} must be finite with lo < hi in every dim, got lo={lo}, hi={hi}')
+        return lo, hi
     try:
-        lo, hi = (torch.as_tensor(v, dtype=torch.float64, device='cpu') for v in value)
+        lo, hi = (torch.as_tensor(v, dtype=like.dtype, device=like.device) for v in value)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f'{name} must be a pair (lo, hi) of numbers or 1-D sequences of numbers, got {value!r}') from None
     if lo.ndim > 1 or hi.ndim > 1:
@@ -159,8 +169,6 @@ def check_bounds(value, name: str, like: Tensor):
     for bound in (lo, hi):
         if bound.ndim == 1 and bound.numel() not in (1, like.shape[-1]):
             raise ValueError(f'{name}: per-dim bounds need one entry per continuous dim ({like.shape[-1]}), got {bound.numel()}')
-    if not bool((lo < hi).all() and torch.isfinite(lo).all() and torch.isfinite(hi).all()):
+    if content_checks_enabled() and not bool(((lo < hi) & torch.isfinite(lo) & torch.isfinite(hi)).all()):
         raise ValueError(f'{name} must be finite with lo < hi in every dim, got lo={lo.tolist()}, hi={hi.tolist()}')
-    if lo.ndim == hi.ndim == 0:
-        return float(lo), float(hi)
-    return lo.to(like), hi.to(like)
+    return lo, hi

@@ -31,6 +31,11 @@ def _rng_from(generator: torch.Generator, device: torch.device):
         yield
 
 
+def _log(scale):
+    """log of a rescale factor: a float or a per-dim tensor."""
+    return torch.log(scale) if torch.is_tensor(scale) else math.log(scale)
+
+
 class DistributionMethods:
     """Readout methods on distributions (see ``Readout``)."""
 
@@ -180,8 +185,9 @@ class DistributionMethods:
             sampled = self.denormalize(sampled, selector)
             log_prob = log_prob - self.log_std(selector) if exists(log_prob) else None
         if exists(rescale_range):
-            sampled = self.rescale_from_native(sampled, rescale_range)
-            log_prob = log_prob - self._log_rescale(rescale_range, sampled) if exists(log_prob) else None
+            scale, shift = self._from_native(rescale_range, 'rescale_range', sampled)
+            sampled = sampled * scale + shift
+            log_prob = log_prob - _log(scale) if exists(log_prob) else None
         return sampled, log_prob
 
     # log-probs, entropies, KL
@@ -225,10 +231,10 @@ class DistributionMethods:
             self._require_distribution('log_prob')
             c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')
             if exists(rescale_range):
-                check_bounds(rescale_range, 'rescale_range', c_value)  # so that an error names this argument
-                c_value = self.rescale_to_native(c_value, rescale_range)
+                scale, shift = self._from_native(rescale_range, 'rescale_range', c_value)
+                c_value = (c_value - shift) / scale
             c = self._continuous_log_prob(params, c_value, selector)
-            c = c - self._log_rescale(rescale_range, c_value) if exists(rescale_range) else c
+            c = c - _log(scale) if exists(rescale_range) else c
         return self.maybe_concat(self._pack(d, c), concat)
 
     def _continuous_log_prob(self, params, values, selector):
@@ -389,9 +395,8 @@ class DistributionMethods:
         if self.can_norm_continuous:
             loc, scale = self.mean_std(selector)
         if exists(rescale_range):
-            (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_bounds(rescale_range, 'rescale_range', params[..., 0])
-            k = (new_hi - new_lo) / (hi - lo)
-            loc, scale = (loc - lo) * k + new_lo, scale * k
+            k, shift = self._from_native(rescale_range, 'rescale_range', params[..., 0])
+            loc, scale = loc * k + shift, scale * k
         if not self.can_norm_continuous and not exists(rescale_range):
             return None
         return tuple(torch.as_tensor(v, dtype=params.dtype, device=params.device) for v in (loc, scale))
@@ -413,11 +418,12 @@ class DistributionMethods:
             raise ValueError(f'{what}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
         return native
 
-    def _log_rescale(self, target_range, like: Tensor):
-        """log |d rescaled / d native|: a float, or ``(c,)`` for per-dim bounds."""
-        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_bounds(target_range, 'rescale_range', like)
-        width = new_hi - new_lo
-        return torch.log(width / (hi - lo)) if torch.is_tensor(width) else math.log(width / (hi - lo))
+    def _from_native(self, target_range, name: str, like: Tensor):
+        """``(scale, shift)`` of the linear map from the native range onto
+        ``target_range`` (floats, or ``(c,)`` tensors for per-dim bounds)."""
+        (lo, hi), (new_lo, new_hi) = self._native_range(name), check_bounds(target_range, name, like)
+        scale = (new_hi - new_lo) / (hi - lo)
+        return scale, new_lo - lo * scale
 
     def rescale_from_native(self, t: Tensor, target_range) -> Tensor:
         """Map ``t`` (``(..., c)``) linearly from the native range to ``target_range``.
@@ -435,8 +441,8 @@ class DistributionMethods:
                 are not finite with ``lo < hi`` or have the wrong length.
             TypeError: the range is not a pair of numbers / 1-D sequences.
         """
-        (lo, hi), (new_lo, new_hi) = self._native_range('rescale_range'), check_bounds(target_range, 'rescale_range', t)
-        return (t - lo) / (hi - lo) * (new_hi - new_lo) + new_lo
+        scale, shift = self._from_native(target_range, 'rescale_range', t)
+        return t * scale + shift
 
     def rescale_to_native(self, t: Tensor, source_range) -> Tensor:
         """Map ``t`` linearly from ``source_range`` back to the native range (the
@@ -455,5 +461,5 @@ class DistributionMethods:
                 are not finite with ``lo < hi`` or have the wrong length.
             TypeError: the range is not a pair of numbers / 1-D sequences.
         """
-        (lo, hi), (src_lo, src_hi) = self._native_range('source_range'), check_bounds(source_range, 'source_range', t)
-        return (t - src_lo) / (src_hi - src_lo) * (hi - lo) + lo
+        scale, shift = self._from_native(source_range, 'source_range', t)
+        return (t - shift) / scale
