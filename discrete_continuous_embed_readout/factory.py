@@ -86,8 +86,10 @@ class ParameterlessReadout(Readout):
             ...); ``dim`` may only be ``None``.
 
     Example:
+        >>> import torch
         >>> readout = ParameterlessReadout(num_discrete=(3, 5))
-        >>> ids = readout.sample((torch.randn(2, 3), torch.randn(2, 5)))  # (2, 2)
+        >>> readout.sample((torch.randn(2, 3), torch.randn(2, 5))).shape
+        torch.Size([2, 2])
     """
 
     def __init__(self, *args, **kwargs):

@@ -76,7 +76,13 @@ class SpaceAdapter:
         kwargs: ``EmbedAndReadout`` arguments (``num_discrete``, ``num_continuous``,
             the continuous head).
         rescale_range: ``(low, high)`` for ``Readout.sample`` / ``mode`` /
-            ``log_prob`` / ``get_dist``, or ``None``.
+            ``log_prob`` / ``get_dist`` (numbers when every dim has the same bounds,
+            else ``(c,)`` float32 tensors), or ``None``.
+        group_sizes: ids per discrete group, in order.
+        num_continuous: continuous dims, in order.
+        low, high: the continuous dims' flat bounds (float64 arrays), or ``None``.
+        bounded_head: the head used for the box: ``bounded_head`` when every bound
+            is finite, else ``None`` (an unbounded gaussian).
 
     Example:
         >>> from gymnasium.spaces import Box, Dict, Discrete

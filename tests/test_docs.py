@@ -7,9 +7,12 @@ package (inherited torch / tuple members are not ours to document). A constructo
 documented by its class docstring's ``Args:``.
 """
 
+import doctest
+import importlib
 import importlib.util
 import inspect
 import pathlib
+import pkgutil
 import re
 
 import pytest
@@ -210,3 +213,13 @@ def test_the_readme_names_every_export():
 )
 def test_args_parsing(doc, names):
     assert documented_names(section(doc, 'Args')) == names
+
+
+MODULES = [importlib.import_module(f'{package.__name__}.{m.name}') for m in pkgutil.iter_modules(package.__path__)]
+
+
+@pytest.mark.parametrize('module', MODULES, ids=lambda m: m.__name__.rsplit('.', 1)[-1])
+def test_docstring_examples_run(module):
+    """The ``Example:`` sections are doctests: they run and print what they show."""
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
