@@ -57,6 +57,7 @@ from ppo_utils import (  # noqa: E402
     gae,
     make_vector_env,
     mlp,
+    ppo_step,
     recent_return,
     return_tracker,
     seed_everything,
@@ -276,19 +277,10 @@ def ppo_update(agent: Agent, optimizer, rollout: dict, advantages, returns, args
             dist = agent.dist(flat['obs'][idx])
             new_log_probs = agent.readout.log_prob(dist, (move, flat['speed'][idx]), rescale_range=rescale, concat=True)
             ratio = (joint_log_prob(new_log_probs, move) - joint_log_prob(flat['log_probs'][idx], move)).exp()
-            adv = advantages[idx]
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            # the clipped surrogate: no incentive to move the ratio beyond 1 +- clip
-            policy_loss = -torch.min(ratio * adv, ratio.clamp(1 - args.clip, 1 + args.clip) * adv).mean()
-            value_loss = (agent.value(flat['obs'][idx]) - returns[idx]).pow(2).mean()
             # the bonus covers the same parts as the ratio: an unused speed's spread has no cost, so
             # rewarding it would widen it for ever (the pre-tanh gaussian's entropy is unbounded)
             entropy = torch.where(used_parts(move), agent.readout.entropy(dist, concat=True), 0.0).sum(-1).mean()
-            loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
-            optimizer.step()
+            ppo_step(agent, optimizer, ratio, advantages[idx], agent.value(flat['obs'][idx]), returns[idx], entropy, args)
 
 
 def main(argv: list[str] | None = None) -> dict:

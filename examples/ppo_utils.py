@@ -1,9 +1,10 @@
 """Generic PPO plumbing shared by the RL examples (`rl_cartpole.py`, `rl_pendulum.py`, `hybrid_actions.py`).
 
 Nothing here uses this library: an MLP with PPO's usual initialisation, vector envs, evaluation
-episodes, return bookkeeping, GAE, the learning-rate schedule, seeding, torch threads and a text
-sparkline. What is specific to this library — building the readout, sampling, `log_prob`, `entropy`,
-`mode` — stays in each example, together with the rollout and the PPO update that use it.
+episodes, return bookkeeping, GAE, the clipped-surrogate loss and optimiser step, the learning-rate
+schedule, seeding, torch threads and a text sparkline. What is specific to this library — building
+the readout, sampling, `log_prob`, `entropy`, `mode` — stays in each example, together with the
+rollout and the part of the PPO update that uses it (the ratio and the entropy).
 
 `examples/` is not a package: each example puts its own folder on `sys.path` before importing this
 module, so the import works both for `python examples/<name>.py` and for loading the file by path.
@@ -131,3 +132,17 @@ def sparkline(values: list[float], width: int = 60) -> str:
     lo, hi = min(buckets), max(buckets)
     bars = '▁▂▃▄▅▆▇█'
     return ''.join(bars[int((b - lo) / (hi - lo + 1e-12) * (len(bars) - 1))] for b in buckets)
+
+
+def ppo_step(agent: nn.Module, optimizer: torch.optim.Optimizer, ratio, advantages, values, returns, entropy, args) -> None:
+    """One PPO minibatch step: the clipped surrogate on normalised advantages, the value
+    error and the entropy bonus, then an optimiser step on gradients clipped to norm 0.5."""
+    adv = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    # the clipped surrogate: no incentive to move the ratio beyond 1 +- clip
+    policy_loss = -torch.min(ratio * adv, ratio.clamp(1 - args.clip, 1 + args.clip) * adv).mean()
+    value_loss = (values - returns).pow(2).mean()
+    loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
+    optimizer.step()

@@ -47,6 +47,7 @@ from ppo_utils import (  # noqa: E402
     gae,
     make_vector_env,
     mlp,
+    ppo_step,
     recent_return,
     return_tracker,
     run_episodes,
@@ -164,17 +165,8 @@ def ppo_update(agent: Agent, optimizer, rollout: dict, advantages, returns, args
         for idx in torch.randperm(size).chunk(args.minibatches):
             dist = agent.dist(flat['obs'][idx])
             ratio = (agent.log_prob(dist, flat['actions'][idx]) - flat['log_probs'][idx]).exp()
-            adv = advantages[idx]
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            # the clipped surrogate: no incentive to move the ratio beyond 1 +- clip
-            policy_loss = -torch.min(ratio * adv, ratio.clamp(1 - args.clip, 1 + args.clip) * adv).mean()
-            value_loss = (agent.value(flat['obs'][idx]) - returns[idx]).pow(2).mean()
             entropy = agent.readout.entropy(dist).sum(-1).mean()  # the pre-tanh gaussian's, in closed form
-            loss = policy_loss + args.value_coef * value_loss - args.entropy_coef * entropy
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(agent.parameters(), 0.5)
-            optimizer.step()
+            ppo_step(agent, optimizer, ratio, advantages[idx], agent.value(flat['obs'][idx]), returns[idx], entropy, args)
 
 
 def main(argv: list[str] | None = None) -> dict:
