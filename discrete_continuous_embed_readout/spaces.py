@@ -95,7 +95,7 @@ class SpaceAdapter:
     """
 
     def __init__(self, space, bounded_head: str | None = 'squashed'):
-        spaces = _gymnasium_spaces()
+        self._spaces = spaces = _gymnasium_spaces()
         if bounded_head not in BOUNDED_HEADS:
             raise ValueError(f'bounded_head must be one of {BOUNDED_HEADS}, got {bounded_head!r}')
         self.space = space
@@ -158,7 +158,7 @@ class SpaceAdapter:
             group starts at 0); values ``(*batch, c)``; or a ``DiscreteContinuous``
             pair when the space has both.
         """
-        parts = [np.asarray(x) for x in _flatten(self.space, sample, 'sample')]
+        parts = [np.asarray(x) for x in _flatten(self.space, sample, 'sample', self._spaces)]
         batch = _batch_shape(parts, self._leaves)
         ids = [(x.reshape(*batch, -1).astype(np.int64) - leaf.start) for x, leaf in zip(parts, self._leaves) if leaf.kind == 'discrete']
         values = [x.reshape(*batch, -1) for x, leaf in zip(parts, self._leaves) if leaf.kind == 'continuous']
@@ -188,15 +188,15 @@ class SpaceAdapter:
         """
         d, c = self._split(sampled)
         batch = c.shape[:-1] if exists(c) else (d.shape if len(self.group_sizes) == 1 else d.shape[:-1])
-        d = d.reshape(*batch, -1) if exists(d) else None
+        # one device-to-host copy per part; the leaves are numpy views of it
+        parts = {'discrete': _numpy(d.reshape(*batch, -1)) if exists(d) else None, 'continuous': _numpy(c) if exists(c) else None}
         columns = {'discrete': 0, 'continuous': 0}
         leaves = []
         for leaf in self._leaves:
             start = columns[leaf.kind]
             columns[leaf.kind] += leaf.width
-            block = (d if leaf.kind == 'discrete' else c)[..., start : start + leaf.width]
-            leaves.append(_leaf_to_space(leaf, block.detach().cpu().numpy(), tuple(batch)))
-        return _unflatten(self.space, iter(leaves))
+            leaves.append(_leaf_to_space(leaf, parts[leaf.kind][..., start : start + leaf.width], tuple(batch)))
+        return _unflatten(self.space, iter(leaves), self._spaces)
 
     def _split(self, sampled):
         has_d, has_c = bool(self.group_sizes), self.num_continuous > 0
@@ -251,20 +251,19 @@ def _as_range(low: np.ndarray, high: np.ndarray):
 # samples <-> leaves
 
 
-def _flatten(space, sample, path: str) -> list:
+def _flatten(space, sample, path: str, spaces) -> list:
     """A (nested) sample's leaves, in the order of ``_leaves``."""
-    spaces = _gymnasium_spaces()
     if isinstance(space, spaces.Dict):
         if not isinstance(sample, dict):
             raise TypeError(f'{path}: expected a dict with keys {list(space.spaces)}, got {type(sample).__name__}')
         missing = [key for key in space.spaces if key not in sample]
         if missing:
             raise ValueError(f'{path}: missing keys {missing} (expected {list(space.spaces)})')
-        return [x for key, sub in space.spaces.items() for x in _flatten(sub, sample[key], f'{path}[{key!r}]')]
+        return [x for key, sub in space.spaces.items() for x in _flatten(sub, sample[key], f'{path}[{key!r}]', spaces)]
     if isinstance(space, spaces.Tuple):
         if not isinstance(sample, (tuple, list)) or len(sample) != len(space.spaces):
             raise TypeError(f'{path}: expected a tuple of {len(space.spaces)}, got {type(sample).__name__}')
-        return [x for i, (sub, s) in enumerate(zip(space.spaces, sample)) for x in _flatten(sub, s, f'{path}[{i}]')]
+        return [x for i, (sub, s) in enumerate(zip(space.spaces, sample)) for x in _flatten(sub, s, f'{path}[{i}]', spaces)]
     return [sample]
 
 
@@ -289,13 +288,16 @@ def _leaf_to_space(leaf: _Leaf, block: np.ndarray, batch: tuple[int, ...]):
     return x[()] if x.ndim == 0 else x  # an unbatched Discrete: a numpy scalar
 
 
-def _unflatten(space, leaves):
-    spaces = _gymnasium_spaces()
+def _unflatten(space, leaves, spaces):
     if isinstance(space, spaces.Dict):
-        return {key: _unflatten(sub, leaves) for key, sub in space.spaces.items()}
+        return {key: _unflatten(sub, leaves, spaces) for key, sub in space.spaces.items()}
     if isinstance(space, spaces.Tuple):
-        return tuple(_unflatten(sub, leaves) for sub in space.spaces)
+        return tuple(_unflatten(sub, leaves, spaces) for sub in space.spaces)
     return next(leaves)
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
 
 
 def _pack(d, c):
