@@ -297,7 +297,8 @@ def _unflatten(space, leaves, spaces):
 
 
 def _numpy(t: Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()  # numpy has no bfloat16
 
 
 def _pack(d, c):

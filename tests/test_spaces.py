@@ -116,6 +116,14 @@ def test_to_space_clips_unbounded_samples_into_a_half_bounded_box():
     np.testing.assert_array_equal(got, f32([0.0, -1e6], [1.0, 3.0]))
 
 
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16, torch.float64])
+def test_to_space_takes_low_and_high_precision_samples(dtype):
+    space = S.Box(f32(-1, 0), f32(1, 4))
+    got = SpaceAdapter(space).to_space(torch.tensor([[0.5, 2.0], [-0.25, 3.5]], dtype=dtype))  # exact in every dtype
+    assert got.dtype == np.float32 and space.shape == got.shape[1:]
+    np.testing.assert_array_equal(got, f32([0.5, 2.0], [-0.25, 3.5]))
+
+
 def test_an_unbatched_discrete_sample_is_a_numpy_scalar():
     got = SpaceAdapter(S.Discrete(3, start=1)).to_space(torch.tensor(2))
     assert isinstance(got, np.int64) and got == 3
