@@ -16,7 +16,7 @@ from .selectors import Selector
 def split_pair(obj, selector: Selector, name: str):
     """``(discrete, continuous)`` from a pair (mixed) or a bare part."""
     if selector.has_discrete and selector.has_continuous:
-        if not is_pair(obj):
+        if not (is_pair(obj) or isinstance(obj, list) and len(obj) == 2):  # 0.2.x took 2-element lists too
             raise TypeError(f'{name} must be a (discrete, continuous) pair for a mixed readout (None for a part you leave out), got {describe(obj)}')
         discrete, continuous = obj
     elif isinstance(obj, DiscreteContinuous):

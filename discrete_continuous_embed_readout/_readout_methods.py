@@ -6,6 +6,7 @@ kl_div, get_dist, and the continuous range helpers. Mixed into ``Readout``."""
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -29,6 +30,22 @@ def _rng_from(generator: torch.Generator, device: torch.device):
     with torch.random.fork_rng(devices=devices, device_type=device.type if devices else 'cuda'):
         torch.manual_seed(seed)
         yield
+
+
+def _honoured_temperature(head, temperature: float) -> float:
+    """The temperature ``head`` samples at: ``temperature`` itself where the head
+    defines it (0 and 1 always), else 1, with a warning the first time (0.2.x
+    ignored continuous temperatures, so code written for it must not fail)."""
+    if temperature <= 0 or temperature == 1 or head.supports_temperature:
+        return temperature
+    if not getattr(head, '_warned_temperature', False):
+        head._warned_temperature = True
+        warnings.warn(
+            f'{type(head).__name__} defines no sampling temperature other than 0 (its mode) and 1: '
+            f'temperature={temperature} is ignored for the continuous part (sampled at 1), as 0.2.x did',
+            UserWarning, stacklevel=4,
+        )  # fmt: skip
+    return 1.0
 
 
 def _log(scale):
@@ -96,7 +113,7 @@ class DistributionMethods:
                 relaxed samples.
         """
         check_temperature(temperature)
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
+        selector = self._selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector, action_mask=action_mask)
         d = d_lp = c = c_lp = None
         if exists(groups):
@@ -104,8 +121,8 @@ class DistributionMethods:
         if exists(params):
             with _rng_from(generator, params.device) if exists(generator) else nullcontext():
                 c, c_lp = self._sample_continuous(params, selector, temperature, differentiable, rescale_range, return_log_prob)
-        sampled = self._pack(d, c)
-        return (sampled, self._pack(d_lp, c_lp)) if return_log_prob else sampled
+        sampled = self._result(d, c, selector)
+        return (sampled, self._result(d_lp, c_lp, selector)) if return_log_prob else sampled
 
     def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None):
         """The deterministic action: argmax (discrete); gaussian mean, squashed
@@ -125,14 +142,14 @@ class DistributionMethods:
         """
         return self.sample(dist, 0.0, False, selector_index, selector_config, rescale_range, action_mask=action_mask)
 
-    def sample_discrete(self, logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
+    def sample_discrete(self, discrete_logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
                         filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None,
                         action_mask=None, hard: bool = True):  # fmt: skip
         """Sample ids from discrete logits only (``filter_fn`` e.g. top-k first).
 
         Args:
-            logits: ``(..., n)``, a tuple of ``(..., n_g)``, or their concatenation
-                ``(..., sum n_g)``.
+            discrete_logits: ``(..., n)``, a tuple of ``(..., n_g)``, or their
+                concatenation ``(..., sum n_g)``.
             temperature: divides the logits; ``<= 0`` gives the argmax.
             differentiable: straight-through Gumbel-softmax one-hots instead of ids.
             filter_fn, filter_kwargs: applied to each group's logits first, as
@@ -148,8 +165,8 @@ class DistributionMethods:
             one-hots concatenated ``(..., sum n_g)``.
         """
         check_temperature(temperature)
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(logits).device)
-        groups = self._masked(_parts.logit_groups(logits, selector, 'logits'), action_mask, selector)
+        selector = self._selector(selector_index, selector_config, _parts.first_tensor(discrete_logits).device)
+        groups = self._masked(_parts.logit_groups(discrete_logits, selector, 'discrete_logits'), action_mask, selector)
         return self._sample_groups(groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator, hard, False)[0]
 
     def _sample_groups(self, groups, selector, temperature, differentiable, filter_fn, filter_kwargs, generator, hard, with_log_prob):
@@ -173,26 +190,25 @@ class DistributionMethods:
                 self._require_distribution('return_log_prob')
             sampled = params  # regression: the prediction itself
         else:
-            head = self.continuous_dist
-            try:
-                if with_log_prob:
-                    sampled, log_prob = head.sample_and_log_prob(params, temperature, differentiable)
-                else:
-                    sampled = head.sample(params, temperature, differentiable)
-            except NotImplementedError as err:
-                raise ValueError(f'temperature={temperature}: {err}') from None
+            head = self._head(selector)
+            temperature = _honoured_temperature(head, temperature)
+            if with_log_prob:
+                sampled, log_prob = head.sample_and_log_prob(params, temperature, differentiable)
+            else:
+                sampled = head.sample(params, temperature, differentiable)
         if self.can_norm_continuous:
             sampled = self.denormalize(sampled, selector)
             log_prob = log_prob - self.log_std(selector) if exists(log_prob) else None
         if exists(rescale_range):
-            scale, shift = self._from_native(rescale_range, 'rescale_range', sampled)
+            scale, shift = self._from_native(selector, rescale_range, 'rescale_range', sampled)
             sampled = sampled * scale + shift
             log_prob = log_prob - _log(scale) if exists(log_prob) else None
         return sampled, log_prob
 
     # log-probs, entropies, KL
 
-    def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None):
+    def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None,
+                 soft_validate_range: bool = False):  # fmt: skip
         """Log-probability of ``sampled`` under ``dist``.
 
         Continuous log-densities are in the units of ``sampled``: they include the
@@ -210,6 +226,9 @@ class DistributionMethods:
             action_mask: bool, True = allowed, as in ``sample``.
             rescale_range: the ``(lo, hi)`` the values were sampled into, as in
                 ``sample``.
+            soft_validate_range: clamp continuous values (normalised, native
+                units) into the head's native range, ``eps`` inside its bounds,
+                before scoring (0.2.10's option; bounded heads only).
 
         Returns:
             ``(...)`` / ``(..., G)`` (discrete), ``(..., c)`` (continuous), a pair,
@@ -220,28 +239,32 @@ class DistributionMethods:
             ValueError: a continuous part in regression mode, or
                 ``rescale_range`` for an unbounded gaussian.
         """
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
+        selector = self._selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector, action_mask=action_mask)
         d_value, c_value = _parts.split_pair(sampled, selector, 'sampled')
         d = c = None
         if exists(groups) and exists(d_value):
             values = _parts.discrete_values(d_value, selector, groups[0].shape[:-1], self._squeeze(selector), 'sampled')
-            d = self._squeezed(self._categorical(groups)._log_prob(values, 'sampled'), selector)
+            d = self._squeezed(self._categorical(groups)._log_prob(values, 'sampled'), selector, concat)
         if exists(params) and exists(c_value):
             self._require_distribution('log_prob')
             c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')
             if exists(rescale_range):
-                scale, shift = self._from_native(rescale_range, 'rescale_range', c_value)
+                scale, shift = self._from_native(selector, rescale_range, 'rescale_range', c_value)
                 c_value = (c_value - shift) / scale
-            c = self._continuous_log_prob(params, c_value, selector)
+            c = self._continuous_log_prob(params, c_value, selector, soft_validate_range)
             c = c - _log(scale) if exists(rescale_range) else c
-        return self.maybe_concat(self._pack(d, c), concat)
+        return self.maybe_concat(self._result(d, c, selector), concat)
 
-    def _continuous_log_prob(self, params, values, selector):
+    def _continuous_log_prob(self, params, values, selector, soft_validate_range: bool = False):
         params, values = upcast(params), upcast(values)
-        if not self.can_norm_continuous:
-            return self.continuous_dist.log_prob(params, values)
-        return self.continuous_dist.log_prob(params, self.normalize(values, selector)) - self.log_std(selector)
+        head = self._head(selector)
+        values = self.normalize(values, selector) if self.can_norm_continuous else values
+        if soft_validate_range and exists(head.default_range):
+            lo, hi = head.default_range
+            values = values.clamp(lo + self.eps, hi - self.eps)
+        log_prob = head.log_prob(params, values)
+        return log_prob - self.log_std(selector) if self.can_norm_continuous else log_prob
 
     def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
                 squashed_entropy_samples: int | None = None):  # fmt: skip
@@ -271,24 +294,24 @@ class DistributionMethods:
                 ``squashed_entropy_samples`` without a squashed gaussian or not a
                 positive int.
         """
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist).device)
+        selector = self._selector(selector_index, selector_config, _parts.first_tensor(dist).device)
         groups, params = self._parts(dist, selector, action_mask=action_mask)
-        d = self._squeezed(self._categorical(groups).entropy(), selector) if exists(groups) else None
+        d = self._squeezed(self._categorical(groups).entropy(), selector, concat) if exists(groups) else None
         c = None
         if exists(params):
             self._require_distribution('entropy')
-            c = self._continuous_entropy(upcast(params), squashed_entropy_samples)
+            c = self._continuous_entropy(self._head(selector), upcast(params), squashed_entropy_samples)
             c = c + self.log_std(selector) if self.can_norm_continuous else c
-        return self.maybe_concat(self._pack(d, c), concat)
+        return self.maybe_concat(self._result(d, c, selector), concat)
 
-    def _continuous_entropy(self, params, num_samples):
+    def _continuous_entropy(self, head, params, num_samples):
         if not exists(num_samples):
-            return self.continuous_dist.entropy(params)
-        if not isinstance(self.continuous_dist, SquashedGaussian):
+            return head.entropy(params)
+        if not isinstance(head, SquashedGaussian):
             raise ValueError('squashed_entropy_samples is for a squashed gaussian (continuous_squashed=True)')
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(f'squashed_entropy_samples must be a positive int, got {num_samples!r}')
-        return self.continuous_dist.entropy_estimate(params, num_samples)
+        return head.entropy_estimate(params, num_samples)
 
     def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None):
         """KL(true || pred) per group and per continuous dim.
@@ -309,18 +332,18 @@ class DistributionMethods:
             ValueError: the two differ in shape, or a continuous part in
                 regression mode.
         """
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_true).device)
+        selector = self._selector(selector_index, selector_config, _parts.first_tensor(dist_true).device)
         groups_t, params_t = self._parts(dist_true, selector, 'dist_true', action_mask)
         groups_p, params_p = self._parts(dist_pred, selector, 'dist_pred', action_mask)
         d = c = None
         if exists(groups_t) and exists(groups_p):
-            d = self._squeezed(self._categorical(groups_t).kl_div(self._categorical(groups_p)), selector)
+            d = self._squeezed(self._categorical(groups_t).kl_div(self._categorical(groups_p)), selector, concat)
         if exists(params_t) and exists(params_p):
             self._require_distribution('kl_div')
             if params_t.shape != params_p.shape:
                 raise ValueError(f'dist_true and dist_pred continuous params differ in shape: {tuple(params_t.shape)} vs {tuple(params_p.shape)}')
-            c = self.continuous_dist.kl_div(upcast(params_t), upcast(params_p))
-        return self.maybe_concat(self._pack(d, c), concat)
+            c = self._head(selector).kl_div(upcast(params_t), upcast(params_p))
+        return self.maybe_concat(self._result(d, c, selector), concat)
 
     def maybe_concat(self, output, concat: bool = False):
         """With ``concat``, join a (discrete, continuous) pair along the last
@@ -378,7 +401,7 @@ class DistributionMethods:
                 ProbabilisticTensorDictModule(in_keys={'dist_params': 'logits'}, out_keys=['action'],
                                               distribution_class=readout.get_dist, return_log_prob=True)
         """
-        selector = self.get_selector(selector_index, selector_config, _parts.first_tensor(dist_params).device)
+        selector = self._selector(selector_index, selector_config, _parts.first_tensor(dist_params).device)
         groups, params = self._parts(dist_params, selector, 'dist_params', action_mask)
         d = c = None
         if exists(groups):
@@ -386,8 +409,8 @@ class DistributionMethods:
             d = Categorical(logits=upcast(groups[0]), validate_args=False) if single else MultiCategoricalDistribution([upcast(g) for g in groups])
         if exists(params):
             self._require_distribution('get_dist')
-            c = continuous_distribution(self.continuous_dist, upcast(params), self._affine(selector, rescale_range, params))
-        return self._pack(d, c)
+            c = continuous_distribution(self._head(selector), upcast(params), self._affine(selector, rescale_range, params))
+        return self._result(d, c, selector)
 
     def _affine(self, selector, rescale_range, params):
         """``(loc, scale)`` of the map native -> de-normalised -> rescaled, or None."""
@@ -395,7 +418,7 @@ class DistributionMethods:
         if self.can_norm_continuous:
             loc, scale = self.mean_std(selector)
         if exists(rescale_range):
-            k, shift = self._from_native(rescale_range, 'rescale_range', params[..., 0])
+            k, shift = self._from_native(selector, rescale_range, 'rescale_range', params[..., 0])
             loc, scale = loc * k + shift, scale * k
         if not self.can_norm_continuous and not exists(rescale_range):
             return None
@@ -403,35 +426,41 @@ class DistributionMethods:
 
     # continuous ranges
 
-    def get_continuous_native_range(self) -> tuple[float, float] | None:
-        """The range of raw continuous samples.
+    def get_continuous_native_range(self, selector_index=None, selector_config=None) -> tuple[float, float] | None:
+        """The range of raw continuous samples (before de-normalisation).
+
+        Args:
+            selector_index: a registered selector.
+            selector_config: a selector config for this call only.
 
         Returns:
             ``(lo, hi)``: ``(0, 1)`` for beta / kumaraswamy, ``(-1, 1)`` squashed;
             ``None`` for an unbounded gaussian or without a continuous part.
         """
-        return self.continuous_dist.default_range if exists(self.continuous_dist) else None
+        return self._native_range_of(self._selector(selector_index, selector_config, self._device()))
 
-    def _native_range(self, what: str) -> tuple[float, float]:
-        native = self.get_continuous_native_range()
-        if not exists(native):
-            raise ValueError(f'{what}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
-        return native
+    def _native_range_of(self, selector) -> tuple[float, float] | None:
+        return self._head(selector).default_range if exists(self.continuous_dist) else None
 
-    def _from_native(self, target_range, name: str, like: Tensor):
-        """``(scale, shift)`` of the linear map from the native range onto
+    def _from_native(self, selector, target_range, name: str, like: Tensor):
+        """``(scale, shift)`` of the linear map from the selector's native range onto
         ``target_range`` (floats, or ``(c,)`` tensors for per-dim bounds)."""
-        (lo, hi), (new_lo, new_hi) = self._native_range(name), check_bounds(target_range, name, like)
+        native = self._native_range_of(selector)
+        if not exists(native):
+            raise ValueError(f'{name}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
+        (lo, hi), (new_lo, new_hi) = native, check_bounds(target_range, name, like)
         scale = (new_hi - new_lo) / (hi - lo)
         return scale, new_lo - lo * scale
 
-    def rescale_from_native(self, t: Tensor, target_range) -> Tensor:
+    def rescale_from_native(self, t: Tensor, target_range, selector_index=None, selector_config=None) -> Tensor:
         """Map ``t`` (``(..., c)``) linearly from the native range to ``target_range``.
 
         Args:
             t: values in the native range (beta / kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``).
             target_range: ``(lo, hi)``: numbers, or per-dim sequences / tensors of
                 length ``c`` (a gymnasium ``Box``'s ``low`` and ``high``).
+            selector_index: a registered selector (its squashing decides the native range).
+            selector_config: a selector config for this call only.
 
         Returns:
             ``(..., c)`` in ``target_range``.
@@ -441,10 +470,11 @@ class DistributionMethods:
                 are not finite with ``lo < hi`` or have the wrong length.
             TypeError: the range is not a pair of numbers / 1-D sequences.
         """
-        scale, shift = self._from_native(target_range, 'rescale_range', t)
+        selector = self._selector(selector_index, selector_config, t.device)
+        scale, shift = self._from_native(selector, target_range, 'target_range', t)
         return t * scale + shift
 
-    def rescale_to_native(self, t: Tensor, source_range) -> Tensor:
+    def rescale_to_native(self, t: Tensor, source_range, selector_index=None, selector_config=None) -> Tensor:
         """Map ``t`` linearly from ``source_range`` back to the native range (the
         inverse of ``rescale_from_native``).
 
@@ -452,6 +482,8 @@ class DistributionMethods:
             t: ``(..., c)`` values in ``source_range``.
             source_range: ``(lo, hi)``: numbers or per-dim bounds, as in
                 ``rescale_from_native``.
+            selector_index: a registered selector (its squashing decides the native range).
+            selector_config: a selector config for this call only.
 
         Returns:
             ``(..., c)`` in the native range.
@@ -461,5 +493,6 @@ class DistributionMethods:
                 are not finite with ``lo < hi`` or have the wrong length.
             TypeError: the range is not a pair of numbers / 1-D sequences.
         """
-        scale, shift = self._from_native(source_range, 'source_range', t)
+        selector = self._selector(selector_index, selector_config, t.device)
+        scale, shift = self._from_native(selector, source_range, 'source_range', t)
         return (t - shift) / scale

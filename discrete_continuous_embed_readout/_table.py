@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
 
 from ._checks import check_floating, describe
+from ._legacy import DiscreteContinuousSelector
 from ._utils import exists
-from .selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config
+from .selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config, parse_selector_parts
 
 MAX_CACHED_RUNTIME_SELECTORS = 64
 
@@ -19,6 +21,7 @@ MAX_CACHED_RUNTIME_SELECTORS = 64
 # selector, and the normaliser under '.data' (plus a copy per selector)
 LEGACY_TABLE_COPIES = ('discrete_selector.embeddings.weight', 'continuous_selector.embed.weight')
 LEGACY_MEAN_STD = 'continuous_mean_std.data'
+LEGACY_MEAN_STD_COPIES = ('continuous_selector.continuous_mean_std.data', 'continuous_mean_std.data')
 
 
 def parse_num_discrete(num_discrete, has_selectors: bool) -> tuple[int, ...]:
@@ -91,15 +94,16 @@ class SharedTable(nn.Module):
         self.num_continuous = num_continuous
         self.use_parallel_multi_discrete = use_parallel_multi_discrete
         self.return_only_discrete_or_continuous = return_only_discrete_or_continuous
+        self.continuous_squashed = False
         self.layout = TableLayout(sum(group_sizes), group_sizes, num_continuous, log_var_rows and num_continuous > 0)
         self.register_buffer('continuous_mean_std', _check_mean_std(continuous_mean_std, num_continuous))
 
         self.selectors = nn.ModuleList(
-            [self._build_selector(parse_selector_config(c, self.layout, f'selectors[{i}]')) for i, c in enumerate(configs)]
+            [Selector(parse_selector_config(c, self.layout, f'selectors[{i}]'), self.layout) for i, c in enumerate(configs)]
         )
         self.default_selector = self.selectors[0] if len(configs) == 1 else None
         if not configs:
-            self.default_selector = self._build_selector(default_config(self.layout))
+            self.default_selector = Selector(default_config(self.layout), self.layout)
         self._runtime_selectors = OrderedDict()
 
         self.embeddings = None
@@ -141,36 +145,102 @@ class SharedTable(nn.Module):
     # checkpoints
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        _upgrade_legacy_state(state_dict, prefix)
+        self._upgrade_legacy_state(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _upgrade_legacy_state(self, state_dict, prefix: str) -> None:
+        """Rewrite a 0.2.x state dict in place: ``continuous_mean_std.data`` becomes
+        ``continuous_mean_std``; each selector's copies of the table and of its
+        dims' normaliser are checked and dropped. A table copy that differs is
+        what 0.2.x's untied ``weight_tie=True`` wrote: the readout's table
+        (``embeddings.weight``) is kept as the shared one, with a warning."""
+        if prefix + LEGACY_MEAN_STD in state_dict:
+            state_dict[prefix + 'continuous_mean_std'] = state_dict.pop(prefix + LEGACY_MEAN_STD)
+        for key in [k for k in state_dict if k.startswith(prefix + 'selectors.')]:
+            index, _, name = key[len(prefix + 'selectors.') :].partition('.')
+            selector = self._legacy_selector_at(index)
+            if selector is None or name not in (*LEGACY_TABLE_COPIES, *LEGACY_MEAN_STD_COPIES):
+                continue  # not a legacy copy: left for load_state_dict to report
+            copy = state_dict.pop(key)
+            if name in LEGACY_TABLE_COPIES:
+                _check_table_copy(copy, state_dict.get(prefix + 'embeddings.weight'), key, prefix)
+                continue
+            mean_std = state_dict.get(prefix + 'continuous_mean_std')
+            expected = selector.take(mean_std, 'continuous_dims') if mean_std is not None and selector.has_continuous else None
+            if expected is not None and (expected.shape != copy.shape or not torch.equal(expected, copy)):
+                raise ValueError(f"state_dict: {key} should hold the selector's rows of {prefix}continuous_mean_std (0.2.x layout) but differs from them")
+
+    def _legacy_selector_at(self, index: str) -> Selector | None:
+        """The selector a 0.2.x key ``selectors.<index>`` belongs to (0.2.x kept the
+        default selector as ``selectors.0``)."""
+        if not index.isdigit():
+            return None
+        if len(self.selectors) == 0:
+            return self.default_selector if index == '0' else None
+        return self.selectors[int(index)] if int(index) < len(self.selectors) else None
 
     # selectors
 
-    def _build_selector(self, parsed: ParsedConfig) -> Selector:
-        return Selector(parsed, self.layout)
-
-    def get_selector(self, selector_index: int | None = None, selector_config=None, device=None) -> Selector:
+    def get_selector(self, selector_index: int | None = None, selector_config=None, *, device=None):
         """The selector for a call: registered (``selector_index``), runtime
-        (``selector_config``) or the default.
+        (``selector_config``) or the default, as the 0.2.x selector object that
+        the ``selector=`` arguments take.
 
         Args:
-            selector_index: index into the selectors registered at construction.
+            selector_index: index into the selectors registered at construction
+                (``0`` also names the default selector when none is registered).
             selector_config: a selector config (see README, "Selectors") for this call
                 only; validated, built once and cached per (config, device), at most
                 ``MAX_CACHED_RUNTIME_SELECTORS`` kept.
             device: where a runtime selector's index buffers are put.
 
         Returns:
-            an object with ``has_discrete``, ``has_continuous``, ``group_sizes``
-            and ``num_continuous``. With neither argument: the one registered
-            selector, or all rows when none is registered.
+            a ``DiscreteContinuousSelector`` with ``has_discrete``,
+            ``has_continuous``, ``group_sizes``, ``num_continuous`` and the 0.2.x
+            attributes (``discrete_selector``, ``continuous_selector``, ...). With
+            neither argument: the one registered selector, or all rows when none
+            is registered.
 
         Raises:
             ValueError: both arguments given, neither while several selectors
-                are registered, an index while none is, or an invalid config.
+                are registered, or an invalid config.
             TypeError: ``selector_index`` is not an int, or a malformed config.
             IndexError: ``selector_index`` (or a row of the config) out of range.
         """
+        return DiscreteContinuousSelector(self, self._selector(selector_index, selector_config, device))
+
+    def create_discrete_continuous_selector(self, discrete_indices=None, continuous_indices=None, continuous_squashed: bool = False):
+        """A selector from its parts, as 0.2.x built them (not registered).
+
+        Args:
+            discrete_indices: one list of unique discrete rows per group, or ``None``.
+            continuous_indices: unique continuous dims, or ``None``.
+            continuous_squashed: whether this selector's continuous samples are
+                tanh-squashed (a gaussian head only).
+
+        Returns:
+            a ``DiscreteContinuousSelector`` for the ``selector=`` arguments.
+
+        Raises:
+            ValueError: neither part, an invalid part, or squashing a head that
+                is not a gaussian.
+        """
+        parsed = parse_selector_parts(discrete_indices, continuous_indices, self.layout, 'create_discrete_continuous_selector')
+        squashed = bool(continuous_squashed)
+        if squashed and exists(parsed.dims):
+            self._check_squashable()
+        return DiscreteContinuousSelector(self, self._cached_selector(parsed, self._device(), squashed))
+
+    def _check_squashable(self) -> None:
+        """Embed has no head: squashing only changes what a readout samples."""
+
+    def _is_squashed(self, selector: Selector) -> bool:
+        return self.continuous_squashed if selector.squashed is None else selector.squashed
+
+    def _device(self):
+        return self.embeddings.weight.device if exists(self.embeddings) else None
+
+    def _selector(self, selector_index=None, selector_config=None, device=None) -> Selector:
         if exists(selector_index) and exists(selector_config):
             raise ValueError('give either selector_index or selector_config, not both')
         if exists(selector_config):
@@ -184,20 +254,24 @@ class SharedTable(nn.Module):
     def _registered_selector(self, index) -> Selector:
         if isinstance(index, bool) or not isinstance(index, int):
             raise TypeError(f'selector_index must be an int, got {describe(index)}')
+        if len(self.selectors) == 0 and index == 0:
+            return self.default_selector  # 0.2.x: the default selector is selectors[0]
         if len(self.selectors) == 0:
-            raise ValueError(f'selector_index was given but no selectors are registered (pass selectors=[...] at construction), got selector_index={index!r}')
+            raise IndexError(f'selector_index was given but no selectors are registered (only 0, the default selector, is valid; pass selectors=[...] at construction), got selector_index={index!r}')
         if not 0 <= index < len(self.selectors):
             raise IndexError(f'selector_index must be in [0, {len(self.selectors)}), got {index}')
         return self.selectors[index]
 
     def _runtime_selector(self, config, device) -> Selector:
-        parsed = parse_selector_config(config, self.layout, 'selector_config')
-        key = (parsed, str(device))
+        return self._cached_selector(parse_selector_config(config, self.layout, 'selector_config'), device, None)
+
+    def _cached_selector(self, parsed: ParsedConfig, device, squashed: bool | None) -> Selector:
+        key = (parsed, str(device), squashed)
         cache = self._runtime_selectors
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        selector = self._build_selector(parsed)
+        selector = Selector(parsed, self.layout, squashed)
         if exists(device):
             selector = selector.to(device)
         cache[key] = selector
@@ -222,7 +296,7 @@ class SharedTable(nn.Module):
         """
         if not self.can_norm_continuous:
             raise ValueError('mean_std: this module has no continuous_mean_std (pass continuous_mean_std= at construction)')
-        mean, std = selector.take(self.continuous_mean_std, 'continuous_dims').unbind(-1)
+        mean, std = _unwrap(selector).take(self.continuous_mean_std, 'continuous_dims').unbind(-1)
         return mean, std.clamp(min=self.eps)
 
     def normalize(self, x: Tensor, selector: Selector) -> Tensor:
@@ -264,19 +338,17 @@ class SharedTable(nn.Module):
         return self.mean_std(selector)[1].log()
 
 
-def _upgrade_legacy_state(state_dict, prefix: str) -> None:
-    """Rewrite a 0.2.x state dict in place: ``continuous_mean_std.data`` becomes
-    ``continuous_mean_std``, and the per-selector copies of the table and of the
-    normaliser are dropped (each must equal the original it copies)."""
-    if prefix + LEGACY_MEAN_STD in state_dict:
-        state_dict[prefix + 'continuous_mean_std'] = state_dict.pop(prefix + LEGACY_MEAN_STD)
-    originals = {name: state_dict.get(prefix + key) for name, key in (('table', 'embeddings.weight'), ('mean_std', 'continuous_mean_std'))}
-    for key in [k for k in state_dict if k.startswith(prefix + 'selectors.')]:
-        index, _, name = key[len(prefix + 'selectors.') :].partition('.')
-        kind = 'table' if name in LEGACY_TABLE_COPIES else 'mean_std' if name in (LEGACY_MEAN_STD, 'continuous_mean_std') else None
-        if not index.isdigit() or kind is None:
-            continue  # not a legacy copy: left for load_state_dict to report
-        original = originals[kind]
-        if original is not None and original.shape == state_dict[key].shape and not torch.equal(original, state_dict[key]):
-            raise ValueError(f'state_dict: {key} should be a copy of {prefix}{"embeddings.weight" if kind == "table" else "continuous_mean_std"} (0.2.x layout) but differs from it')
-        del state_dict[key]
+def _unwrap(selector) -> Selector:
+    """The index tables behind a selector object (``get_selector``'s, or our own)."""
+    return selector.selector if isinstance(selector, DiscreteContinuousSelector) else selector
+
+
+def _check_table_copy(copy: Tensor, table: Tensor | None, key: str, prefix: str) -> None:
+    if table is None or (copy.shape == table.shape and torch.equal(copy, table)):
+        return
+    warnings.warn(
+        f'state_dict: {key} differs from {prefix}embeddings.weight. A 0.2.x checkpoint of a weight_tie=True pair holds two tables '
+        f'(0.2.x did not really tie: its embed kept looking up {key}); loading {prefix}embeddings.weight, the readout\'s table, '
+        f'as the one shared table and dropping {key}',
+        UserWarning, stacklevel=4,
+    )  # fmt: skip

@@ -65,6 +65,12 @@ class ContinuousDistribution(nn.Module):
         """The native range ``(lo, hi)`` of samples, or ``None`` if unbounded."""
         return None
 
+    @property
+    def supports_temperature(self) -> bool:
+        """Whether the head samples at temperatures other than 0 and 1 (it
+        overrides ``tempered_sample``)."""
+        return type(self).tempered_sample is not ContinuousDistribution.tempered_sample
+
     def dist(self, params: Tensor) -> Distribution:
         """The distribution for ``params``; subclasses must implement it.
 
@@ -314,7 +320,7 @@ class SquashedGaussian(Gaussian):
 class _UnitInterval(ContinuousDistribution):
     """Shared by beta and kumaraswamy: two concentrations, samples in (0, 1)."""
 
-    def __init__(self, unimodal: bool = False, clip: bool = True, clip_eps: float = 1e-5, eps: float = 1e-6):
+    def __init__(self, unimodal: bool = False, eps: float = 1e-6, clip: bool = True, clip_eps: float = 1e-5):
         super().__init__(eps=eps)
         if not 0.0 < clip_eps < 0.5:
             raise ValueError(f'clip_eps must lie in (0, 0.5), got {clip_eps}')
@@ -331,6 +337,10 @@ class _UnitInterval(ContinuousDistribution):
 
     def clip_sampled(self, sampled: Tensor) -> Tensor:
         return sampled.clamp(self.clip_eps, 1.0 - self.clip_eps) if self.clip else sampled
+
+    def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
+        """A sample at temperature 1, clipped (as 0.2.12's ``forward``)."""
+        return self.clip_sampled(super().forward(params, differentiable))
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         return self.dist(params).log_prob(self.clip_sampled(value))
@@ -350,9 +360,9 @@ class BetaDistribution(_UnitInterval):
 
     Args:
         unimodal: keep both concentrations above 1.
+        eps: numerical floor.
         clip: clamp samples (and log-prob values) into ``[clip_eps, 1 - clip_eps]``.
         clip_eps: the clamp margin.
-        eps: numerical floor.
     """
 
     def dist(self, params: Tensor) -> Beta:

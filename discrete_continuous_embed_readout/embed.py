@@ -74,6 +74,7 @@ class Embed(SharedTable):
         if not exists(self.dim):
             raise ValueError(f'Embed needs a table: dim must be a positive int, got {dim!r}')
         self.auto_append_discrete_set_dim = auto_append_discrete_set_dim
+        self.continuous_squashed = continuous_squashed  # what its 0.2.x selector objects report
 
     def forward(
         self,
@@ -109,7 +110,7 @@ class Embed(SharedTable):
         """
         discrete, continuous = self._split_input(inp)
         device = (discrete if exists(discrete) else continuous).device
-        selector = self.get_selector(selector_index, selector_config, device)
+        selector = self._selector(selector_index, selector_config, device)
         d_embed = self._embed_discrete(discrete, selector, sum_discrete_sets) if exists(discrete) else None
         c_embed = self._embed_continuous(continuous, selector, sum_continuous, normalize_continuous) if exists(continuous) else None
         return self._combine(d_embed, c_embed, concat_discrete_continuous, sum_discrete_sets, sum_continuous,

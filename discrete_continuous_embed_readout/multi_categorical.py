@@ -103,6 +103,9 @@ class MultiCategorical:
     Shape:
         ``sample``/``log_prob``/``entropy``/``kl_div`` give ``(...)`` for a single
         tensor and ``(..., g)`` for a list of groups.
+
+    Attributes:
+        logits, param: the logits as given.
     """
 
     def __init__(self, logits, use_parallel_multi_discrete: bool = True, ignore_index: int | None = -1):
@@ -118,7 +121,7 @@ class MultiCategorical:
         for i, g in enumerate(groups[1:], 1):
             if g.shape[:-1] != batch:
                 raise ValueError(f'logits group {i} has leading shape {tuple(g.shape[:-1])}, group 0 has {tuple(batch)}')
-        self.param = logits
+        self.param = self.logits = logits
         self.groups = groups
         self.sizes = [g.shape[-1] for g in groups]
         self.batch_shape = batch
@@ -129,6 +132,8 @@ class MultiCategorical:
         return t.squeeze(-1) if self.is_single else t  # (..., g) -> (...) for one tensor
 
     def _as_groups(self, value: Tensor) -> Tensor:
+        if self.is_single and value.ndim == len(self.batch_shape) + 1 and value.shape[-1] == 1:
+            return value  # a single tensor's ids may keep a trailing axis of 1 (as 0.2.x)
         return value.unsqueeze(-1) if self.is_single else value
 
     def _check_value(self, value, name: str) -> Tensor:
@@ -157,8 +162,8 @@ class MultiCategorical:
         """Log-probability of ids ``value``; ids equal to ``ignore_index`` give 0.
 
         Args:
-            value: integer ids ``(...)`` (single tensor) or ``(..., g)``, with the
-                logits' leading shape.
+            value: integer ids ``(...)`` (single tensor; ``(..., 1)`` is taken
+                too) or ``(..., g)``, with the logits' leading shape.
 
         Returns:
             ``(...)`` / ``(..., g)``, float32 for half precision logits.
@@ -194,11 +199,12 @@ class MultiCategorical:
             return self._squeeze(-(logp.exp() * zero_where_impossible(logp)).sum(-1))
         return self._squeeze(torch.stack([-(lp.exp() * zero_where_impossible(lp)).sum(-1) for lp in logp], dim=-1))
 
-    def kl_div(self, other: MultiCategorical) -> Tensor:
+    def kl_div(self, other: MultiCategorical, keep_num_actions_dim: bool = False) -> Tensor:
         """KL(self || other) per group.
 
         Args:
             other: a ``MultiCategorical`` with the same group sizes and leading shape.
+            keep_num_actions_dim: for a single tensor, keep the group axis ``(..., 1)``.
 
         Returns:
             ``(...)`` / ``(..., g)``.
@@ -216,9 +222,10 @@ class MultiCategorical:
             )
         p, q = self.log_softmax(), other._log_softmax(self.batched)
         if self.batched:
-            return self._squeeze((p.exp() * zero_where_impossible(p, p - q)).sum(-1))
-        kls = [(lp.exp() * zero_where_impossible(lp, lp - lq)).sum(-1) for lp, lq in zip(p, q)]
-        return self._squeeze(torch.stack(kls, dim=-1))
+            kl = (p.exp() * zero_where_impossible(p, p - q)).sum(-1)
+        else:
+            kl = torch.stack([(lp.exp() * zero_where_impossible(lp, lp - lq)).sum(-1) for lp, lq in zip(p, q)], dim=-1)
+        return kl if keep_num_actions_dim else self._squeeze(kl)
 
     def sample(
         self,

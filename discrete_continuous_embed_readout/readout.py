@@ -11,12 +11,13 @@ from einops import rearrange
 from torch import Tensor
 
 from . import _parts
-from ._checks import check_floating, check_ids_in_range, check_last_dim, typecheck
+from ._checks import check_floating, check_ids_in_range, check_last_dim, check_temperature, typecheck
+from ._legacy import DiscreteContinuousSelector
 from ._readout_methods import DistributionMethods
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists
 from .action_masks import mask_logits, split_action_mask
-from .distributions import build_continuous_dist
+from .distributions import Gaussian, SquashedGaussian, build_continuous_dist
 from .losses import check_loss_mask, entry_mask, linear_cross_entropy_sum, masked_loss, regression_loss
 from .multi_categorical import MultiCategorical, upcast
 from .selectors import Selector
@@ -158,7 +159,7 @@ class Readout(DistributionMethods, SharedTable):
             raise ValueError('return_loss=True needs targets, got targets=None')
         if exists(targets) and not return_loss:
             raise ValueError('targets were given with return_loss=False: drop the targets or ask for the loss')
-        selector = self.get_selector(selector_index, selector_config, embed.device)
+        selector = self._selector(selector_index, selector_config, embed.device)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
         if return_loss and not return_unreduced_loss and action_mask is None and self._can_fuse(selector):
             return self._fused_loss(embed, targets, selector, loss_mask, return_only)
@@ -187,8 +188,8 @@ class Readout(DistributionMethods, SharedTable):
     def _format_logits(self, groups, selector: Selector):
         if not exists(groups):
             return None
-        one = default(self.return_one_discrete_logits, selector.num_groups == 1)
-        return groups[0] if one and len(groups) == 1 else tuple(groups)
+        one = default(self.return_one_discrete_logits, True) and self._squeeze(selector)
+        return groups[0] if one else tuple(groups)
 
     def _pack(self, discrete, continuous, return_only: bool | None = None):
         return_only = default(return_only, self.return_only_discrete_or_continuous)
@@ -196,11 +197,35 @@ class Readout(DistributionMethods, SharedTable):
             return default(discrete, continuous)
         return DiscreteContinuous(discrete, continuous)
 
+    def _result(self, discrete, continuous, selector: Selector, return_only: bool | None = None):
+        """A per-modality result (loss, sample, log-prob, ...): bare where the
+        selector has one modality (whatever ``return_only_discrete_or_continuous``
+        says, as in 0.2.x), else packed as ``_pack`` does."""
+        if not (selector.has_discrete and selector.has_continuous):
+            return default(discrete, continuous)
+        return self._pack(discrete, continuous, return_only)
+
     def _squeeze(self, selector: Selector) -> bool:
         return self.auto_squeeze_single_output and selector.num_groups == 1
 
-    def _squeezed(self, t: Tensor, selector: Selector) -> Tensor:
-        return t.squeeze(-1) if self._squeeze(selector) else t
+    def _squeezed(self, t: Tensor, selector: Selector, keep: bool = False) -> Tensor:
+        """``(..., g)`` without its group axis for a squeezed single group (``keep``:
+        a column for ``concat=True``)."""
+        return t.squeeze(-1) if self._squeeze(selector) and not keep else t
+
+    def _head(self, selector: Selector):
+        """The continuous head for a selector: the module's, or its squashed /
+        unsquashed twin for a 0.2.x selector that says otherwise."""
+        head = self.continuous_dist
+        squashed = self._is_squashed(selector)
+        if squashed == isinstance(head, SquashedGaussian):
+            return head
+        twin = SquashedGaussian if squashed else Gaussian
+        return twin(log_var_clamp_range=head.log_var_clamp_range, eps=head.eps)
+
+    def _check_squashable(self) -> None:
+        if exists(self.continuous_dist) and type(self.continuous_dist) not in (Gaussian, SquashedGaussian):
+            raise ValueError(f'continuous_squashed=True needs a gaussian head, this readout has {type(self.continuous_dist).__name__}')
 
     def _num_params(self) -> int:
         return 2 if self.continuous_log_var_embed else 0
@@ -248,7 +273,7 @@ class Readout(DistributionMethods, SharedTable):
             ``log_prob`` returns them.
         """
         device = _parts.first_tensor(logits).device
-        selector = self.get_selector(selector_index, selector_config, device)
+        selector = self._selector(selector_index, selector_config, device)
         groups, params = self._parts(logits, selector, 'logits', action_mask)
         return self._loss(groups, params, targets, selector, mask, return_unreduced_loss, None)
 
@@ -261,7 +286,7 @@ class Readout(DistributionMethods, SharedTable):
             c_loss = self._continuous_loss(params, c_target, selector, mask, unreduced)
         if not exists(d_loss) and not exists(c_loss):
             raise ValueError('targets and logits share no part: nothing to compute a loss on')
-        return self._pack(d_loss, c_loss, return_only)
+        return self._result(d_loss, c_loss, selector, return_only)
 
     def _can_fuse(self, selector: Selector) -> bool:
         sizes = selector.group_sizes
@@ -273,7 +298,7 @@ class Readout(DistributionMethods, SharedTable):
         c_loss = None
         if selector.has_continuous and exists(c_target):
             c_loss = self._continuous_loss(self._project_continuous(embed, selector), c_target, selector, mask, False)
-        return self._pack(d_loss, c_loss, return_only)
+        return self._result(d_loss, c_loss, selector, return_only)
 
     def _fused_discrete_loss(self, embed, targets, selector, mask):
         batch = embed.shape[:-1]
@@ -307,6 +332,133 @@ class Readout(DistributionMethods, SharedTable):
             loss = regression_loss(params, targets, self.regression_loss_type)
         return masked_loss(loss, entry_mask(loss, mask), reduce=not unreduced)
 
+
+    # the 0.2.x methods, each the new-style call restricted to one part. ``selector``
+    # is what ``get_selector`` / ``create_discrete_continuous_selector`` return
+    # (``None``: the default selector)
+
+    def sample_continuous(self, continuous_dist_params, temperature: float = 1.0, differentiable: bool = False, selector=None, rescale_range=None):
+        """0.2.x: ``sample`` of the continuous part only.
+
+        Args:
+            continuous_dist_params: ``(..., c, 2)`` (``(..., c)`` in regression mode).
+            temperature: as in ``sample`` (a head without one warns once and samples at 1).
+            differentiable: reparameterised.
+            selector: from ``get_selector`` (``None``: the default selector).
+            rescale_range: ``(lo, hi)``, as in ``sample``.
+
+        Returns:
+            ``(..., c)`` in original units (or in ``rescale_range``).
+        """
+        check_temperature(temperature)
+        selector = self._legacy_selector(selector, 'continuous')
+        params = _parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params')
+        return self._sample_continuous(params, selector, temperature, differentiable, rescale_range, False)[0]
+
+    def log_prob_discrete(self, discrete_logits, sampled) -> Tensor:
+        """0.2.x: ``MultiCategorical(discrete_logits).log_prob(sampled)`` with this
+        readout's ``ignore_index`` and path.
+
+        Args:
+            discrete_logits: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
+            sampled: ids ``(...)`` (``(..., 1)`` also taken) / ``(..., g)``.
+
+        Returns:
+            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
+        """
+        return self._categorical(discrete_logits).log_prob(sampled)
+
+    def log_prob_continuous(self, continuous_dist_params, sampled, selector=None, soft_validate_range: bool = False) -> Tensor:
+        """0.2.x: ``log_prob`` of the continuous part only.
+
+        Args:
+            continuous_dist_params: ``(..., c, 2)``.
+            sampled: ``(..., c)`` in original units.
+            selector: from ``get_selector`` (``None``: the default selector).
+            soft_validate_range: clamp the (normalised) values ``eps`` inside the
+                head's native range first, as in ``log_prob``.
+
+        Returns:
+            ``(..., c)``.
+        """
+        selector = self._legacy_selector(selector, 'continuous')
+        self._require_distribution('log_prob_continuous')
+        params = _parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params')
+        values = _parts.continuous_values(sampled, self._params_batch(params), selector.num_continuous, 'sampled')
+        return self._continuous_log_prob(params, values, selector, soft_validate_range)
+
+    def entropy_discrete(self, discrete_logits) -> Tensor:
+        """0.2.x: ``MultiCategorical(discrete_logits).entropy()``.
+
+        Args:
+            discrete_logits: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
+
+        Returns:
+            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
+        """
+        return self._categorical(discrete_logits).entropy()
+
+    def entropy_continuous(self, continuous_dist_params, selector=None) -> Tensor:
+        """0.2.x: ``entropy`` of the continuous part only (original units).
+
+        Args:
+            continuous_dist_params: ``(..., c, 2)``.
+            selector: from ``get_selector`` (``None``: the default selector).
+
+        Returns:
+            ``(..., c)``.
+        """
+        selector = self._legacy_selector(selector, 'continuous')
+        self._require_distribution('entropy_continuous')
+        params = upcast(_parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params'))
+        entropy = self._continuous_entropy(self._head(selector), params, None)
+        return entropy + self.log_std(selector) if self.can_norm_continuous else entropy
+
+    def kl_div_discrete(self, discrete_logits_true, discrete_logits_pred) -> Tensor:
+        """0.2.x: KL(true || pred) of two ``MultiCategorical`` objects.
+
+        Args:
+            discrete_logits_true: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
+            discrete_logits_pred: the same shapes.
+
+        Returns:
+            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
+        """
+        return self._categorical(discrete_logits_true).kl_div(self._categorical(discrete_logits_pred))
+
+    def kl_div_continuous(self, continuous_dist_params_true, continuous_dist_params_pred, selector=None) -> Tensor:
+        """0.2.x: ``kl_div`` of the continuous part only.
+
+        Args:
+            continuous_dist_params_true: ``(..., c, 2)``.
+            continuous_dist_params_pred: the same shape.
+            selector: from ``get_selector`` (``None``: the default selector).
+
+        Returns:
+            ``(..., c)``.
+        """
+        selector = self._legacy_selector(selector, 'continuous')
+        self._require_distribution('kl_div_continuous')
+        true, pred = (
+            upcast(_parts.continuous_params(p, selector, self._num_params(), name))
+            for p, name in ((continuous_dist_params_true, 'continuous_dist_params_true'), (continuous_dist_params_pred, 'continuous_dist_params_pred'))
+        )  # fmt: skip
+        if true.shape != pred.shape:
+            raise ValueError(f'continuous_dist_params_true and continuous_dist_params_pred differ in shape: {tuple(true.shape)} vs {tuple(pred.shape)}')
+        return self._head(selector).kl_div(true, pred)
+
+    def _legacy_selector(self, selector, part: str) -> Selector:
+        if selector is None:
+            selector = self._selector(None, None, self._device())
+        elif isinstance(selector, DiscreteContinuousSelector):
+            if selector._owner.layout != self.layout:
+                raise ValueError(f'selector belongs to a module with another table layout ({selector._owner.layout}), not this one ({self.layout})')
+            selector = selector.selector
+        elif not isinstance(selector, Selector):
+            raise TypeError(f'selector must be what get_selector() returns (or None), got {type(selector).__name__}')
+        if part == 'continuous' and not selector.has_continuous:
+            raise ValueError('this selector has no continuous part')
+        return selector
 
 def _as_dtype_of(embed: Tensor, weight: Tensor) -> Tensor:
     """Embeddings in the table's dtype (half embeddings into a float32 readout),

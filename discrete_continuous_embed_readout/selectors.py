@@ -79,7 +79,19 @@ def _check_unique_in_range(indices, bound: int, name: str, what: str) -> tuple[i
 
 def parse_selector_config(config, layout: TableLayout, name: str = 'selector_config') -> ParsedConfig:
     """Validate a selector config against a table layout (see module docstring)."""
-    groups, dims = _split_config(config, name)
+    return _check_parts(*_split_config(config, name), layout, name)
+
+
+def parse_selector_parts(groups, dims, layout: TableLayout, name: str) -> ParsedConfig:
+    """Validate a config given as its two parts (``None`` for a part left out)."""
+    if exists(groups) and not _is_groups(groups):
+        raise TypeError(f'{name}: discrete_indices must be a list of lists of ints (one list per discrete group), got {groups!r}')
+    if exists(dims) and not _is_int_list(dims):
+        raise TypeError(f'{name}: continuous_indices must be a list of ints (continuous dims), got {dims!r}')
+    return _check_parts(groups, dims, layout, name)
+
+
+def _check_parts(groups, dims, layout: TableLayout, name: str) -> ParsedConfig:
     if groups is None and dims is None:
         raise ValueError(f'{name} selects nothing: give discrete groups, continuous dims or both')
     if exists(groups):
@@ -119,11 +131,15 @@ class Selector(nn.Module):
         has_discrete, has_continuous: which modalities the config uses.
         group_sizes: sizes of its discrete groups (Python ints).
         num_continuous: number of continuous dims it uses.
+        squashed: whether its continuous samples are tanh-squashed; ``None``
+            (every selector but those of ``create_discrete_continuous_selector``):
+            as the owning module.
     """
 
-    def __init__(self, parsed: ParsedConfig, layout: TableLayout):
+    def __init__(self, parsed: ParsedConfig, layout: TableLayout, squashed: bool | None = None):
         super().__init__()
         groups, dims = parsed
+        self.squashed = squashed  # None: as the owning module (0.2.x selectors could differ)
         self.has_discrete = exists(groups)
         self.has_continuous = exists(dims)
         self.group_sizes = tuple(len(g) for g in groups) if self.has_discrete else ()

