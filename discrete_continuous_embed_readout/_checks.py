@@ -4,7 +4,8 @@ and what arrived.
 Checks of tensor *contents* (ids in range, finite values) cost a device sync, so, as with
 ``torch.distributions``' ``validate_args``, they are on by default and
 ``set_validate_args(False)`` turns them off. They are also skipped while
-``torch.compile`` traces, where a data-dependent branch would break the graph.
+``torch.compile`` traces, where a data-dependent branch would break the graph, and
+under ``torch.func`` transforms, where a batched tensor has no single truth value.
 Checks of shapes, dtypes and configs are free and always run.
 """
 
@@ -52,8 +53,15 @@ def get_validate_args() -> bool:
     return _validate_args
 
 
+def functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ...) is running."""
+    return torch._C._functorch.peek_interpreter_stack() is not None
+
+
 def content_checks_enabled() -> bool:
-    return _validate_args and not torch.compiler.is_compiling()
+    # data-dependent checks step aside while torch.compile traces and under
+    # torch.func transforms (a batched tensor has no single truth value)
+    return _validate_args and not torch.compiler.is_compiling() and not functorch_active()
 
 
 def describe(t) -> str:
@@ -135,6 +143,8 @@ def check_finite(t: Tensor, name: str) -> Tensor:
 def check_temperature(temperature) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise TypeError(f'temperature must be a number, got {describe(temperature)}')
+    if not math.isfinite(temperature):
+        raise ValueError(f'temperature must be a finite number (<= 0 for the mode), got {temperature}')
 
 
 def check_range(value, name: str) -> tuple[float, float]:

@@ -5,7 +5,6 @@ kl_div, get_dist, and the continuous range helpers. Mixed into ``Readout``."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from contextlib import contextmanager, nullcontext
 
@@ -14,7 +13,8 @@ from torch import Tensor
 from torch.distributions import Categorical
 
 from . import _parts
-from ._checks import check_bounds, check_temperature
+from ._checks import check_temperature
+from ._units import UnitMap, rescale_map, score
 from ._utils import default, exists, identity
 from .distributions import SquashedGaussian
 from .multi_categorical import upcast, zero_where_impossible
@@ -46,11 +46,6 @@ def _honoured_temperature(head, temperature: float) -> float:
             UserWarning, stacklevel=4,
         )  # fmt: skip
     return 1.0
-
-
-def _log(scale):
-    """log of a rescale factor: a float or a per-dim tensor."""
-    return torch.log(scale) if torch.is_tensor(scale) else math.log(scale)
 
 
 class DistributionMethods:
@@ -184,26 +179,42 @@ class DistributionMethods:
         return out, self._squeezed(torch.stack(log_probs, dim=-1), selector)
 
     def _sample_continuous(self, params, selector, temperature, differentiable, rescale_range, with_log_prob):
-        log_prob = None
+        """Samples in the user's units and the parameters' dtype (drawn in float32),
+        with their log-prob: the value of ``log_prob`` of the returned sample
+        (re-scored through the same units map, so a PPO ratio at unchanged
+        parameters is exactly 1); with ``differentiable``, the gradient of the
+        head's reparameterised log-prob (the pre-tanh one for a squashed gaussian)."""
+        dtype, params = params.dtype, upcast(params)
+        units = self._units(selector, rescale_range, params)
         if not self.continuous_log_var_embed:
             if with_log_prob:
                 self._require_distribution('return_log_prob')
-            sampled = params  # regression: the prediction itself
+            return units.to_user(params).to(dtype), None  # regression: the prediction itself
+        head = self._head(selector)
+        temperature = _honoured_temperature(head, temperature)
+        head_log_prob = None
+        if with_log_prob and differentiable:
+            native, head_log_prob = head.sample_and_log_prob(params, temperature, differentiable)
         else:
-            head = self._head(selector)
-            temperature = _honoured_temperature(head, temperature)
-            if with_log_prob:
-                sampled, log_prob = head.sample_and_log_prob(params, temperature, differentiable)
-            else:
-                sampled = head.sample(params, temperature, differentiable)
-        if self.can_norm_continuous:
-            sampled = self.denormalize(sampled, selector)
-            log_prob = log_prob - self.log_std(selector) if exists(log_prob) else None
-        if exists(rescale_range):
-            scale, shift = self._from_native(selector, rescale_range, 'rescale_range', sampled)
-            sampled = sampled * scale + shift
-            log_prob = log_prob - _log(scale) if exists(log_prob) else None
+            native = head.sample(params, temperature, differentiable)
+        sampled = units.to_user(native).to(dtype)
+        if not with_log_prob:
+            return sampled, None
+        log_prob = score(head, params, units.to_native(upcast(sampled)), units, 'sampled')
+        if exists(head_log_prob):
+            head_log_prob = head_log_prob - units.log_scale()
+            log_prob = head_log_prob + (log_prob - head_log_prob).detach()
         return sampled, log_prob
+
+    def _units(self, selector, rescale_range, ref: Tensor) -> UnitMap:
+        """Native to user units for a selector's dims (see ``_units.py``); per-dim
+        bounds take ``ref``'s dtype and device."""
+        if exists(rescale_range):
+            like = ref.new_empty((selector.num_continuous,))
+            return rescale_map(self._native_range_of(selector), rescale_range, 'rescale_range', like)
+        if self.can_norm_continuous:
+            return UnitMap(*self.mean_std(selector))
+        return UnitMap()
 
     # log-probs, entropies, KL
 
@@ -249,25 +260,16 @@ class DistributionMethods:
         if exists(params) and exists(c_value):
             self._require_distribution('log_prob')
             c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')
-            if exists(rescale_range):
-                scale, shift = self._from_native(selector, rescale_range, 'rescale_range', c_value)
-                c_value = (c_value - shift) / scale
-            c = self._continuous_log_prob(params, c_value, selector, soft_validate_range)
-            c = c - _log(scale) if exists(rescale_range) else c
+            c = self._continuous_log_prob(params, c_value, selector, 'sampled', rescale_range, soft_validate_range)
         return self.maybe_concat(self._result(d, c, selector), concat)
 
-    def _continuous_log_prob(self, params, values, selector, soft_validate_range: bool = False):
+    def _continuous_log_prob(self, params, values, selector, name: str, rescale_range=None, soft_validate_range: bool = False):
         params, values = upcast(params), upcast(values)
-        head = self._head(selector)
-        values = self.normalize(values, selector) if self.can_norm_continuous else values
-        if soft_validate_range and exists(head.default_range):
-            lo, hi = head.default_range
-            values = values.clamp(lo + self.eps, hi - self.eps)
-        log_prob = head.log_prob(params, values)
-        return log_prob - self.log_std(selector) if self.can_norm_continuous else log_prob
+        units = self._units(selector, rescale_range, values)
+        return score(self._head(selector), params, units.to_native(values), units, name, soft_validate_range, self.eps)
 
     def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
-                squashed_entropy_samples: int | None = None):  # fmt: skip
+                squashed_entropy_samples: int | None = None, rescale_range=None):  # fmt: skip
         """Entropy per group ``(...)`` / ``(..., G)`` (over allowed actions) and per
         dim ``(..., c)`` (in original units).
 
@@ -284,6 +286,8 @@ class DistributionMethods:
             action_mask: bool, True = allowed, as in ``sample``.
             squashed_entropy_samples: a positive int: Monte-Carlo draws for the
                 squashed gaussian's entropy (squashed readouts only).
+            rescale_range: ``(lo, hi)``: the entropy in those units (``+ log`` of
+                the rescale factor), as ``sample`` maps values.
 
         Returns:
             ``(...)`` / ``(..., G)`` (discrete), ``(..., c)`` (continuous), a pair,
@@ -300,8 +304,8 @@ class DistributionMethods:
         c = None
         if exists(params):
             self._require_distribution('entropy')
-            c = self._continuous_entropy(self._head(selector), upcast(params), squashed_entropy_samples)
-            c = c + self.log_std(selector) if self.can_norm_continuous else c
+            params = upcast(params)
+            c = self._continuous_entropy(self._head(selector), params, squashed_entropy_samples) + self._units(selector, rescale_range, params).log_scale()
         return self.maybe_concat(self._result(d, c, selector), concat)
 
     def _continuous_entropy(self, head, params, num_samples):
@@ -409,20 +413,9 @@ class DistributionMethods:
             d = Categorical(logits=upcast(groups[0]), validate_args=False) if single else MultiCategoricalDistribution([upcast(g) for g in groups])
         if exists(params):
             self._require_distribution('get_dist')
-            c = continuous_distribution(self._head(selector), upcast(params), self._affine(selector, rescale_range, params))
+            params = upcast(params)
+            c = continuous_distribution(self._head(selector), params, self._units(selector, rescale_range, params))
         return self._result(d, c, selector)
-
-    def _affine(self, selector, rescale_range, params):
-        """``(loc, scale)`` of the map native -> de-normalised -> rescaled, or None."""
-        loc, scale = 0.0, 1.0
-        if self.can_norm_continuous:
-            loc, scale = self.mean_std(selector)
-        if exists(rescale_range):
-            k, shift = self._from_native(selector, rescale_range, 'rescale_range', params[..., 0])
-            loc, scale = loc * k + shift, scale * k
-        if not self.can_norm_continuous and not exists(rescale_range):
-            return None
-        return tuple(torch.as_tensor(v, dtype=params.dtype, device=params.device) for v in (loc, scale))
 
     # continuous ranges
 
@@ -441,16 +434,6 @@ class DistributionMethods:
 
     def _native_range_of(self, selector) -> tuple[float, float] | None:
         return self._head(selector).default_range if exists(self.continuous_dist) else None
-
-    def _from_native(self, selector, target_range, name: str, like: Tensor):
-        """``(scale, shift)`` of the linear map from the selector's native range onto
-        ``target_range`` (floats, or ``(c,)`` tensors for per-dim bounds)."""
-        native = self._native_range_of(selector)
-        if not exists(native):
-            raise ValueError(f'{name}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
-        (lo, hi), (new_lo, new_hi) = native, check_bounds(target_range, name, like)
-        scale = (new_hi - new_lo) / (hi - lo)
-        return scale, new_lo - lo * scale
 
     def rescale_from_native(self, t: Tensor, target_range, selector_index=None, selector_config=None) -> Tensor:
         """Map ``t`` (``(..., c)``) linearly from the native range to ``target_range``.
@@ -471,8 +454,7 @@ class DistributionMethods:
             TypeError: the range is not a pair of numbers / 1-D sequences.
         """
         selector = self._selector(selector_index, selector_config, t.device)
-        scale, shift = self._from_native(selector, target_range, 'target_range', t)
-        return t * scale + shift
+        return rescale_map(self._native_range_of(selector), target_range, 'target_range', t).to_user(t)
 
     def rescale_to_native(self, t: Tensor, source_range, selector_index=None, selector_config=None) -> Tensor:
         """Map ``t`` linearly from ``source_range`` back to the native range (the
@@ -494,5 +476,4 @@ class DistributionMethods:
             TypeError: the range is not a pair of numbers / 1-D sequences.
         """
         selector = self._selector(selector_index, selector_config, t.device)
-        scale, shift = self._from_native(selector, source_range, 'source_range', t)
-        return (t - shift) / scale
+        return rescale_map(self._native_range_of(selector), source_range, 'source_range', t).to_native(t)

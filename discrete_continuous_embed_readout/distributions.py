@@ -66,6 +66,12 @@ class ContinuousDistribution(nn.Module):
         return None
 
     @property
+    def support_tolerance(self) -> float:
+        """How far outside ``default_range`` a value may lie and still be scored
+        (clipped inside first); farther is outside the support."""
+        return 0.0
+
+    @property
     def supports_temperature(self) -> bool:
         """Whether the head samples at temperatures other than 0 and 1 (it
         overrides ``tempered_sample``)."""
@@ -269,6 +275,10 @@ class SquashedGaussian(Gaussian):
     def default_range(self) -> tuple[float, float]:
         return (-1.0, 1.0)
 
+    @property
+    def support_tolerance(self) -> float:
+        return 1e-6  # float32 rounding of a bound mapped back from rescale_range
+
     def base_dist(self, params: Tensor) -> Normal:
         """The pre-tanh gaussian."""
         return Gaussian.dist(self, params)
@@ -329,6 +339,10 @@ class _UnitInterval(ContinuousDistribution):
     @property
     def default_range(self) -> tuple[float, float]:
         return (0.0, 1.0)
+
+    @property
+    def support_tolerance(self) -> float:
+        return self.clip_eps if self.clip else 0.0
 
     def concentrations(self, params: Tensor) -> tuple[Tensor, Tensor]:
         offset = 1.0 if self.unimodal else self.eps

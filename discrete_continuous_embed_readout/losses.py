@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_tensor, describe
+from ._checks import check_tensor, describe, functorch_active
 from ._utils import exists
 
 
@@ -75,13 +75,16 @@ class _LinearCrossEntropySum(torch.autograd.Function):
     The gradients of x and W are computed in the same pass (softmax minus the
     one-hot, times the rows' keep weights) and saved, so backward is one scale;
     the full logits never exist, one chunk buffer (float32, or float64 for
-    float64 inputs) is reused.
+    float64 inputs) is reused. With ``create_graph=True`` backward recomputes the
+    gradients chunk by chunk with differentiable ops instead, so that second
+    derivatives are exact. Called only when a gradient is wanted and no
+    ``torch.func`` transform is active (see ``linear_cross_entropy_sum``).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, rows: int):
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dtype = torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 models
+        dtype = _softmax_dtype(weight)
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
         buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device)
@@ -94,8 +97,6 @@ class _LinearCrossEntropySum(torch.autograd.Function):
             probs = logits.sub_(top[:, None]).exp_()  # in place: the buffer now holds exp(l - max)
             norm = probs.sum(dim=-1)
             total = total + ((top + norm.log() - picked) * k).sum()
-            if not (need_x or need_w):
-                continue
             grad = probs.mul_((k / norm)[:, None]).scatter_add_(1, t, -k[:, None]).to(weight.dtype)
             if need_x:
                 torch.mm(grad, weight, out=grad_x[start : start + rows])
@@ -103,23 +104,62 @@ class _LinearCrossEntropySum(torch.autograd.Function):
                 grad_w.addmm_(grad.T, xc)
             elif need_w:  # half precision: the chunk's product in half, the sum in float32
                 grad_w.add_(grad.T @ xc)
-        ctx.save_for_backward(grad_x, grad_w)
-        ctx.weight_dtype = weight.dtype
+        ctx.save_for_backward(grad_x, grad_w, x, weight, targets, keep)
+        ctx.rows = rows
         return total
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        grad_x, grad_w, x, weight, targets, keep = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: gradients as differentiable functions of x and W
+            grad_x, grad_w = _differentiable_grads(x, weight, targets, keep, ctx.rows, ctx.needs_input_grad[:2])
         # out of place, so that a second backward (retain_graph, gradcheck) still works
-        grad_x, grad_w = ctx.saved_tensors
         if grad_x is not None:
             grad_x = grad_x * grad_out.to(grad_x.dtype)
         if grad_w is not None:
-            grad_w = (grad_w * grad_out).to(ctx.weight_dtype)
+            grad_w = (grad_w * grad_out).to(weight.dtype)
         return grad_x, grad_w, None, None, None
+
+
+def _softmax_dtype(weight: Tensor) -> torch.dtype:
+    return torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 models
+
+
+def _differentiable_grads(x, weight, targets, keep, rows, needs):
+    """The fused forward's gradients, chunk by chunk with autograd-tracked ops."""
+    dtype = _softmax_dtype(weight)
+    grad_xs, grad_w = [], None
+    for start in range(0, x.shape[0], rows):
+        xc, t, k = x[start : start + rows], targets[start : start + rows], keep[start : start + rows, None]
+        probs = F.linear(xc, weight).to(dtype).softmax(-1)
+        minus_one = torch.full((t.shape[0], 1), -1.0, dtype=dtype, device=probs.device)
+        grad = (probs.scatter_add(1, t[:, None], minus_one) * k).to(weight.dtype)  # (softmax - one-hot) * keep
+        grad_xs.append(grad @ weight)
+        grad_w = grad.T @ xc if grad_w is None else grad_w + grad.T @ xc
+    grad_x = torch.cat(grad_xs) if grad_xs else torch.zeros_like(x)
+    grad_w = grad_w.to(dtype) if grad_w is not None else torch.zeros(weight.shape, dtype=dtype, device=weight.device)
+    return (grad_x if needs[0] else None), (grad_w if needs[1] else None)
+
+
+def _nll_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, rows: int) -> Tensor:
+    """The forward of ``_LinearCrossEntropySum`` alone: no gradient is wanted."""
+    dtype = _softmax_dtype(weight)
+    buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device)
+    total = torch.zeros((), dtype=dtype, device=x.device)
+    for start in range(0, x.shape[0], rows):
+        logits = _chunk_logits(x[start : start + rows], weight, buffer)
+        picked = logits.gather(1, targets[start : start + rows, None]).squeeze(1)
+        total = total + ((torch.logsumexp(logits, dim=-1) - picked) * keep[start : start + rows]).sum()
+    return total
 
 
 def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor) -> Tensor:
     """``sum(keep * cross_entropy(x @ weight.T, targets))`` without the logits.
+
+    Without a gradient to compute (``torch.no_grad``, or neither ``x`` nor
+    ``weight`` requires one) only the loss is computed. Under ``torch.func``
+    transforms (``grad``, ``vmap``) the plain differentiable formulation runs
+    (it holds one chunk's logits per row block as autograd does).
 
     Args:
         x: ``(..., d)`` inputs.
@@ -135,5 +175,11 @@ def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: T
         x = x.to(weight.dtype)
     with torch.autocast(x.device.type, enabled=False):
         rows = chunk_rows(x.shape[0], weight.shape[0])
-        keep = keep.reshape(-1).to(torch.promote_types(weight.dtype, torch.float32))
-        return _LinearCrossEntropySum.apply(x, weight, targets.reshape(-1), keep, rows)
+        keep = keep.reshape(-1).to(_softmax_dtype(weight))
+        targets = targets.reshape(-1)
+        if functorch_active():
+            logits = F.linear(x, weight).to(keep.dtype)
+            return (F.cross_entropy(logits, targets, reduction='none') * keep).sum()
+        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            return _nll_sum(x, weight, targets, keep, rows)
+        return _LinearCrossEntropySum.apply(x, weight, targets, keep, rows)

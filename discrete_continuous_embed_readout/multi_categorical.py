@@ -49,26 +49,55 @@ def pads_cheaply(sizes) -> bool:
 
 
 class _LogProbAt(torch.autograd.Function):
-    """``log_softmax(logits)[..., index]``; backward in one pass over the saved
-    log-softmax: ``grad * (onehot(index) - softmax(logits))``. (On CPU the fused
-    log-softmax kernel beats ``logsumexp``, which runs as four separate passes.)"""
+    """``log_softmax(logits)[..., index]``, with the log-softmax as a second output.
+
+    Backward is one pass over the saved log-softmax:
+    ``grad_logits = v - softmax * v.sum(-1)``, ``v = grad_logp + onehot(index) * grad``
+    (on CPU the fused log-softmax kernel beats autograd's gather + log-softmax
+    backward). The log-softmax is saved as an *output*, so backward is itself
+    differentiable: double backward (MAML, gradient penalties, Hessian-vector
+    products) flows back through this function. ``setup_context`` and the
+    generated vmap rule make it work under ``torch.func`` transforms.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, logits: Tensor, index: Tensor) -> Tensor:
+    def forward(logits: Tensor, index: Tensor):
         logp = torch.log_softmax(logits, dim=-1)
-        ctx.save_for_backward(logp, index)
-        return logp.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        return logp.gather(-1, index.unsqueeze(-1)).squeeze(-1), logp
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        logp, index = ctx.saved_tensors
-        grad_logits = logp.exp().mul_(-grad.unsqueeze(-1))
-        return grad_logits.scatter_add_(-1, index.unsqueeze(-1), grad.unsqueeze(-1)), None
+    def setup_context(ctx, inputs, output):
+        _, index = inputs
+        ctx.save_for_backward(index, output[1])
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor | None, grad_logp: Tensor | None):
+        index, logp = ctx.saved_tensors
+        total = grad_logp.sum(-1) if grad_logp is not None else None
+        if grad is not None:
+            total = grad if total is None else total + grad
+        if total is None:
+            return None, None
+        if torch.is_grad_enabled():  # create_graph=True: out of place, so that this backward is differentiated
+            grad_logits = logp.exp() * -total.unsqueeze(-1)
+            grad_logits = grad_logits + grad_logp if grad_logp is not None else grad_logits
+            if grad is not None:
+                grad_logits = grad_logits.scatter_add(-1, index.unsqueeze(-1), grad.unsqueeze(-1).to(grad_logits.dtype))
+            return grad_logits, None
+        grad_logits = logp.exp().mul_(-total.unsqueeze(-1))
+        if grad_logp is not None:
+            grad_logits.add_(grad_logp)
+        if grad is not None:
+            grad_logits.scatter_add_(-1, index.unsqueeze(-1), grad.unsqueeze(-1).to(grad_logits.dtype))
+        return grad_logits, None
 
 
 def log_prob_at(logits: Tensor, index: Tensor) -> Tensor:
     """Log-probability of ``index`` ``(...)`` under ``softmax(logits)`` ``(..., n)``."""
-    return _LogProbAt.apply(upcast(logits), index)
+    return _LogProbAt.apply(upcast(logits), index)[0]
 
 
 def segmented_softmax(flat_logits: Tensor, lengths) -> Tensor:
@@ -241,47 +270,51 @@ class MultiCategorical:
 
         Args:
             temperature: ``<= 0`` gives the argmax.
-            differentiable: a straight-through Gumbel-softmax one-hot with
-                ``tau = temperature`` instead of ids: ``(..., n)`` for one tensor,
-                the groups' one-hots concatenated ``(..., sum n_g)`` otherwise. Its
-                hard draw is the argmax of ``logits + gumbel`` (as in
-                ``F.gumbel_softmax``); at temperature 0 it is the argmax of the
-                logits, with the gradient of ``softmax(logits)``.
+            differentiable: a straight-through Gumbel-softmax one-hot instead of
+                ids: ``(..., n)`` for one tensor, the groups' one-hots concatenated
+                ``(..., sum n_g)`` otherwise. Its hard draw is the argmax of
+                ``logits / T + gumbel`` (a draw from ``softmax(logits / T)``, as
+                without ``differentiable``); its gradient is that of the relaxation
+                ``softmax((logits / T + gumbel) / T)`` (Gumbel-softmax of the
+                tempered logits, ``tau = T``). At temperature 0 it is the argmax of
+                the logits, with the gradient of ``softmax(logits)``.
             eps: floor of the uniform noise before the double log.
             filter_fn: applied to each group's logits first (top-k, top-p, ...).
             filter_kwargs: keyword arguments of ``filter_fn``.
             generator: optional ``torch.Generator`` for the noise.
             hard: with ``differentiable``, the straight-through one-hot (True) or
-                the soft relaxed sample ``softmax((logits + gumbel) / tau)`` on the
+                the relaxed sample ``softmax((logits / T + gumbel) / T)`` on the
                 simplex (False; the Concrete / Gumbel-softmax distribution).
 
         Returns:
             ids ``(...)`` / ``(..., g)``, or one-hots as above.
         """
         check_temperature(temperature)
-        groups = tuple(filter_fn(g, **(filter_kwargs or {})) for g in self.groups)
+        dtype = self.groups[0].dtype
+        # noise, scores and softmax in (at least) float32: half precision uniforms sit
+        # on a coarse grid, and its ties go to the lower id
+        groups = tuple(upcast(filter_fn(g, **(filter_kwargs or {}))) for g in self.groups)
         greedy = temperature <= 0
         noise = None if greedy else gumbel_noise((*self.batch_shape, sum(self.sizes)), groups[0], eps, generator)
-        if differentiable:
-            return self._relaxed(groups, noise, temperature, hard)
         scores = groups if greedy else tuple(g / temperature + n for g, n in zip(groups, noise.split(self.sizes, -1)))
+        if differentiable:
+            return self._relaxed(groups, scores, max(temperature, 0.0), hard).to(dtype)
         if self.batched:
             ids = _pad_groups(scores, float('-inf')).argmax(-1)
         else:
             ids = torch.stack([s.argmax(-1) for s in scores], dim=-1)
         return self._squeeze(ids)
 
-    def _relaxed(self, groups, noise, temperature: float, hard: bool) -> Tensor:
-        greedy = noise is None
-        tau = 1.0 if greedy else temperature
-        noises = (None,) * len(groups) if greedy else noise.split(self.sizes, -1)
+    @staticmethod
+    def _relaxed(groups, scores, temperature: float, hard: bool) -> Tensor:
+        """Straight-through / relaxed one-hots. ``scores`` are ``logits / T + gumbel``
+        (their argmax is a draw from ``softmax(logits / T)``); the relaxation is
+        ``softmax(scores / T)``, the Gumbel-softmax of the tempered logits with
+        ``tau = T``. At ``T = 0``: the argmax of the logits and ``softmax(logits)``."""
         one_hots = []
-        for g, n in zip(groups, noises):
-            scores = g if greedy else g + n
-            soft = (scores / tau).softmax(-1)
-            if not hard:
-                one_hots.append(soft)
-                continue
-            one_hot = F.one_hot(scores.argmax(-1), g.shape[-1]).to(soft.dtype)
-            one_hots.append(one_hot - soft.detach() + soft)
+        for g, sc in zip(groups, scores):
+            soft = (sc / temperature).softmax(-1) if temperature > 0 else g.softmax(-1)
+            if hard:  # the one-hot's value exactly, the relaxation's gradient
+                soft = F.one_hot(sc.argmax(-1), g.shape[-1]).to(soft.dtype) + (soft - soft.detach())
+            one_hots.append(soft)
         return torch.cat(one_hots, dim=-1)

@@ -1,8 +1,8 @@
 """``torch.distributions`` objects built from a readout's outputs (``Readout.get_dist``),
 for code that expects them: RL libraries, tensordict's ProbabilisticTensorDictModule.
 
-They agree with the readout's own methods: normalisation (``continuous_mean_std``) and
-``rescale_range`` are folded in (an affine map), masks set logits to ``-inf``.
+They agree with the readout's own methods: they sample, score and map units through the
+readout's head and its one units map (``_units.UnitMap``), masks set logits to ``-inf``.
 """
 
 # g - groups, c - continuous dims
@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.distributions import (
-    AffineTransform,
     Beta,
     Categorical,
     Distribution,
@@ -23,8 +22,9 @@ from torch.distributions import (
     TransformedDistribution,
     constraints,
 )
+from torch.distributions.transforms import Transform
 
-from ._utils import exists
+from ._units import UnitMap, score
 from .distributions import BetaDistribution, ContinuousDistribution, Gaussian, KumaraswamyDistribution, SquashedGaussian
 
 
@@ -90,16 +90,35 @@ class MultiCategoricalDistribution(Distribution):
         return torch.stack([c.logits.argmax(-1) for c in self.categoricals], dim=-1)
 
 
+class _UnitTransform(Transform):
+    """The readout's map from native to user units (``_units.UnitMap``) as a transform."""
+
+    domain = constraints.real
+    codomain = constraints.real
+    bijective = True
+    sign = +1
+
+    def __init__(self, units: UnitMap):
+        super().__init__(cache_size=1)
+        self.units = units
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self.units.to_user(x)
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self.units.to_native(y)
+
+    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
+        return torch.zeros_like(x) + self.units.log_scale()
+
+
 class _FollowsHead:
     """Sampling (clipping included), log-density and mode exactly as the readout's
-    head gives them, mapped by the affine ``x * scale + loc`` when there is one."""
+    head and units map give them."""
 
-    def _follow(self, head: ContinuousDistribution, params: Tensor, affine) -> None:
-        self._head, self._params, self._affine = head, params, affine
-        self._head_mode = self._map(head.mode(params))
-
-    def _map(self, x: Tensor) -> Tensor:
-        return x if self._affine is None else x * self._affine[1] + self._affine[0]
+    def _follow(self, head: ContinuousDistribution, params: Tensor, units: UnitMap) -> None:
+        self._head, self._params, self._units = head, params, units
+        self._head_mode = units.to_user(head.mode(params))
 
     @property
     def mode(self) -> Tensor:
@@ -107,63 +126,58 @@ class _FollowsHead:
 
     def rsample(self, sample_shape=()) -> Tensor:
         params = self._params.expand(*sample_shape, *self._params.shape)
-        return self._map(self._head.clip_sampled(self._head(params, differentiable=True)))
+        return self._units.to_user(self._head.clip_sampled(self._head(params, differentiable=True)))
 
     def sample(self, sample_shape=()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        if self._affine is None:
-            return self._head.log_prob(self._params, value)
-        loc, scale = self._affine
-        return self._head.log_prob(self._params, (value - loc) / scale) - scale.abs().log()
+        params = self._params.expand(*value.shape[: value.ndim - self._params.ndim + 1], *self._params.shape)
+        return score(self._head, params, self._units.to_native(value), self._units, 'value')
 
 
 class _HeadBeta(_FollowsHead, Beta):
     def __init__(self, head: BetaDistribution, params: Tensor):
         Beta.__init__(self, *head.concentrations(params), validate_args=False)
-        self._follow(head, params, None)
+        self._follow(head, params, UnitMap())
 
 
 class _HeadKumaraswamy(_FollowsHead, Kumaraswamy):
     def __init__(self, head: KumaraswamyDistribution, params: Tensor):
         Kumaraswamy.__init__(self, *head.concentrations(params), validate_args=False)
-        self._follow(head, params, None)
+        self._follow(head, params, UnitMap())
 
 
 class HeadTransformed(_FollowsHead, TransformedDistribution):
-    """A head's distribution mapped by ``transforms`` (tanh, then affine): sampled,
-    scored and with a mode as the head does; an analytic ``entropy`` where the
-    transforms are affine only."""
+    """A head's distribution mapped by ``transforms`` (tanh, then the units map):
+    sampled, scored and with a mode as the head does; an analytic ``entropy``
+    where the transforms are affine only."""
 
-    def __init__(self, base: Distribution, transforms, head: ContinuousDistribution, params: Tensor, affine):
+    def __init__(self, base: Distribution, transforms, head: ContinuousDistribution, params: Tensor, units: UnitMap):
         TransformedDistribution.__init__(self, base, transforms, validate_args=False)
-        self._follow(head, params, affine)
+        self._follow(head, params, units)
 
     def entropy(self) -> Tensor:
         if any(isinstance(t, TanhTransform) for t in self.transforms):
             raise NotImplementedError('the squashed gaussian has no closed-form entropy: use Readout.entropy(..., squashed_entropy_samples=n)')
-        entropy = self.base_dist.entropy()
-        return entropy + self._affine[1].abs().log() if exists(self._affine) else entropy
+        return self.base_dist.entropy() + self._units.log_scale()
 
 
-def continuous_distribution(head: ContinuousDistribution, params: Tensor, affine: tuple[Tensor, Tensor] | None) -> Distribution:
+def continuous_distribution(head: ContinuousDistribution, params: Tensor, units: UnitMap) -> Distribution:
     """``Independent`` over the ``c`` dims of the head's distribution for
-    ``params``, mapped by ``x -> x * scale + loc`` when ``affine = (loc, scale)``."""
+    ``params``, in the user's units (``units``)."""
     if type(head) is Gaussian:  # an affine map of a normal is a normal
         normal = head.dist(params)
-        loc, scale = normal.loc, normal.scale
-        if exists(affine):
-            loc, scale = loc * affine[1] + affine[0], scale * affine[1].abs()
-        return Independent(Normal(loc, scale, validate_args=False), 1)
-    affine_transforms = [AffineTransform(affine[0], affine[1], cache_size=1)] if exists(affine) else []
+        loc, scale = units.tensors(normal.loc)
+        return Independent(Normal(normal.loc * scale + loc, normal.scale * scale, validate_args=False), 1)
+    unit_transforms = [] if units.is_identity else [_UnitTransform(units)]
     if isinstance(head, SquashedGaussian):
-        return Independent(HeadTransformed(head.base_dist(params), [TanhTransform(cache_size=1), *affine_transforms], head, params, affine), 1)
+        return Independent(HeadTransformed(head.base_dist(params), [TanhTransform(cache_size=1), *unit_transforms], head, params, units), 1)
     base = _native(head, params)
-    if not exists(affine) and isinstance(base, (_HeadBeta, _HeadKumaraswamy)):
+    if units.is_identity and isinstance(base, (_HeadBeta, _HeadKumaraswamy)):
         return Independent(base, 1)
-    return Independent(HeadTransformed(base, affine_transforms, head, params, affine), 1)
+    return Independent(HeadTransformed(base, unit_transforms, head, params, units), 1)
 
 
 def _native(head: ContinuousDistribution, params: Tensor) -> Distribution:

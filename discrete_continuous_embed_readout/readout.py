@@ -326,10 +326,9 @@ class Readout(DistributionMethods, SharedTable):
         targets = _parts.continuous_values(targets, batch, selector.num_continuous, 'targets')
         mask = check_loss_mask(mask, batch)
         if self.continuous_log_var_embed:
-            loss = -self._continuous_log_prob(params, targets, selector)
+            loss = -self._continuous_log_prob(params, targets, selector, 'targets')
         else:
-            targets = self.normalize(targets, selector) if self.can_norm_continuous else targets
-            loss = regression_loss(params, targets, self.regression_loss_type)
+            loss = regression_loss(params, self._units(selector, None, params).to_native(targets), self.regression_loss_type)
         return masked_loss(loss, entry_mask(loss, mask), reduce=not unreduced)
 
 
@@ -385,7 +384,7 @@ class Readout(DistributionMethods, SharedTable):
         self._require_distribution('log_prob_continuous')
         params = _parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params')
         values = _parts.continuous_values(sampled, self._params_batch(params), selector.num_continuous, 'sampled')
-        return self._continuous_log_prob(params, values, selector, soft_validate_range)
+        return self._continuous_log_prob(params, values, selector, 'sampled', None, soft_validate_range)
 
     def entropy_discrete(self, discrete_logits) -> Tensor:
         """0.2.x: ``MultiCategorical(discrete_logits).entropy()``.
@@ -411,8 +410,7 @@ class Readout(DistributionMethods, SharedTable):
         selector = self._legacy_selector(selector, 'continuous')
         self._require_distribution('entropy_continuous')
         params = upcast(_parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params'))
-        entropy = self._continuous_entropy(self._head(selector), params, None)
-        return entropy + self.log_std(selector) if self.can_norm_continuous else entropy
+        return self._continuous_entropy(self._head(selector), params, None) + self._units(selector, None, params).log_scale()
 
     def kl_div_discrete(self, discrete_logits_true, discrete_logits_pred) -> Tensor:
         """0.2.x: KL(true || pred) of two ``MultiCategorical`` objects.

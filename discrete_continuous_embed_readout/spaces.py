@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._utils import DiscreteContinuous, exists, is_pair
+from ._checks import content_checks_enabled, describe
+from ._utils import DiscreteContinuous, default, exists, is_pair
 from .factory import EmbedAndReadout, EmbedReadoutPair
 
 try:  # numpy comes with gymnasium; torch does not require it
@@ -47,6 +48,8 @@ class _Leaf:
     start: tuple[int, ...] = ()  # discrete: the id of each group's first action
     low: np.ndarray | None = None  # continuous: flat bounds
     high: np.ndarray | None = None
+    path: str = ''  # where it sits in the space, for errors: ['move'] (sample['move'])
+    label: str = ''  # the leaf space itself, for errors: Discrete(3)
 
     @property
     def width(self) -> int:
@@ -105,6 +108,7 @@ class SpaceAdapter:
         discrete = [leaf for leaf in self._leaves if leaf.kind == 'discrete']
         continuous = [leaf for leaf in self._leaves if leaf.kind == 'continuous']
         self.group_sizes = tuple(n for leaf in discrete for n in leaf.sizes)
+        self._group_leaves = tuple(leaf for leaf in discrete for _ in leaf.sizes)
         self.num_continuous = sum(leaf.width for leaf in continuous)
         self.low = np.concatenate([leaf.low for leaf in continuous]) if continuous else None
         self.high = np.concatenate([leaf.high for leaf in continuous]) if continuous else None
@@ -157,10 +161,17 @@ class SpaceAdapter:
             ids ``(*batch)`` (one group) or ``(*batch, g)`` (long, shifted so each
             group starts at 0); values ``(*batch, c)``; or a ``DiscreteContinuous``
             pair when the space has both.
+
+        Raises:
+            TypeError: a discrete part does not hold integer ids (any integer or bool
+                dtype passes: gymnasium's ``MultiBinary`` / ``MultiDiscrete`` give int8).
+            ValueError: a part's trailing shape is not its space's.
+            IndexError: an id lies outside its space's ``[start, start + n)`` (a
+                content check: skipped after ``set_validate_args(False)``).
         """
         parts = [np.asarray(x) for x in _flatten(self.space, sample, 'sample', self._spaces)]
         batch = _batch_shape(parts, self._leaves)
-        ids = [(x.reshape(*batch, -1).astype(np.int64) - leaf.start) for x, leaf in zip(parts, self._leaves) if leaf.kind == 'discrete']
+        ids = [_ids_from_sample(x, leaf).reshape(*batch, -1) for x, leaf in zip(parts, self._leaves) if leaf.kind == 'discrete']
         values = [x.reshape(*batch, -1) for x, leaf in zip(parts, self._leaves) if leaf.kind == 'continuous']
         d = c = None
         if ids:
@@ -176,8 +187,11 @@ class SpaceAdapter:
         Args:
             sampled: what ``Readout.sample`` / ``mode`` return with
                 ``rescale_range=self.rescale_range``: ids ``(*batch)`` or
-                ``(*batch, g)``, values ``(*batch, c)``, or a ``(discrete,
-                continuous)`` pair.
+                ``(*batch, g)`` (any integer dtype), values ``(*batch, c)``, or a
+                ``(discrete, continuous)`` pair. The hard one-hots of
+                ``sample(..., differentiable=True)`` (float, the groups' one-hots
+                concatenated ``(*batch, sum of group sizes)``) are read as ids:
+                each group's argmax.
 
         Returns:
             numpy arrays of the space's dtypes and shapes (a numpy scalar for an
@@ -185,11 +199,24 @@ class SpaceAdapter:
             leading batch keeps its axes. Values are clipped into the box (an
             unbounded gaussian's samples, float rounding) and rounded for an
             integer box.
+
+        Raises:
+            TypeError: ``sampled`` is not a tensor or pair of the space's parts; the
+                discrete part is float but not hard one-hots of that shape (float
+                ids, or a relaxed ``hard=False`` sample: pass ids or hard
+                one-hots), or bool / complex. Whether a float tensor is exactly
+                one-hot is always checked: it decides what the tensor is, and
+                runs on the host copy made here anyway.
+            ValueError: a part's shape does not fit the space or the other part.
+            IndexError: an id lies outside ``[0, n)`` of its group (a content
+                check: skipped after ``set_validate_args(False)``).
         """
         d, c = self._split(sampled)
-        batch = c.shape[:-1] if exists(c) else (d.shape if len(self.group_sizes) == 1 else d.shape[:-1])
         # one device-to-host copy per part; the leaves are numpy views of it
-        parts = {'discrete': _numpy(d.reshape(*batch, -1)) if exists(d) else None, 'continuous': _numpy(c) if exists(c) else None}
+        values = _numpy(c) if exists(c) else None
+        ids = self._ids(d, values.shape[:-1] if exists(c) else None) if exists(d) else None
+        batch = values.shape[:-1] if exists(c) else ids.shape[:-1]
+        parts = {'discrete': ids, 'continuous': values}
         columns = {'discrete': 0, 'continuous': 0}
         leaves = []
         for leaf in self._leaves:
@@ -211,9 +238,38 @@ class SpaceAdapter:
                 raise TypeError(f'sampled: the {name} part must be a tensor, got {type(t).__name__}')
         if has_c and c.shape[-1] != self.num_continuous:
             raise ValueError(f'sampled: continuous values need a last axis of {self.num_continuous}, got shape {tuple(c.shape)}')
-        if has_d and len(self.group_sizes) > 1 and d.shape[-1] != len(self.group_sizes):
-            raise ValueError(f'sampled: ids need a last axis of {len(self.group_sizes)} groups, got shape {tuple(d.shape)}')
         return d, c
+
+    def _ids(self, d: Tensor, batch: tuple[int, ...] | None) -> np.ndarray:
+        """Zero-based ids ``(*batch, g)`` from ids or one-hots; ``batch`` is the continuous part's."""
+        name = f'sampled: the discrete part (for {self.space})'
+        if d.dtype.is_floating_point:
+            total = sum(self.group_sizes)
+            if d.ndim == 0 or d.shape[-1] != total or (exists(batch) and tuple(d.shape[:-1]) != batch):
+                expected = f'({", ".join(map(str, (*batch, total)))})' if exists(batch) else f'(..., {total})'
+                raise TypeError(
+                    f'{name} must hold integer ids (any integer dtype), or the hard one-hots of sample(..., differentiable=True): '
+                    f"float {expected}, the groups' one-hots concatenated; got {describe(d)}"
+                )
+            return _ids_from_one_hots(_numpy(d), self.group_sizes, name)
+        if d.dtype.is_complex or d.dtype == torch.bool:
+            raise TypeError(f'{name} must hold integer ids (any integer dtype), got {describe(d)}')
+        g = len(self.group_sizes)
+        if g > 1 and (d.ndim == 0 or d.shape[-1] != g):
+            raise ValueError(f'{name}: ids need a last axis of {g} groups, got {describe(d)}')
+        lead = tuple(d.shape if g == 1 else d.shape[:-1])
+        if exists(batch) and lead != batch and not (g == 1 and d.shape == (*batch, 1)):
+            raise ValueError(f'{name}: ids need the batch shape {batch} of the continuous part, got {describe(d)}')
+        ids = d.detach().cpu().long().numpy().reshape(*default(batch, lead), g)
+        where = _first_out_of_range(ids, np.asarray(self.group_sizes)) if content_checks_enabled() else None
+        if exists(where):
+            group, leaf = where[-1], self._group_leaves[where[-1]]
+            index = where if d.ndim == ids.ndim else where[:-1]
+            raise IndexError(
+                f'sampled: discrete id {ids[where]} at index {index} is out of range for group {group} (space{leaf.path}: {leaf.label}); '
+                f'expected 0 <= id < {self.group_sizes[group]} (got {describe(d)})'
+            )
+        return ids
 
     def __repr__(self) -> str:
         return f'SpaceAdapter({self.space}, kwargs={self.kwargs})'
@@ -227,17 +283,18 @@ def _leaves(space, spaces, path: str) -> list[_Leaf]:
         return [leaf for key, sub in space.spaces.items() for leaf in _leaves(sub, spaces, f'{path}[{key!r}]')]
     if isinstance(space, spaces.Tuple):
         return [leaf for i, sub in enumerate(space.spaces) for leaf in _leaves(sub, spaces, f'{path}[{i}]')]
+    where = dict(path=path.removeprefix('space'), label=str(space))  # errors say sample[...] / space[...]
     if isinstance(space, spaces.Discrete):
-        return [_Leaf('discrete', (), space.dtype, (int(space.n),), (int(space.start),))]
+        return [_Leaf('discrete', (), space.dtype, (int(space.n),), (int(space.start),), **where)]
     if isinstance(space, spaces.MultiDiscrete):
         sizes, start = (tuple(int(v) for v in a.reshape(-1)) for a in (space.nvec, space.start))
-        return [_Leaf('discrete', tuple(space.shape), space.dtype, sizes, start)]
+        return [_Leaf('discrete', tuple(space.shape), space.dtype, sizes, start, **where)]
     if isinstance(space, spaces.MultiBinary):
         shape = tuple(space.shape)
-        return [_Leaf('discrete', shape, space.dtype, (2,) * math.prod(shape), (0,) * math.prod(shape))]
+        return [_Leaf('discrete', shape, space.dtype, (2,) * math.prod(shape), (0,) * math.prod(shape), **where)]
     if isinstance(space, spaces.Box):
         low, high = (np.broadcast_to(b, space.shape).reshape(-1).astype(np.float64) for b in (space.low, space.high))
-        return [_Leaf('continuous', tuple(space.shape), space.dtype, low=low, high=high)]
+        return [_Leaf('continuous', tuple(space.shape), space.dtype, low=low, high=high, **where)]
     raise TypeError(f'{path}: expected Discrete, MultiDiscrete, MultiBinary, Box, Tuple or Dict, got {type(space).__name__}')
 
 
@@ -276,6 +333,41 @@ def _batch_shape(parts: list[np.ndarray], leaves: list[_Leaf]) -> tuple[int, ...
     if len(batches) > 1:
         raise ValueError(f'sample: the leaves of the space have different batch shapes {sorted(batches)}')
     return batches.pop()
+
+
+def _ids_from_sample(x: np.ndarray, leaf: _Leaf) -> np.ndarray:
+    """A discrete leaf's sample ``(*batch, *leaf.shape)`` as zero-based int64 ids."""
+    name = f'sample{leaf.path}'
+    if not (np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
+        raise TypeError(f'{name}: expected integer ids for {leaf.label}, got an array of dtype {x.dtype} and shape {x.shape}')
+    start, sizes = (np.reshape(v, leaf.shape) for v in (leaf.start, leaf.sizes))
+    ids = x.astype(np.int64) - start
+    where = _first_out_of_range(ids, sizes) if content_checks_enabled() else None
+    if exists(where):
+        lo, n = (int(v[where[x.ndim - len(leaf.shape) :]]) for v in (start, sizes))
+        raise IndexError(
+            f'{name}: id {x[where]} at index {where} is out of range for {leaf.label}; '
+            f'expected {lo} <= id < {lo + n} (got an array of dtype {x.dtype} and shape {x.shape})'
+        )
+    return ids
+
+
+def _ids_from_one_hots(x: np.ndarray, sizes: tuple[int, ...], name: str) -> np.ndarray:
+    """Each group's argmax ``(*batch, g)`` of the one-hots ``(*batch, sum n_g)`` of a differentiable sample."""
+    offsets = np.cumsum((0, *sizes[:-1]))
+    ones = np.add.reduceat(x, offsets, axis=-1)  # (*batch, g)
+    if not (np.isin(x, (0, 1)).all() and (ones == 1).all()):
+        raise TypeError(
+            f'{name}: a float tensor of shape {x.shape} is read as one-hots, but it is not exactly one-hot (0 or 1, one 1 per group); '
+            'a relaxed sample (hard=False)? pass ids, or the hard one-hots of sample(..., differentiable=True, hard=True)'
+        )
+    local = np.arange(x.shape[-1]) - np.repeat(offsets, sizes)  # each column's id within its group
+    return np.add.reduceat(x * local, offsets, axis=-1).astype(np.int64)
+
+
+def _first_out_of_range(ids: np.ndarray, sizes: np.ndarray) -> tuple[int, ...] | None:
+    bad = (ids < 0) | (ids >= sizes)
+    return tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
 
 
 def _leaf_to_space(leaf: _Leaf, block: np.ndarray, batch: tuple[int, ...]):

@@ -534,16 +534,14 @@ def test_per_dim_rescale_range_maps_each_dim_to_its_own_bounds(kwargs, native, a
     lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
     torch.testing.assert_close(rescaled.double(), (native_samples.double() - n_lo) / (n_hi - n_lo) * (hi_t - lo_t) + lo_t, rtol=1e-5, atol=1e-5)
     assert ((rescaled >= lo_t.float()) & (rescaled <= hi_t.float())).all()
-    # the log-density changes by -log(width / native width), dim by dim
+    # the returned log-prob is that of the returned (rescaled, float32) value, everywhere
+    torch.testing.assert_close(log_prob, readout.log_prob(params, rescaled, rescale_range=bounds), rtol=0, atol=1e-5)
+    torch.testing.assert_close(readout.get_dist(params, rescale_range=bounds).log_prob(rescaled), log_prob.sum(-1), rtol=1e-5, atol=1e-4)
+    # the log-density changes by -log(width / native width), dim by dim: away from the
+    # edges, where the float32 rounding of the rescaled value moves steep log-densities
     expected = native_log_prob - torch.log((hi_t - lo_t) / (n_hi - n_lo)).float()
-    torch.testing.assert_close(log_prob, expected, rtol=1e-4, atol=1e-4)
-    # scoring a rescaled value goes back through float32 rounding, which moves steep
-    # log-densities near the edges of the range: compare away from them
     inside = ((native_samples - (n_lo + n_hi) / 2).abs() < 0.49 * (n_hi - n_lo)).all(-1)
-    scored = readout.log_prob(params, rescaled, rescale_range=bounds)
-    torch.testing.assert_close(scored[inside], log_prob[inside], rtol=1e-4, atol=1e-4)
-    as_dist = readout.get_dist(params, rescale_range=bounds).log_prob(rescaled)
-    torch.testing.assert_close(as_dist[inside], log_prob.sum(-1)[inside], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(log_prob[inside], expected[inside], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(readout.rescale_to_native(rescaled, bounds), native_samples, rtol=1e-4, atol=1e-5)
 
 

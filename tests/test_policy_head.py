@@ -240,13 +240,14 @@ def native_mode(case: Case, params):
 
 
 def to_output_units(case: Case, x):
-    """Native -> de-normalised -> rescaled (spec section 8), float64."""
+    """Native -> rescale_range (the native range mapped linearly onto it; the
+    normaliser does not enter), else -> de-normalised; float64."""
+    if case.rescale:
+        lo, _ = NATIVE[case.cont]
+        return (x - lo) * rescale_factor(case) + case.rescale[0]
     if case.normalised:
         mean, std = used_mean_std(case)
         x = x * std + mean
-    if case.rescale:
-        lo, _ = NATIVE[case.cont]
-        x = (x - lo) * rescale_factor(case) + case.rescale[0]
     return x
 
 
@@ -270,7 +271,7 @@ def ref_continuous_log_prob(case: Case, params, x):
     if case.rescale:
         k = rescale_factor(case)
         x, extra = (x - case.rescale[0]) / k + NATIVE[case.cont][0], extra - math.log(k)
-    if case.normalised:
+    elif case.normalised:
         mean, std = used_mean_std(case)
         x, extra = (x - mean) / std, extra - torch.log(std)
     return native_log_density(case, params, x) + extra
@@ -297,6 +298,8 @@ def ref_continuous_entropy(case: Case, params):
     else:
         cls = Beta if case.cont == 'beta' else Kumaraswamy
         h = cls(*concentrations(case, params)).entropy()
+    if case.rescale:
+        return h + math.log(rescale_factor(case))
     return h + torch.log(used_mean_std(case)[1]) if case.normalised else h
 
 
@@ -490,65 +493,37 @@ def test_differentiable_sample_with_log_prob(case):
         assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
 
 
-def squashed_log_density_at_own_mean(u: float, sigma: float) -> float:
-    """float64 log N(u; u, sigma) - log(1 - tanh(u)^2), the stable form."""
-    log_one_minus_tanh_sq = 2.0 * (LOG_2 - abs(u) - math.log1p(math.exp(-2.0 * abs(u))))
-    return -math.log(sigma) - 0.5 * LOG_2PI - log_one_minus_tanh_sq
-
-
-@pytest.mark.parametrize('u', [-20.0, -15.0, -10.0, 10.0, 15.0, 20.0])
-@pytest.mark.parametrize('variant', ['plain', 'normalised_rescaled'])
-def test_squashed_log_prob_comes_from_the_pre_tanh_value_where_tanh_rounds_to_one(u, variant):
-    """At temperature 0 the pre-tanh value is the mean ``u`` exactly, so the
-    exact log-density is known in closed form. In float32 ``tanh(u)`` is +-1 for
-    these ``u``: recomputing through ``atanh`` of the squashed value is infinite
-    (unclipped) or many nats off (the clipped sample), in float64 even."""
-    sigma = 0.5
-    params = torch.tensor([[[u, 2 * math.log(sigma)]]])  # (1, c=1, 2), float32
-    kw, rescale = {}, None
-    expected = squashed_log_density_at_own_mean(u, sigma)
-    if variant == 'normalised_rescaled':
-        kw['continuous_mean_std'] = MEAN_STD[:1]
-        rescale = (-2.0, 3.0)
-        expected -= math.log(MEAN_STD[0, 1].item()) + math.log(5.0 / 2.0)
-    readout = ParameterlessReadout(num_continuous=1, continuous_squashed=True, **kw)
-    sampled, log_prob = readout.sample(params, temperature=0.0, rescale_range=rescale, return_log_prob=True)
-    assert log_prob.dtype == torch.float32 and torch.isfinite(log_prob).all()
-    assert math.isclose(log_prob.item(), expected, rel_tol=1e-5), f'{log_prob.item()} vs {expected}'
-
-    # the atanh route, in float32: tanh(u) is exactly +-1 and atanh of it infinite
-    squashed = torch.tanh(torch.tensor(u))
-    assert squashed.abs().item() == 1.0
-    naive = Normal(torch.tensor(u), sigma).log_prob(torch.atanh(squashed)) - torch.log(1 - squashed**2)
-    assert not torch.isfinite(naive).all()
-    # ... and from the readout's float32 sample, inverted in float64: wrong or infinite
-    a = sampled.double()
-    if rescale:
+@pytest.mark.parametrize('rescale', [None, (-2.0, 2.0), (-1.3, 2.7)], ids=['native', 'symmetric', 'asymmetric'])
+@pytest.mark.parametrize(('temperature', 'differentiable'), [(1.0, False), (0.5, False), (0.0, False), (1.0, True)])
+def test_a_squashed_sample_and_its_log_prob_agree_with_log_prob_of_the_action(rescale, temperature, differentiable):
+    """Pre-tanh means from -10 to 10 (tanh rounds to +-1 in float32 from |u| ~ 9):
+    the returned log-prob is log_prob of the returned action, to 1e-4 nats, and so
+    is get_dist's; a PPO ratio at unchanged parameters is 1. Away from the bounds
+    it is also the float64 density of the pre-tanh draw (change of variables)."""
+    sigma, n = 0.5, 400
+    mean = torch.linspace(-10.0, 10.0, 21).repeat_interleave(n // 20)[:n]
+    params = torch.stack((mean, torch.full_like(mean, 2 * math.log(sigma))), dim=-1)[:, None].requires_grad_(differentiable)
+    readout = ParameterlessReadout(num_continuous=1, continuous_squashed=True, continuous_mean_std=MEAN_STD[:1])
+    action, log_prob = readout.sample(params, temperature=temperature, differentiable=differentiable, rescale_range=rescale, return_log_prob=True)
+    again = readout.log_prob(params, action.detach(), rescale_range=rescale)
+    assert torch.isfinite(log_prob).all() and (log_prob - again).abs().max() < 1e-4
+    ratio = torch.exp(readout.log_prob(params, action.detach(), rescale_range=rescale) - log_prob)
+    assert (ratio - 1).abs().max() < 1e-4
+    as_dist = readout.get_dist(params, rescale_range=rescale).log_prob(action.detach())
+    assert (as_dist - log_prob[:, 0]).abs().max() < 1e-4
+    # independent: the float64 density of the action in its own units, where float32 keeps it exact
+    lo, hi = rescale or (-1.0, 1.0)
+    native = (action.detach().double() - lo) / (hi - lo) * 2 - 1 if rescale else action.detach().double()
+    if not rescale:  # no rescale_range: the normaliser maps (-1, 1) to the user's units
         m, s = MEAN_STD[0].double()
-        a = ((a - rescale[0]) / 2.5 - 1.0 - m) / s
-    u_back = torch.atanh(a)
-    naive64 = (Normal(torch.tensor(u, dtype=torch.float64), sigma).log_prob(u_back) - torch.log1p(-a * a)).item()
-    naive64 += expected - squashed_log_density_at_own_mean(u, sigma)  # the same jacobians as expected
-    assert not (math.isfinite(naive64) and abs(naive64 - expected) < 1.0), f'atanh route gave {naive64}, exact {expected}'
-
-
-@pytest.mark.parametrize(('temperature', 'differentiable'), [(1.0, False), (0.5, False), (1.0, True)])
-def test_squashed_log_prob_of_saturated_random_draws_is_finite_and_in_range(temperature, differentiable):
-    """Draws around u = +-20 (sigma 0.5): every log-prob is finite and within
-    the bounds that |u - mean| < 6 sigma T puts on log N(u) - log(1 - tanh(u)^2).
-    A log-prob recomputed from the clipped sample (u ~ 8.3) would lie hundreds of
-    nats below."""
-    sigma, n = 0.5, 2000
-    mean = torch.tensor([20.0, -20.0]).repeat(n // 2)
-    params = torch.stack((mean, torch.full_like(mean, 2 * math.log(sigma))), dim=-1)[:, None]  # (n, 1, 2)
-    readout = ParameterlessReadout(num_continuous=1, continuous_squashed=True)
-    sampled, log_prob = readout.sample(params, temperature=temperature, differentiable=differentiable, return_log_prob=True)
-    assert (sampled.abs() < 1).all() and torch.isfinite(log_prob).all()
-    top = -math.log(sigma) - 0.5 * LOG_2PI
-    spread = 6 * sigma * temperature
-    lower = top - 0.5 * (6 * temperature) ** 2 + 2 * (20 - spread - LOG_2)
-    upper = top + 2 * (20 + spread - LOG_2) + 1e-3
-    assert (log_prob > lower).all() and (log_prob < upper).all(), (log_prob.min().item(), log_prob.max().item(), lower, upper)
+        native = (native - m) / s
+    jacobian = math.log((hi - lo) / 2) if rescale else math.log(MEAN_STD[0, 1].item())
+    inside = native.abs() < 0.999
+    reference = Normal(mean.double()[:, None], sigma).log_prob(torch.atanh(native)) - torch.log1p(-native**2) - jacobian
+    torch.testing.assert_close(log_prob.detach().double()[inside], reference[inside], rtol=1e-4, atol=1e-4)
+    if differentiable:  # reparameterised: the gradient of the pre-tanh log-density, finite everywhere
+        log_prob.sum().backward()
+        assert torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0
 
 
 # --------------------------------------------------------------------------- item 5: torch.distributions objects
@@ -613,7 +588,7 @@ def test_get_dist_log_prob_entropy_and_mode_agree_with_the_readout(case):
     sampled = readout.sample(params, rescale_range=case.rescale, **call)
     log_prob = readout.log_prob(params, sampled, rescale_range=case.rescale, **call)
     reference = ref_log_prob(case, params, sampled)
-    entropy = readout.entropy(params, **call)
+    entropy = readout.entropy(params, rescale_range=case.rescale, **call)
     mode = readout.mode(params, rescale_range=case.rescale, **call)
     parts = zip(('discrete', 'continuous'), unpack(case, dist), unpack(case, sampled), unpack(case, log_prob),
                 unpack(case, reference), unpack(case, entropy), unpack(case, mode), unpack(case, params))  # fmt: skip
@@ -629,8 +604,6 @@ def test_get_dist_log_prob_entropy_and_mode_agree_with_the_readout(case):
                 dd.entropy()
             continue
         ref_ent = ref_discrete_entropy(case, p) if part == 'discrete' else ref_continuous_entropy(case, p)
-        if part == 'continuous' and case.rescale:
-            ent, ref_ent = ent + math.log(rescale_factor(case)), ref_ent + math.log(rescale_factor(case))
         assert_close(dd.entropy(), event_sum(case, part, ent), f'{part} entropy vs readout', **tol)
         assert_close(dd.entropy(), event_sum(case, part, ref_ent), f'{part} entropy vs reference', **tol)
 

@@ -452,13 +452,13 @@ def _expected_interval(setup: Setup, rescale_range):
         return None
     lo = torch.full((setup.num_continuous,), bounds[0], dtype=torch.float64)
     hi = torch.full((setup.num_continuous,), bounds[1], dtype=torch.float64)
-    if setup.mean_std is not None:
-        ms = torch.tensor(setup.mean_std, dtype=torch.float64)
-        lo, hi = lo * ms[:, 1] + ms[:, 0], hi * ms[:, 1] + ms[:, 0]
-    if rescale_range is not None:
+    if rescale_range is not None:  # the native range onto rescale_range: the normaliser does not enter
         (n_lo, n_hi), (r_lo, r_hi) = setup.native_range(), rescale_range
         lo = (lo - n_lo) / (n_hi - n_lo) * (r_hi - r_lo) + r_lo
         hi = (hi - n_lo) / (n_hi - n_lo) * (r_hi - r_lo) + r_lo
+    elif setup.mean_std is not None:
+        ms = torch.tensor(setup.mean_std, dtype=torch.float64)
+        lo, hi = lo * ms[:, 1] + ms[:, 0], hi * ms[:, 1] + ms[:, 0]
     return lo, hi
 
 

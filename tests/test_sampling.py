@@ -154,14 +154,15 @@ def test_nonpositive_temperature_is_argmax(sizes, parallel, temperature):
 @pytest.mark.parametrize('parallel', [True, False])
 @pytest.mark.parametrize('tau', [1.0, 0.5])
 def test_differentiable_sample_is_straight_through_gumbel_softmax(sizes, parallel, tau):
-    """Forward: one one-hot per group. Backward: the Jacobian of
-    softmax((logits + g) / tau) for the Gumbel noise g behind the hard draw.
+    """Forward: one one-hot per group. Backward: the Jacobian of the relaxation
+    softmax((logits / tau + g) / tau) for the Gumbel noise g behind the hard draw
+    (the Gumbel-softmax of the tempered logits, relaxation temperature tau).
 
     The noise is not exposed, so it is recovered from the Jacobian itself:
-    tau * J = diag(p) - p p^T pins down p, hence g up to a constant per row
-    (g = tau log p - logits). Then: the hard one-hot is argmax p, the draws
-    follow softmax(logits) (as F.gumbel_softmax's hard draws do for any tau),
-    and g_1 - g_0 of independent standard Gumbels is Logistic(0, 1).
+    tau^2 J = diag(p) - p p^T pins down p, hence g up to a constant per row
+    (g = tau log p - logits / tau). Then: the hard one-hot is argmax p, the draws
+    follow softmax(logits / tau), as the draws without ``differentiable`` do, and
+    g_1 - g_0 of independent standard Gumbels is Logistic(0, 1).
     """
     torch.manual_seed(6)
     num_rows = 20_000
@@ -184,7 +185,7 @@ def test_differentiable_sample_is_straight_through_gumbel_softmax(sizes, paralle
         hard = one_hot.argmax(-1)
 
         # recover p: non-hard entries are <= 1/2, where d = p (1 - p) inverts stably
-        block = tau * jac[:, sl, sl]
+        block = tau**2 * jac[:, sl, sl]
         d = block.diagonal(dim1=-2, dim2=-1)
         p = 2 * d / (1 + (1 - 4 * d).clamp(min=0).sqrt())
         is_hard = F.one_hot(hard, n).bool()
@@ -193,9 +194,9 @@ def test_differentiable_sample_is_straight_through_gumbel_softmax(sizes, paralle
         assert (p > 0).all() and torch.equal(p.argmax(-1), hard)
         torch.testing.assert_close(block, torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2), rtol=1e-6, atol=1e-9)
 
-        # the hard draws follow softmax(logits); the implied noise is Gumbel
-        assert_frequencies(hard, F.softmax(logits, -1), f'hard draws of group {g}')
-        noise = tau * p.log() - logits
+        # the hard draws follow softmax(logits / tau); the implied noise is Gumbel
+        assert_frequencies(hard, F.softmax(logits / tau, -1), f'hard draws of group {g}')
+        noise = tau * p.log() - logits / tau
         diff = noise[:, 1] - noise[:, 0]
         for x in (-3.0, -1.0, 0.0, 1.0, 3.0):
             cdf = torch.sigmoid(torch.tensor(x, dtype=torch.float64))

@@ -9,7 +9,7 @@ from gymnasium import spaces as S
 from gymnasium.vector.utils import batch_space
 from torch.distributions import Normal
 
-from discrete_continuous_embed_readout import DiscreteContinuous, EmbedAndReadout, SpaceAdapter
+from discrete_continuous_embed_readout import DiscreteContinuous, EmbedAndReadout, SpaceAdapter, get_validate_args, set_validate_args
 
 
 def f32(*values):
@@ -185,6 +185,129 @@ def test_observation_space_into_embed():
     torch.testing.assert_close(got, expected)
 
 
+# discrete parts: ids of any integer dtype, the one-hots of a differentiable sample
+
+MOVE_SPEED = S.Dict(move=S.Discrete(3), speed=S.Box(-1.0, 1.0, (2,), np.float32))
+
+
+def argmax_per_group(one_hots: np.ndarray, sizes) -> np.ndarray:
+    """Each group's argmax of concatenated one-hots ``(..., sum n_g)``: ids ``(..., g)``."""
+    return np.stack([np.argmax(block, axis=-1) for block in np.split(one_hots, np.cumsum(sizes)[:-1], axis=-1)], axis=-1)
+
+
+def test_differentiable_one_hots_become_each_moves_argmax():
+    adapter = SpaceAdapter(MOVE_SPEED)
+    _, readout = adapter.embed_and_readout(16)
+    dist = readout(torch.randn(64, 16))
+    one_hots, speed = readout.sample(dist, differentiable=True, rescale_range=adapter.rescale_range)
+    assert one_hots.shape == (64, 3) and one_hots.dtype == torch.float32
+    got = adapter.to_space(DiscreteContinuous(one_hots, speed))
+    expected = np.argmax(one_hots.detach().numpy(), axis=-1)
+    assert len(set(expected.tolist())) > 1  # the batch draws several moves
+    assert got['move'].dtype == np.int64
+    np.testing.assert_array_equal(got['move'], expected)
+    np.testing.assert_array_equal(got['speed'], np.clip(speed.detach().numpy(), -1.0, 1.0))
+    assert batch_space(MOVE_SPEED, 64).contains(got)
+
+
+def test_multi_discrete_one_hots_by_hand():
+    adapter = SpaceAdapter(S.MultiDiscrete([3, 4, 2], start=[1, 0, -1]))
+    one_hots = torch.tensor([[0.0, 1, 0, 0, 0, 0, 1, 1, 0], [1, 0, 0, 0, 1, 0, 0, 0, 1]])
+    # hand-worked: argmax per group (1, 3, 0) and (0, 1, 1), plus the starts (1, 0, -1)
+    np.testing.assert_array_equal(adapter.to_space(one_hots), np.array([[2, 3, -1], [1, 1, 0]]))
+
+
+@pytest.mark.parametrize('name', ['discrete with start', 'multi-discrete 2-D with start', 'multi-binary 2-D', 'tuple', 'nested'])
+def test_differentiable_one_hots_match_their_ids(name):
+    adapter = SpaceAdapter(SPACES[name])
+    _, readout = adapter.embed_and_readout(16)
+    sampled = readout.sample(readout(torch.randn(32, 16)), differentiable=True, rescale_range=adapter.rescale_range)
+    one_hots, values = sampled if isinstance(sampled, DiscreteContinuous) else (sampled, None)
+    ids = torch.from_numpy(argmax_per_group(one_hots.detach().numpy(), adapter.group_sizes))
+    ids = ids.squeeze(-1) if len(adapter.group_sizes) == 1 else ids
+    expected = adapter.to_space(ids if values is None else DiscreteContinuous(ids, values))
+    assert_same_sample(adapter.to_space(sampled), expected, batch_space(SPACES[name], 32))
+
+
+def test_a_relaxed_sample_is_not_read_as_one_hots():
+    adapter = SpaceAdapter(MOVE_SPEED)
+    _, readout = adapter.embed_and_readout(16)
+    soft = readout.sample(readout(torch.randn(8, 16)), differentiable=True, hard=False, rescale_range=adapter.rescale_range)
+    with pytest.raises(TypeError, match=r'not exactly one-hot .* pass ids, or the hard one-hots'):
+        adapter.to_space(soft)
+
+
+INT_DTYPES = [(torch.int8, np.int8), (torch.uint8, np.uint8), (torch.int16, np.int16), (torch.int32, np.int32), (torch.int64, np.int64)]
+
+
+@pytest.mark.parametrize('torch_dtype, np_dtype', INT_DTYPES)
+def test_ids_of_every_integer_dtype_in_both_directions(torch_dtype, np_dtype):
+    space = S.Dict(buttons=S.MultiBinary(3), gears=S.MultiDiscrete([3, 5], start=[1, 2]), move=S.Discrete(4))
+    adapter = SpaceAdapter(space)
+    sample = {'buttons': np.array([1, 0, 1], np_dtype), 'gears': np.array([3, 6], np_dtype), 'move': np_dtype(2)}
+    got = adapter.from_space(sample)
+    # hand-worked: buttons as they are; 3 - 1 = 2, 6 - 2 = 4; the move
+    assert got.dtype == torch.long and got.tolist() == [1, 0, 1, 2, 4, 2]
+    back = adapter.to_space(torch.tensor([1, 0, 1, 2, 4, 2], dtype=torch_dtype))
+    expected = {'buttons': np.array([1, 0, 1], np.int8), 'gears': np.array([3, 6]), 'move': np.int64(2)}
+    assert_same_sample(back, expected, space)
+
+
+@pytest.fixture
+def content_checks_off():
+    before = get_validate_args()
+    set_validate_args(False)
+    yield
+    set_validate_args(before)
+
+
+OUT_OF_RANGE = {
+    'to_space id too large': (
+        lambda: SpaceAdapter(S.Discrete(3)).to_space(torch.tensor([0, 3])),
+        r'sampled: discrete id 3 at index \(1,\) is out of range for group 0 \(space: Discrete\(3\)\); expected 0 <= id < 3',
+    ),
+    'to_space id negative': (
+        lambda: SpaceAdapter(MOVE_SPEED).to_space(DiscreteContinuous(torch.tensor([2, -1]), torch.zeros(2, 2))),
+        r"id -1 at index \(1,\) is out of range for group 0 \(space\['move'\]: Discrete\(3\)\)",
+    ),
+    'to_space multi-discrete': (
+        lambda: SpaceAdapter(S.MultiDiscrete([3, 4])).to_space(torch.tensor([[2, 4]])),
+        r'id 4 at index \(0, 1\) is out of range for group 1 .* expected 0 <= id < 4',
+    ),
+    'from_space below start': (
+        lambda: SpaceAdapter(S.Discrete(3, start=1)).from_space(np.int64(0)),
+        r'sample: id 0 at index \(\) is out of range for Discrete\(3, start=1\); expected 1 <= id < 4',
+    ),
+    'from_space above range': (
+        lambda: SpaceAdapter(MOVE_SPEED).from_space({'move': np.array([1, 3]), 'speed': np.zeros((2, 2))}),
+        r"sample\['move'\]: id 3 at index \(1,\)",
+    ),
+    'from_space negative multi-binary': (
+        lambda: SpaceAdapter(S.MultiBinary(2)).from_space(np.array([1, -1], np.int8)),
+        r'id -1 at index \(1,\) .* expected 0 <= id < 2',
+    ),
+}
+
+
+@pytest.mark.parametrize('name', list(OUT_OF_RANGE))
+def test_out_of_range_ids_raise(name):
+    fn, match = OUT_OF_RANGE[name]
+    with pytest.raises(IndexError, match=match):
+        fn()
+
+
+@pytest.mark.parametrize('name', list(OUT_OF_RANGE))
+def test_out_of_range_ids_pass_with_content_checks_off(name, content_checks_off):
+    OUT_OF_RANGE[name][0]()  # the caller is trusted: no range check
+
+
+def test_dtype_checks_stay_on_with_content_checks_off(content_checks_off):
+    with pytest.raises(TypeError, match='must hold integer ids'):
+        SpaceAdapter(S.Discrete(3)).to_space(torch.tensor([0.2, 1.9]))
+    with pytest.raises(TypeError, match='expected integer ids'):
+        SpaceAdapter(S.Discrete(3)).from_space(np.array([0.2, 1.9]))
+
+
 def test_missing_gymnasium_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, 'gymnasium', None)
     with pytest.raises(ImportError, match=r'pip install "discrete-continuous-embed-readout\[gymnasium\]"'):
@@ -205,6 +328,28 @@ MISTAKES = {
     'values wrong width': (lambda: SpaceAdapter(S.Box(-1.0, 1.0, (3,), np.float32)).to_space(torch.zeros(4, 2)), ValueError, 'last axis of 3'),
     'ids wrong width': (lambda: SpaceAdapter(S.MultiDiscrete([2, 3])).to_space(torch.zeros(4, 3, dtype=torch.long)), ValueError, 'last axis of 2 groups'),
     'ids not a tensor': (lambda: SpaceAdapter(S.Discrete(3)).to_space([1, 2]), TypeError, 'discrete part must be a tensor'),
+    'float ids to_space': (
+        lambda: SpaceAdapter(S.Discrete(3)).to_space(torch.tensor([0.2, 1.9, 2.7])),
+        TypeError,
+        r'float tensor of shape \(3,\) .* not exactly one-hot',
+    ),
+    'float ids beside values': (
+        lambda: SpaceAdapter(MOVE_SPEED).to_space(DiscreteContinuous(torch.tensor([0.0, 2.0]), torch.zeros(2, 2))),
+        TypeError,
+        r'the discrete part \(for Dict.*\) must hold integer ids .* float \(2, 3\)',
+    ),
+    'bool ids to_space': (lambda: SpaceAdapter(S.MultiBinary(2)).to_space(torch.tensor([True, False])), TypeError, 'must hold integer ids'),
+    'float ids from_space': (
+        lambda: SpaceAdapter(MOVE_SPEED).from_space({'move': np.float32(1.0), 'speed': np.zeros(2)}),
+        TypeError,
+        r"sample\['move'\]: expected integer ids for Discrete\(3\), got an array of dtype float32",
+    ),
+    'ids wrong batch beside values': (
+        lambda: SpaceAdapter(MOVE_SPEED).to_space(DiscreteContinuous(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, 2))),
+        ValueError,
+        r'ids need the batch shape \(4,\) of the continuous part',
+    ),
+    'one-hots wrong width': (lambda: SpaceAdapter(S.MultiDiscrete([2, 3])).to_space(torch.eye(4)), TypeError, r'float \(\.\.\., 5\)'),
 }
 
 
