@@ -79,10 +79,12 @@ def check_tensor(t, name: str) -> Tensor:
 
 
 def check_integer(t, name: str) -> Tensor:
+    """Integer ids of any integer dtype (int8 ... int64, uint8: gymnasium's
+    MultiBinary / MultiDiscrete samples are int8), returned as ``torch.long``."""
     check_tensor(t, name)
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise TypeError(f'{name} must hold integer ids (e.g. torch.long), got {describe(t)}')
-    return t
+    return t if t.dtype == torch.long else t.long()
 
 
 def check_floating(t, name: str) -> Tensor:
@@ -104,11 +106,12 @@ def check_shape(t: Tensor, shape, name: str, what: str) -> Tensor:
     return t
 
 
-def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None = None) -> None:
+def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None = None, group_axis_added: bool = False) -> None:
     """``ids`` is ``(..., g)``; id of group g must lie in ``[0, sizes[g])``.
 
     ``sizes`` is a tensor or a sequence of ints. Raises IndexError naming the
-    first offending id, its group and the range.
+    first offending id, where it is and the range, in the shape the user passed
+    (``group_axis_added``: the trailing group axis was added to a single group's ids).
     """
     if not content_checks_enabled() or ids.numel() == 0:
         return
@@ -122,10 +125,11 @@ def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None =
     where = tuple(bad.nonzero()[0].tolist())
     group = where[-1]
     allowed = f' or ignore_index {ignore_index}' if exists_ignore else ''
-    raise IndexError(
-        f'{name}: id {int(ids[where])} at index {where} is out of range for group {group}; '
-        f'expected 0 <= id < {int(sizes[group])}{allowed} (got {describe(ids)})'
-    )
+    value, size = int(ids[where]), int(sizes[group])
+    if group_axis_added:
+        shown = f'a tensor of shape {tuple(ids.shape[:-1])} and dtype {ids.dtype}'
+        raise IndexError(f'{name}: id {value} at index {where[:-1]} is out of range; expected 0 <= id < {size}{allowed} (got {shown})')
+    raise IndexError(f'{name}: id {value} at index {where} is out of range for group {group}; expected 0 <= id < {size}{allowed} (got {describe(ids)})')
 
 
 def check_finite(t: Tensor, name: str) -> Tensor:

@@ -64,7 +64,7 @@ def continuous_params(params, selector: Selector, num_params: int, name: str) ->
 
 def discrete_values(values, selector: Selector, batch_shape, squeeze: bool, name: str) -> Tensor:
     """Ids as ``(..., g)``; a squeezed single group arrives as ``(...)``."""
-    check_integer(values, name)
+    values = check_integer(values, name)
     values = values.unsqueeze(-1) if squeeze else values
     expected = (*batch_shape, selector.num_groups)
     if tuple(values.shape) != expected:

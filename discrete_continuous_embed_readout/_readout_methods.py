@@ -256,7 +256,7 @@ class DistributionMethods:
         d = c = None
         if exists(groups) and exists(d_value):
             values = _parts.discrete_values(d_value, selector, groups[0].shape[:-1], self._squeeze(selector), 'sampled')
-            d = self._squeezed(self._categorical(groups)._log_prob(values, 'sampled'), selector, concat)
+            d = self._squeezed(self._categorical(groups)._log_prob(values, 'sampled', self._squeeze(selector)), selector, concat)
         if exists(params) and exists(c_value):
             self._require_distribution('log_prob')
             c_value = _parts.continuous_values(c_value, self._params_batch(params), selector.num_continuous, 'sampled')

@@ -55,6 +55,8 @@ def _check_mean_std(mean_std, num_continuous: int) -> Tensor | None:
         raise ValueError(f'continuous_mean_std needs num_continuous > 0, got num_continuous=0 and {describe(mean_std)}')
     if tuple(mean_std.shape) != (num_continuous, 2):
         raise ValueError(f'continuous_mean_std must have shape ({num_continuous}, 2) (mean, std per dim), got {describe(mean_std)}')
+    if mean_std.is_meta:  # built on the meta device: its values arrive with load_state_dict
+        return mean_std.detach().clone()
     if not bool(torch.isfinite(mean_std).all()) or not bool((mean_std[:, 1] > 0).all()):
         raise ValueError(f'continuous_mean_std must be finite with std (column 1) > 0, got {mean_std[:, 1].tolist()}')
     return mean_std.detach().clone()

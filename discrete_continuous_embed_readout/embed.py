@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_finite, check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, typecheck
+from ._checks import check_finite, check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, describe, typecheck
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair
 from .selectors import Selector
@@ -111,6 +111,12 @@ class Embed(SharedTable):
         discrete, continuous = self._split_input(inp)
         device = (discrete if exists(discrete) else continuous).device
         selector = self._selector(selector_index, selector_config, device)
+        if isinstance(inp, Tensor) and selector.has_discrete and selector.has_continuous:
+            kind = 'ids' if exists(discrete) else 'values'
+            raise TypeError(
+                f'inp must be a (discrete, continuous) pair for an Embed with both parts, got {describe(inp)}: '
+                f'pass embed((ids, values)), or embed({"(ids, None)" if kind == "ids" else "(None, values)"}) to embed the {kind} alone'
+            )
         d_embed = self._embed_discrete(discrete, selector, sum_discrete_sets) if exists(discrete) else None
         c_embed = self._embed_continuous(continuous, selector, sum_continuous, normalize_continuous) if exists(continuous) else None
         return self._combine(d_embed, c_embed, concat_discrete_continuous, sum_discrete_sets, sum_continuous,
@@ -125,7 +131,7 @@ class Embed(SharedTable):
         if not exists(discrete) and not exists(continuous):
             raise ValueError('inp must hold discrete ids, continuous values or both, got neither')
         if exists(discrete):
-            check_integer(discrete, 'discrete input')
+            discrete = check_integer(discrete, 'discrete input')
         if exists(continuous):
             check_floating(continuous, 'continuous input')
         return discrete, continuous
@@ -139,7 +145,7 @@ class Embed(SharedTable):
                 raise ValueError(f'auto_append_discrete_set_dim needs exactly one group, the selector has {selector.num_groups}')
             ids = ids.unsqueeze(-1)
         check_last_dim(ids, selector.num_groups, 'discrete input', f'one id per group, {selector.num_groups} groups')
-        check_ids_in_range(ids, selector.group_sizes_t, 'discrete input')
+        check_ids_in_range(ids, selector.group_sizes_t, 'discrete input', group_axis_added=append)
         rows = selector.global_rows(ids)
         if sum_sets and selector.num_groups == 1:
             return self.embeddings(rows.squeeze(-1))  # (..., d): the plain lookup
@@ -163,6 +169,10 @@ class Embed(SharedTable):
         return values.unsqueeze(-1) * rows  # (..., c, d)
 
     def _combine(self, d_embed, c_embed, concat, sum_sets, sum_dims, sum_both, return_only):
+        if concat and (not exists(c_embed) or not exists(d_embed)):  # the token axis stays: (..., t, d)
+            if exists(d_embed):
+                return d_embed.unsqueeze(-2) if sum_sets else d_embed
+            return c_embed.unsqueeze(-2) if sum_dims else c_embed
         if not exists(c_embed) or not exists(d_embed):
             single = default(d_embed, c_embed)
             if return_only:

@@ -3,6 +3,7 @@ and ``ParameterlessReadout`` for logits computed elsewhere."""
 
 from __future__ import annotations
 
+import inspect
 from typing import NamedTuple
 
 from ._utils import exists
@@ -33,7 +34,9 @@ def EmbedAndReadout(
     """Build an ``Embed`` and a ``Readout`` with the same arguments.
 
     Args:
-        *args, **kwargs: shared arguments (``dim``, ``num_discrete``, ...; see ``Readout``).
+        *args, **kwargs: shared arguments (``dim``, ``num_discrete``, ...; see
+            ``Readout``); an option only one of the two takes (``ignore_index``,
+            ``auto_append_discrete_set_dim``, ...) goes to that one.
         weight_tie: the Embed uses the Readout's table itself (one Parameter;
             the readout's first rows are the embed's rows).
         embed_kwargs: extra arguments for the Embed only.
@@ -52,15 +55,42 @@ def EmbedAndReadout(
     """
     embed_kwargs, readout_kwargs = dict(embed_kwargs or {}), dict(readout_kwargs or {})
     if exists(explicit_single_action_dim_given):
-        explicit = bool(explicit_single_action_dim_given)
-        embed_kwargs.setdefault('auto_append_discrete_set_dim', not explicit)
-        readout_kwargs.setdefault('return_one_discrete_logits', not explicit)
-        readout_kwargs.setdefault('auto_squeeze_single_output', not explicit)
-    embed = Embed(*args, **kwargs, **embed_kwargs)
-    readout = Readout(*args, **kwargs, **readout_kwargs)
+        implied = not bool(explicit_single_action_dim_given)
+        for name, options in (('auto_append_discrete_set_dim', embed_kwargs), ('return_one_discrete_logits', readout_kwargs), ('auto_squeeze_single_output', readout_kwargs)):
+            if exists(options.get(name)) and options[name] != implied:
+                where = 'embed_kwargs' if options is embed_kwargs else 'readout_kwargs'
+                raise ValueError(
+                    f'explicit_single_action_dim_given={explicit_single_action_dim_given!r} means {name}={implied}, '
+                    f'but {where} sets {name}={options[name]!r}: drop one of the two'
+                )
+            options.setdefault(name, implied)
+    shared, embed_only, readout_only = _route(kwargs)
+    embed = Embed(*args, **shared, **embed_only, **embed_kwargs)
+    readout = Readout(*args, **shared, **readout_only, **readout_kwargs)
     if weight_tie:
         _tie(embed, readout)
     return EmbedReadoutPair(embed, readout)
+
+
+def _parameters(cls) -> set[str]:
+    return set(inspect.signature(cls.__init__).parameters) - {'self'}
+
+
+def _route(kwargs: dict) -> tuple[dict, dict, dict]:
+    """Shared options to both modules, an option only one takes to that one."""
+    embed_params, readout_params = _parameters(Embed), _parameters(Readout)
+    unknown = sorted(k for k in kwargs if k not in embed_params and k not in readout_params)
+    if unknown:
+        raise TypeError(
+            f'EmbedAndReadout got unexpected keyword arguments {unknown}: neither Embed nor Readout takes them '
+            '(options for one of the two go in embed_kwargs=dict(...) / readout_kwargs=dict(...))'
+        )
+    pick = lambda keep: {k: v for k, v in kwargs.items() if keep(k)}
+    return (
+        pick(lambda k: k in embed_params and k in readout_params),
+        pick(lambda k: k in embed_params and k not in readout_params),
+        pick(lambda k: k in readout_params and k not in embed_params),
+    )
 
 
 def _tie(embed: Embed, readout: Readout) -> None:

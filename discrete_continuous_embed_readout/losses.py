@@ -38,8 +38,8 @@ def masked_loss(per_entry: Tensor, mask: Tensor | None, reduce: bool) -> Tensor:
         mask: ``(..., k)`` bool, True = keep, or ``None``.
         reduce: return the scalar mean instead of the zeroed entries.
     """
-    if not exists(mask):
-        return per_entry.mean() if reduce else per_entry
+    if not exists(mask):  # the mean over no entries (an empty batch) is 0, with zero gradients
+        return per_entry.sum() / max(per_entry.numel(), 1) if reduce else per_entry
     zeroed = per_entry.masked_fill(~mask, 0.0)
     if not reduce:
         return zeroed

@@ -166,7 +166,7 @@ class MultiCategorical:
         return value.unsqueeze(-1) if self.is_single else value
 
     def _check_value(self, value, name: str) -> Tensor:
-        check_integer(value, name)
+        value = check_integer(value, name)
         value = self._as_groups(value)
         expected = (*self.batch_shape, len(self.groups))
         if value.shape != expected:
@@ -204,9 +204,9 @@ class MultiCategorical:
         """
         return self._log_prob(self._check_value(value, 'value'), 'value')
 
-    def _log_prob(self, value: Tensor, name: str) -> Tensor:
+    def _log_prob(self, value: Tensor, name: str, group_axis_added: bool | None = None) -> Tensor:
         # value: (..., g) ids, shape-checked by the caller; range-checked here
-        check_ids_in_range(value, self.sizes, name, self.ignore_index)
+        check_ids_in_range(value, self.sizes, name, self.ignore_index, self.is_single if group_axis_added is None else group_axis_added)
         ignored = value == self.ignore_index if exists(self.ignore_index) else None
         safe = value.masked_fill(ignored, 0) if exists(ignored) else value
         if self.batched:

@@ -303,7 +303,7 @@ class Readout(DistributionMethods, SharedTable):
     def _fused_discrete_loss(self, embed, targets, selector, mask):
         batch = embed.shape[:-1]
         targets = _parts.discrete_values(targets, selector, batch, self._squeeze(selector), 'targets')  # (..., g)
-        check_ids_in_range(targets, selector.group_sizes_t, 'targets', self.ignore_index)
+        check_ids_in_range(targets, selector.group_sizes_t, 'targets', self.ignore_index, self._squeeze(selector))
         keep = entry_mask(targets, check_loss_mask(mask, batch), targets != self.ignore_index if exists(self.ignore_index) else None)
         keep = default(keep, torch.ones_like(targets, dtype=torch.bool))
         safe = targets.masked_fill(~keep, 0)
@@ -315,7 +315,7 @@ class Readout(DistributionMethods, SharedTable):
         batch = groups[0].shape[:-1]
         targets = _parts.discrete_values(targets, selector, batch, self._squeeze(selector), 'targets')
         mask = check_loss_mask(mask, batch)
-        nll = -self._categorical(groups)._log_prob(targets, 'targets')  # (..., g)
+        nll = -self._categorical(groups)._log_prob(targets, 'targets', self._squeeze(selector))  # (..., g)
         keep = targets != self.ignore_index if exists(self.ignore_index) else None
         loss = masked_loss(nll, entry_mask(nll, mask, keep), reduce=not unreduced)
         return self._squeezed(loss, selector) if unreduced else loss

@@ -153,21 +153,33 @@ class Selector(nn.Module):
         mean_rows = [nd + d for d in dims]
         log_var_rows = [nd + nc + d for d in dims] if layout.log_var_rows else []
 
-        self._slices = {}
+        self._slices, self._lists = {}, {}
         self._index('discrete_rows', discrete_rows)
         self._index('continuous_rows', mean_rows)
         self._index('readout_rows', discrete_rows + mean_rows + log_var_rows)
         self._index('continuous_readout_rows', mean_rows + log_var_rows)
         self._index('continuous_dims', dims)
-        self.register_buffer('group_offsets', torch.tensor(exclusive_cumsum(self.group_sizes), dtype=torch.long), persistent=False)
-        self.register_buffer('group_sizes_t', torch.tensor(self.group_sizes, dtype=torch.long), persistent=False)
+        self._lists.update(group_offsets=exclusive_cumsum(self.group_sizes), group_sizes_t=list(self.group_sizes))
+        for name, values in (('group_offsets', self._lists['group_offsets']), ('group_sizes_t', self._lists['group_sizes_t'])):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
         self.offsets_are_zero = self.num_groups <= 1
 
     def _index(self, name: str, rows: list[int]) -> None:
         as_slice = _contiguous(rows)
         self._slices[name] = as_slice
-        tensor = torch.tensor(rows, dtype=torch.long) if as_slice is None else None
-        self.register_buffer(name, tensor, persistent=False)
+        if as_slice is None:
+            self._lists[name] = rows
+        self.register_buffer(name, torch.tensor(rows, dtype=torch.long) if as_slice is None else None, persistent=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        """Index tables are constants of the config: after any move (``to_empty``
+        from the meta device leaves buffers uninitialised) they are rebuilt from
+        the Python lists on the buffers' new device."""
+        super()._apply(fn, *args, **kwargs)
+        for name, rows in self._lists.items():
+            device = getattr(self, name).device
+            setattr(self, name, torch.tensor(rows, dtype=torch.long, device=device))
+        return self
 
     def index(self, name: str) -> slice | Tensor:
         """A slice where the rows are contiguous, else the index buffer."""

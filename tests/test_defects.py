@@ -22,9 +22,9 @@ def test_02_weight_tie_really_ties():
     assert embed.embeddings.weight is readout.embeddings.weight
     opt = torch.optim.SGD({*embed.parameters(), *readout.parameters()}, lr=1.0)
     ids = torch.tensor([3, 7])
-    readout(embed(ids), (ids, None)).backward()
+    readout(embed((ids, None)), (ids, None)).backward()
     opt.step()
-    torch.testing.assert_close(embed(ids), readout.embeddings.weight[ids])
+    torch.testing.assert_close(embed((ids, None)), readout.embeddings.weight[ids])
 
 
 def test_03_mixed_sample_passes_temperature_to_the_discrete_part():

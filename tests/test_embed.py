@@ -32,8 +32,8 @@ def test_continuous_is_value_times_row():
     embed = Embed(8, num_discrete=5, num_continuous=3)
     x = torch.randn(2, 4, 3)
     rows = embed.embeddings.weight[5:8]
-    torch.testing.assert_close(embed(x), torch.einsum('bnc,cd->bnd', x, rows))
-    torch.testing.assert_close(embed(x, sum_continuous=False), x[..., None] * rows)
+    torch.testing.assert_close(embed((None, x)), torch.einsum('bnc,cd->bnd', x, rows))
+    torch.testing.assert_close(embed((None, x), sum_continuous=False, return_only_discrete_or_continuous=True), x[..., None] * rows)
 
 
 def test_continuous_normalisation():

@@ -7,6 +7,7 @@ import pathlib
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import discrete_continuous_embed_readout as pkg
 from discrete_continuous_embed_readout import (
@@ -64,6 +65,15 @@ MISTAKES = {
     'embed continuous width': (lambda: Embed(8, num_continuous=2)(torch.randn(4, 3)), ValueError, 'continuous input must have a last axis of size 2'),
     'embed nothing': (lambda: Embed(8, num_discrete=3)((None, None)), ValueError, 'neither'),
     'normalise without mean_std': (lambda: Embed(8, num_continuous=2)(torch.randn(2, 2), normalize_continuous=True), ValueError, 'continuous_mean_std'),
+    'mixed embed bare ids': (lambda: Embed(8, num_discrete=3, num_continuous=1)(torch.tensor([0, 1])), TypeError, r'inp must be a \(discrete, continuous\) pair.*embed\(\(ids, None\)\)'),
+    'mixed embed bare values': (lambda: Embed(8, num_discrete=3, num_continuous=1)(torch.randn(2, 1)), TypeError, r'embed\(\(None, values\)\)'),
+    'explicit dim contradicts auto append': (
+        lambda: EmbedAndReadout(8, num_discrete=3, explicit_single_action_dim_given=True, embed_kwargs=dict(auto_append_discrete_set_dim=True)),
+        ValueError, 'explicit_single_action_dim_given=True means auto_append_discrete_set_dim=False',
+    ),  # fmt: skip
+    'temperature nan': (lambda: R(num_discrete=3).sample(torch.randn(2, 3), temperature=float('nan')), ValueError, 'temperature must be a finite number'),
+    'temperature inf': (lambda: R(num_continuous=1).sample(torch.randn(2, 1, 2), temperature=float('inf')), ValueError, r'temperature must be a finite number \(<= 0 for the mode\), got inf'),
+    'temperature -inf': (lambda: MultiCategorical(torch.randn(2, 3)).sample(temperature=float('-inf')), ValueError, 'temperature must be a finite'),
     'embed continuous ints in pair': (lambda: Embed(8, num_discrete=3, num_continuous=1)((torch.tensor([0]), torch.tensor([[1]]))), TypeError, 'continuous input must be a floating'),
     # Readout.forward
     'readout wrong width': (lambda: R(num_discrete=3)(torch.randn(2, 7)), ValueError, 'embed must have a last axis of size 8'),
@@ -158,13 +168,40 @@ def test_the_table_is_large():
 
 
 def test_content_checks_can_be_switched_off():
-    embed = Embed(8, num_discrete=5)
+    # group 0 has rows 0..2, group 1 rows 3..7: id 3 of group 0 is past its group
+    embed = Embed(8, num_discrete=(3, 5))
+    ids = torch.tensor([[3, 0]])
     set_validate_args(False)
-    embed(torch.tensor([4]))  # in range: fine; out of range is the caller's responsibility now
     assert not pkg.get_validate_args()
+    # off: nothing is checked, the id reads the next group's row (the caller's responsibility)
+    table = embed.embeddings.weight
+    torch.testing.assert_close(embed(ids), (table[3] + table[3])[None])
     set_validate_args(True)
-    with pytest.raises(IndexError):
-        embed(torch.tensor([5]))
+    with pytest.raises(IndexError, match='id 3 at index \\(0, 0\\) is out of range for group 0'):
+        embed(ids)
+
+
+def test_error_messages_show_the_users_shape():
+    embed, readout = EmbedAndReadout(8, num_discrete=5)
+    ids = torch.zeros(16, 64, dtype=torch.long)
+    ids[3, 7] = 9
+    message = 'id 9 at index \\(3, 7\\) is out of range; expected 0 <= id < 5.*shape \\(16, 64\\)'
+    with pytest.raises(IndexError, match=message):
+        embed(ids)
+    with pytest.raises(IndexError, match=message):
+        readout(torch.randn(16, 64, 8), ids)
+    with pytest.raises(IndexError, match=message):
+        readout.log_prob(readout(torch.randn(16, 64, 8)), ids)
+
+
+def test_embed_and_readout_routes_options_to_the_module_that_takes_them():
+    embed, readout = EmbedAndReadout(8, num_discrete=5, ignore_index=-100, auto_append_discrete_set_dim=True)
+    assert readout.ignore_index == -100 and embed.auto_append_discrete_set_dim is True
+    targets = torch.tensor([1, -100])
+    hidden = torch.randn(2, 8)
+    torch.testing.assert_close(readout(hidden, targets), F.cross_entropy(readout(hidden), targets, ignore_index=-100))
+    with pytest.raises(TypeError, match="EmbedAndReadout got unexpected keyword arguments \\['ignore_idx'\\].*readout_kwargs"):
+        EmbedAndReadout(8, num_discrete=5, ignore_idx=-100)
 
 
 def test_the_package_has_no_assert_statements():
