@@ -24,9 +24,12 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 def _scaled_square(diff: Tensor, log_var: Tensor) -> Tensor:
     """``diff^2 / exp(log_var)``, exactly 0 where ``diff`` is 0 even when the
-    variance underflows: there the log-variance is replaced by 0, so no ``0 * inf``
-    appears, in the value or in the gradients."""
-    return (diff * torch.exp(-0.5 * torch.where(diff == 0, 0.0, log_var))) ** 2
+    variance underflows: the inverse std is kept finite (the log-variance floored
+    where ``exp(-log_var / 2)`` would overflow), so no ``0 * inf`` appears in the
+    value or the gradients, and every derivative is that of the formula (second
+    order included) wherever the variance is representable."""
+    floor = -2.0 * math.log(torch.finfo(log_var.dtype).max) + 1.0
+    return (diff * torch.exp(-0.5 * log_var.clamp(min=floor))) ** 2
 
 
 def gaussian_log_prob(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
