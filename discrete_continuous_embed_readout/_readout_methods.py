@@ -67,7 +67,7 @@ class DistributionMethods:
                 pair (``None`` for a part left out).
             temperature: discrete: divides the logits; continuous: scales the std
                 (gaussian, squashed: of the pre-tanh gaussian; beta: concentrations
-                divided by ``temperature**2``; kumaraswamy: only 0 and 1). ``<= 0``
+                divided by ``temperature**2``; kumaraswamy: 0 and 1 only, others sample at 1 with a warning). ``<= 0``
                 gives the mode (``mode``). Applies to both parts of a mixed readout;
                 ignored in regression mode (the prediction is returned).
             differentiable: straight-through Gumbel-softmax one-hots (discrete),
@@ -78,8 +78,9 @@ class DistributionMethods:
                 native range (beta/kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``) to
                 ``(lo, hi)``; ``lo`` and ``hi`` are numbers or 1-D sequences /
                 tensors with one entry per continuous dim (a gymnasium ``Box``'s
-                ``low`` and ``high``), finite, ``lo < hi`` in every dim. Applied
-                after de-normalisation (``continuous_mean_std``).
+                ``low`` and ``high``), finite, ``lo < hi`` in every dim. It replaces
+                de-normalisation: samples lie in ``(lo, hi)`` with or without
+                ``continuous_mean_std``.
             filter_fn, filter_kwargs: applied to each group's logits first.
             generator: a ``torch.Generator``: the same generator state gives the
                 same samples (discrete noise is drawn from it; continuous heads
@@ -89,8 +90,9 @@ class DistributionMethods:
             hard: with ``differentiable``, the straight-through one-hot (True) or the
                 soft relaxed (Concrete / Gumbel-softmax) sample on the simplex (False).
             return_log_prob: also return the log-prob of the sample under ``dist``
-                (the untempered distribution, as ``log_prob`` gives it; the squashed
-                gaussian's is computed from the pre-tanh value).
+                (the untempered distribution): exactly ``log_prob(dist, sample)`` of
+                the sample returned; with ``differentiable``, its gradient is the
+                reparameterised one (through the pre-tanh draw when squashed).
 
         Returns:
             ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``;
@@ -102,10 +104,13 @@ class DistributionMethods:
 
         Raises:
             TypeError: ``temperature`` is not a number.
-            ValueError: ``rescale_range`` for an unbounded gaussian; a temperature
-                the head does not define (kumaraswamy: other than 0 and 1);
-                ``return_log_prob`` in regression mode or with ``hard=False``
-                relaxed samples.
+            ValueError: ``temperature`` NaN or infinite; ``rescale_range`` for an
+                unbounded gaussian; ``return_log_prob`` in regression mode or with
+                ``hard=False`` relaxed samples.
+
+        Warns:
+            UserWarning: once per head, a temperature the head does not define
+                (kumaraswamy: other than 0 and 1): it samples at 1, as 0.2.x did.
         """
         check_temperature(temperature)
         selector = self._selector(selector_index, selector_config, _parts.first_tensor(dist).device)
@@ -122,7 +127,7 @@ class DistributionMethods:
     def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None):
         """The deterministic action: argmax (discrete); gaussian mean, squashed
         ``tanh(mean)``, beta / kumaraswamy mode where it is unique and inside (0, 1),
-        else their mean (continuous); de-normalised and rescaled like samples. The
+        else their mean (continuous); mapped to your units like samples. The
         same as ``sample(dist, temperature=0.)``.
 
         Args:
@@ -223,8 +228,9 @@ class DistributionMethods:
         """Log-probability of ``sampled`` under ``dist``.
 
         Continuous log-densities are in the units of ``sampled``: they include the
-        ``-log(std)`` of de-normalisation and the ``-log`` of the ``rescale_range``
-        scale.
+        ``-log(std)`` of de-normalisation, or with ``rescale_range`` the ``-log`` of
+        its scale. A value outside a bounded head's support is a ``ValueError``
+        (``-inf`` with content checks off).
 
         Args:
             dist: logits, params or a pair, as in ``sample``.
@@ -420,7 +426,7 @@ class DistributionMethods:
     # continuous ranges
 
     def get_continuous_native_range(self, selector_index=None, selector_config=None) -> tuple[float, float] | None:
-        """The range of raw continuous samples (before de-normalisation).
+        """The range of raw continuous samples (the head's native range).
 
         Args:
             selector_index: a registered selector.

@@ -179,8 +179,9 @@ class ContinuousDistribution(nn.Module):
             ``(..., c)``, before ``clip_sampled``.
 
         Raises:
-            NotImplementedError: in this base class (the readout reports it as a
-                ``ValueError`` naming the temperature).
+            NotImplementedError: in this base class (the readout never calls it
+                then: ``supports_temperature`` is false, and it samples at 1 with a
+                warning).
         """
         raise NotImplementedError(f'{type(self).__name__} defines no sampling temperature other than 0 (mode) and 1')
 

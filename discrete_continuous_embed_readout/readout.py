@@ -5,6 +5,8 @@ table, and everything done with them (losses, samples, log-probs, entropies, KL)
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -151,7 +153,7 @@ class Readout(DistributionMethods, SharedTable):
             the kept entries), or the unreduced per-entry losses.
         """
         if not exists(self.embeddings):
-            raise ValueError('this readout has no table (dim is None): pass logits to sample / log_prob / calculate_loss instead')
+            raise NoTableError('embeddings not present: this readout has no table (dim is None); pass logits to sample / log_prob / calculate_loss instead')
         check_floating(embed, 'embed')
         check_last_dim(embed, self.dim, 'embed', 'the readout dim')
         return_loss = default(return_loss, exists(targets))
@@ -351,7 +353,7 @@ class Readout(DistributionMethods, SharedTable):
         """
         check_temperature(temperature)
         selector = self._legacy_selector(selector, 'continuous')
-        params = _parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params')
+        params = self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params')
         return self._sample_continuous(params, selector, temperature, differentiable, rescale_range, False)[0]
 
     def log_prob_discrete(self, discrete_logits, sampled) -> Tensor:
@@ -382,8 +384,8 @@ class Readout(DistributionMethods, SharedTable):
         """
         selector = self._legacy_selector(selector, 'continuous')
         self._require_distribution('log_prob_continuous')
-        params = _parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params')
-        values = _parts.continuous_values(sampled, self._params_batch(params), selector.num_continuous, 'sampled')
+        params = self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params')
+        values = _parts.continuous_values(sampled, self._params_batch(params), params.shape[-2], 'sampled')
         return self._continuous_log_prob(params, values, selector, 'sampled', None, soft_validate_range)
 
     def entropy_discrete(self, discrete_logits) -> Tensor:
@@ -409,7 +411,7 @@ class Readout(DistributionMethods, SharedTable):
         """
         selector = self._legacy_selector(selector, 'continuous')
         self._require_distribution('entropy_continuous')
-        params = upcast(_parts.continuous_params(continuous_dist_params, selector, self._num_params(), 'continuous_dist_params'))
+        params = upcast(self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params'))
         return self._continuous_entropy(self._head(selector), params, None) + self._units(selector, None, params).log_scale()
 
     def kl_div_discrete(self, discrete_logits_true, discrete_logits_pred) -> Tensor:
@@ -438,12 +440,22 @@ class Readout(DistributionMethods, SharedTable):
         selector = self._legacy_selector(selector, 'continuous')
         self._require_distribution('kl_div_continuous')
         true, pred = (
-            upcast(_parts.continuous_params(p, selector, self._num_params(), name))
+            upcast(self._legacy_params(p, selector, name))
             for p, name in ((continuous_dist_params_true, 'continuous_dist_params_true'), (continuous_dist_params_pred, 'continuous_dist_params_pred'))
         )  # fmt: skip
         if true.shape != pred.shape:
             raise ValueError(f'continuous_dist_params_true and continuous_dist_params_pred differ in shape: {tuple(true.shape)} vs {tuple(pred.shape)}')
         return self._head(selector).kl_div(true, pred)
+
+    def _legacy_params(self, params, selector: Selector, name: str) -> Tensor:
+        """Params of the selector's dims; without a normaliser, the default
+        selector's params may cover any number of dims (0.2.x's heads act per dim,
+        and users pass subsets of their action dims)."""
+        c = params.shape[-2] if isinstance(params, Tensor) and params.ndim >= 2 else None
+        lenient = self.continuous_log_var_embed and not self.can_norm_continuous and selector is self.default_selector
+        if lenient and c is not None and c != selector.num_continuous:
+            return _parts.continuous_params(params, _Dims(c), self._num_params(), name)
+        return _parts.continuous_params(params, selector, self._num_params(), name)
 
     def _legacy_selector(self, selector, part: str) -> Selector:
         if selector is None:
@@ -457,6 +469,15 @@ class Readout(DistributionMethods, SharedTable):
         if part == 'continuous' and not selector.has_continuous:
             raise ValueError('this selector has no continuous part')
         return selector
+
+class NoTableError(ValueError, RuntimeError):
+    """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and
+    a ``RuntimeError`` as 0.2.x raised there."""
+
+
+class _Dims(NamedTuple):
+    num_continuous: int
+
 
 def _as_dtype_of(embed: Tensor, weight: Tensor) -> Tensor:
     """Embeddings in the table's dtype (half embeddings into a float32 readout),

@@ -354,3 +354,26 @@ def test_multi_categorical_log_prob_takes_a_trailing_singleton_axis():
     close(dist.log_prob(ids), F.log_softmax(logits, -1).gather(-1, ids).squeeze(-1))
     close(dist.log_prob(ids), dist.log_prob(ids.squeeze(-1)))
     assert dist.logits is logits
+
+
+def test_continuous_methods_take_a_subset_of_dims_without_a_normaliser():
+    # 0.2.x's heads act per dim: users pass the params of some of their action dims
+    readout = Readout(None, num_continuous=3)
+    params = torch.randn(2, 5, 1, 2)
+    selector = readout.get_selector()
+    torch.manual_seed(4)
+    drawn = readout.sample_continuous(params, selector=selector)
+    torch.manual_seed(4)
+    close(drawn, Normal(params[..., 0], (0.5 * params[..., 1]).exp()).sample())
+    close(readout.log_prob_continuous(params, drawn, selector=selector), Normal(params[..., 0], (0.5 * params[..., 1]).exp()).log_prob(drawn))
+    close(readout.entropy_continuous(params, selector=selector), Normal(params[..., 0], (0.5 * params[..., 1]).exp()).entropy())
+    normalised = Readout(None, num_continuous=3, continuous_mean_std=MEAN_STD[:3])
+    with pytest.raises(ValueError, match=r'shape \(\.\.\., 3, 2\)'):
+        normalised.log_prob_continuous(params, drawn)
+
+
+def test_forward_without_a_table_is_a_value_error_and_0_2s_runtime_error():
+    readout = ParameterlessReadout(num_discrete=3)
+    for error in (ValueError, RuntimeError):
+        with pytest.raises(error, match='embeddings not present'):
+            readout(torch.randn(2, 4))
