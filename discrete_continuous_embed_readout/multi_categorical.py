@@ -112,7 +112,8 @@ def segmented_softmax(flat_logits: Tensor, lengths) -> Tensor:
     """
     lengths = [int(n) for n in lengths]
     check_last_dim(flat_logits, sum(lengths), 'flat_logits', f'the sum of lengths {lengths}')
-    return torch.cat([s.softmax(-1) for s in flat_logits.split(lengths, dim=-1)], dim=-1)
+    probs = [upcast(s).softmax(-1) for s in flat_logits.split(lengths, dim=-1)]  # float32 for half logits
+    return torch.cat(probs, dim=-1).to(flat_logits.dtype)
 
 
 def gumbel_noise(shape, like: Tensor, eps: float = 1e-20, generator: torch.Generator | None = None) -> Tensor:

@@ -94,3 +94,21 @@ def test_gradients_reach_the_rows_used(weight_tie):
     expected[[2, 5, 10, 11]] = True
     assert torch.equal(touched, expected)
     torch.testing.assert_close(grad[2], torch.full((8,), 2.0))
+
+
+@pytest.mark.parametrize('sum_sets', [True, False])
+@pytest.mark.parametrize('sum_dims', [True, False])
+def test_concat_keeps_the_token_axis_whichever_parts_are_given(sum_sets, sum_dims):
+    embed = Embed(8, num_discrete=(3, 4), num_continuous=2)
+    ids = torch.stack([torch.randint(0, 3, (5, 6)), torch.randint(0, 4, (5, 6))], -1)
+    values = torch.randn(5, 6, 2)
+    kw = dict(concat_discrete_continuous=True, sum_discrete_sets=sum_sets, sum_continuous=sum_dims)
+    both = embed((ids, values), **kw)
+    d_tokens, c_tokens = 1 if sum_sets else 2, 1 if sum_dims else 2
+    assert both.shape == (5, 6, d_tokens + c_tokens, 8)
+    table = embed.embeddings.weight
+    per_group = table[ids + torch.tensor([0, 3])]  # (5, 6, 2, 8)
+    per_dim = values[..., None] * table[7:9]  # (5, 6, 2, 8)
+    torch.testing.assert_close(embed((ids, None), **kw), per_group.sum(-2, keepdim=True) if sum_sets else per_group)
+    torch.testing.assert_close(embed((None, values), **kw), per_dim.sum(-2, keepdim=True) if sum_dims else per_dim)
+    torch.testing.assert_close(both, torch.cat([embed((ids, None), **kw), embed((None, values), **kw)], -2))
