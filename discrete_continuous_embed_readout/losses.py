@@ -149,7 +149,9 @@ def _nll_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, rows: int
     for start in range(0, x.shape[0], rows):
         logits = _chunk_logits(x[start : start + rows], weight, buffer)
         picked = logits.gather(1, targets[start : start + rows, None]).squeeze(1)
-        total = total + ((torch.logsumexp(logits, dim=-1) - picked) * keep[start : start + rows]).sum()
+        top = logits.amax(dim=-1)
+        norm = logits.sub_(top[:, None]).exp_().sum(dim=-1)  # in place, as the forward with gradients
+        total = total + ((top + norm.log() - picked) * keep[start : start + rows]).sum()
     return total
 
 

@@ -59,6 +59,24 @@ def test_old_class_names_are_our_classes():
     assert isinstance(Readout(8, num_discrete=3), legacy.Base) and isinstance(package.Embed(8, num_discrete=3), legacy.Base)
 
 
+def test_the_remaining_classes_and_einops_functions_behave_as_in_0_2():
+    import einops
+
+    assert legacy.rearrange is einops.rearrange and legacy.repeat is einops.repeat and legacy.reduce is einops.reduce
+    pair = legacy.DiscreteContinuous(1, 2)
+    assert pair.discrete == 1 and pair.continuous == 2 and tuple(pair) == (1, 2)
+    params = torch.tensor([[0.5, 3.0], [-1.0, -30.0]])
+    gaussian = legacy.Gaussian(log_var_clamp_range=(-4.0, 2.0))
+    log_var = -4.0 + (torch.tanh(params[:, 1] / 6.0) + 1) / 2 * 6.0  # SPEC 6: the 0.2.x soft clamp
+    normal = gaussian.dist(params)
+    close(normal.loc, params[:, 0])
+    close(normal.scale, (0.5 * log_var).exp())
+    assert gaussian.default_range is None and legacy.ContinuousDistribution().default_range is None
+    parameterless = legacy.ParameterlessReadout(num_discrete=4)
+    logits = torch.randn(3, 4)
+    close(parameterless.log_prob(logits, torch.tensor([0, 1, 3])), F.log_softmax(logits, -1)[torch.arange(3), torch.tensor([0, 1, 3])])
+
+
 def test_bounded_heads_take_0_2_arguments_in_0_2_order():
     # 0.2.12: BetaDist(unimodal=False, eps=1e-6, clip=True, clip_eps=1e-5)
     head = legacy.BetaDist(True, 1e-3, False, 0.01)
