@@ -14,7 +14,7 @@ from torch.distributions import Categorical
 
 from . import _parts
 from ._checks import check_temperature
-from ._units import UnitMap, rescale_map, score
+from ._units import UnitMap, inside_bounds, rescale_map, rounding_in_native, score
 from ._utils import default, exists, identity
 from .distributions import SquashedGaussian
 from .multi_categorical import upcast, zero_where_impossible
@@ -202,10 +202,10 @@ class DistributionMethods:
             native, head_log_prob = head.sample_and_log_prob(params, temperature, differentiable)
         else:
             native = head.sample(params, temperature, differentiable)
-        sampled = units.to_user(native).to(dtype)
+        sampled = inside_bounds(units.to_user(native).to(dtype), head, units)
         if not with_log_prob:
             return sampled, None
-        log_prob = score(head, params, units.to_native(upcast(sampled)), units, 'sampled')
+        log_prob = score(head, params, units.to_native(upcast(sampled)), units, 'sampled', rounding=rounding_in_native(sampled, units))
         if exists(head_log_prob):
             head_log_prob = head_log_prob - units.log_scale()
             log_prob = head_log_prob + (log_prob - head_log_prob).detach()
@@ -270,9 +270,10 @@ class DistributionMethods:
         return self.maybe_concat(self._result(d, c, selector), concat)
 
     def _continuous_log_prob(self, params, values, selector, name: str, rescale_range=None, soft_validate_range: bool = False):
-        params, values = upcast(params), upcast(values)
         units = self._units(selector, rescale_range, values)
-        return score(self._head(selector), params, units.to_native(values), units, name, soft_validate_range, self.eps)
+        rounding = rounding_in_native(values, units)
+        params, values = upcast(params), upcast(values)
+        return score(self._head(selector), params, units.to_native(values), units, name, soft_validate_range, self.eps, rounding)
 
     def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
                 squashed_entropy_samples: int | None = None, rescale_range=None):  # fmt: skip

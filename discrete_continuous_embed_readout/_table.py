@@ -47,18 +47,18 @@ def _check_count(value, name: str) -> int:
     return value
 
 
-def _check_mean_std(mean_std, num_continuous: int) -> Tensor | None:
+def _check_mean_std(mean_std, num_continuous: int, name: str = 'continuous_mean_std') -> Tensor | None:
     if not exists(mean_std):
         return None
-    check_floating(mean_std, 'continuous_mean_std')
+    check_floating(mean_std, name)
     if num_continuous == 0:
-        raise ValueError(f'continuous_mean_std needs num_continuous > 0, got num_continuous=0 and {describe(mean_std)}')
+        raise ValueError(f'{name} needs num_continuous > 0, got num_continuous=0 and {describe(mean_std)}')
     if tuple(mean_std.shape) != (num_continuous, 2):
-        raise ValueError(f'continuous_mean_std must have shape ({num_continuous}, 2) (mean, std per dim), got {describe(mean_std)}')
-    if mean_std.is_meta:  # built on the meta device: its values arrive with load_state_dict
+        raise ValueError(f'{name} must have shape ({num_continuous}, 2) (mean, std per dim), got {describe(mean_std)}')
+    if mean_std.is_meta:  # built on the meta device: its values arrive with load_state_dict (checked there)
         return mean_std.detach().clone()
     if not bool(torch.isfinite(mean_std).all()) or not bool((mean_std[:, 1] > 0).all()):
-        raise ValueError(f'continuous_mean_std must be finite with std (column 1) > 0, got {mean_std[:, 1].tolist()}')
+        raise ValueError(f'{name} must be finite with std (column 1) > 0, got {mean_std.tolist()}')
     return mean_std.detach().clone()
 
 
@@ -148,6 +148,9 @@ class SharedTable(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._upgrade_legacy_state(state_dict, prefix)
+        mean_std = state_dict.get(prefix + 'continuous_mean_std')
+        if mean_std is not None and exists(self.continuous_mean_std) and mean_std.shape == self.continuous_mean_std.shape:
+            _check_mean_std(mean_std, self.num_continuous, f'state_dict[{prefix}continuous_mean_std]')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _upgrade_legacy_state(self, state_dict, prefix: str) -> None:
@@ -168,6 +171,8 @@ class SharedTable(nn.Module):
                 _check_table_copy(copy, state_dict.get(prefix + 'embeddings.weight'), key, prefix)
                 continue
             mean_std = state_dict.get(prefix + 'continuous_mean_std')
+            if mean_std is not None:  # compared where the selector's index tables live
+                mean_std, copy = mean_std.to(selector.group_sizes_t.device), copy.to(selector.group_sizes_t.device)
             expected = selector.take(mean_std, 'continuous_dims') if mean_std is not None and selector.has_continuous else None
             if expected is not None and (expected.shape != copy.shape or not torch.equal(expected, copy)):
                 raise ValueError(f"state_dict: {key} should hold the selector's rows of {prefix}continuous_mean_std (0.2.x layout) but differs from them")

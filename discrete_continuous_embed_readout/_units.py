@@ -67,26 +67,51 @@ def rescale_map(native_range, target_range, name: str, like: Tensor) -> UnitMap:
     return UnitMap(new_lo - lo * scale, scale)
 
 
-def outside_support(head, native: Tensor) -> Tensor | None:
+def outside_support(head, native: Tensor, rounding: Tensor | float = 0.0) -> Tensor | None:
     """Where ``native`` lies outside the head's native range (beyond its
-    ``support_tolerance``, where values are clipped), or ``None`` for an unbounded head."""
+    ``support_tolerance``, where values are clipped, and the ``rounding`` of the
+    value the user passed), or ``None`` for an unbounded head."""
     if head.default_range is None:
         return None
-    (lo, hi), tol = head.default_range, head.support_tolerance
+    (lo, hi), tol = head.default_range, head.support_tolerance + rounding
     return (native < lo - tol) | (native > hi + tol)
 
 
-def score(head, params: Tensor, native: Tensor, units: UnitMap, name: str, soft_validate_range: bool = False, eps: float = 1e-6) -> Tensor:
+def rounding_in_native(user: Tensor, units: UnitMap) -> Tensor | float:
+    """How far rounding ``user`` to its own dtype can move it, in native units: a
+    bound that half precision cannot represent rounds outwards by up to an ulp."""
+    if user.dtype not in (torch.float16, torch.bfloat16):
+        return 0.0
+    return torch.finfo(user.dtype).eps * user.detach().float().abs() / units.scale
+
+
+def inside_bounds(sampled: Tensor, head, units: UnitMap) -> Tensor:
+    """Half precision samples rounded back inside the mapped native range (the
+    nearest representable value of a bound may lie outside it)."""
+    if sampled.dtype not in (torch.float16, torch.bfloat16) or head.default_range is None or units.is_identity:
+        return sampled
+    ulp = torch.finfo(sampled.dtype).eps
+    lo, hi = (units.to_user(torch.full_like(sampled, b, dtype=torch.float32)) for b in head.default_range)
+    lo, hi = lo + ulp * lo.abs(), hi - ulp * hi.abs()  # one ulp inside, in float32
+    return torch.maximum(torch.minimum(sampled.float(), hi), lo).to(sampled.dtype)
+
+
+def score(head, params: Tensor, native: Tensor, units: UnitMap, name: str, soft_validate_range: bool = False, eps: float = 1e-6,
+          rounding: Tensor | float = 0.0) -> Tensor:  # fmt: skip
     """Log-density of native values in the user's units ``(..., c)``.
 
     Values outside the head's support are a ``ValueError`` naming ``name`` while
     content checks are on, and score ``-inf`` while they are off;
     ``soft_validate_range`` clamps them ``eps`` inside the native range instead.
+    ``rounding``: how far the user's (half precision) values may have been moved
+    by rounding, in native units (see ``rounding_in_native``).
     """
     if soft_validate_range and head.default_range is not None:
         lo, hi = head.default_range
         native = native.clamp(lo + eps, hi - eps)
-    outside = outside_support(head, native)
+    outside = outside_support(head, native, rounding)
+    if outside is not None:
+        native = native.clamp(*head.default_range)  # a value within tolerance of a bound is scored there
     if outside is not None and content_checks_enabled() and bool(outside.any()):
         _raise_outside(head, native, outside, units, name)
     log_prob = head.log_prob(params, native) - units.log_scale()

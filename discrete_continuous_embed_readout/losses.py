@@ -160,8 +160,8 @@ def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: T
 
     Without a gradient to compute (``torch.no_grad``, or neither ``x`` nor
     ``weight`` requires one) only the loss is computed. Under ``torch.func``
-    transforms (``grad``, ``vmap``) the plain differentiable formulation runs
-    (it holds one chunk's logits per row block as autograd does).
+    transforms (``grad``, ``vmap``) the plain differentiable formulation runs:
+    it materialises the ``(tokens, vocab)`` logits, as autograd needs them.
 
     Args:
         x: ``(..., d)`` inputs.

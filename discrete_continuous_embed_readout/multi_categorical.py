@@ -56,8 +56,9 @@ class _LogProbAt(torch.autograd.Function):
     (on CPU the fused log-softmax kernel beats autograd's gather + log-softmax
     backward). The log-softmax is saved as an *output*, so backward is itself
     differentiable: double backward (MAML, gradient penalties, Hessian-vector
-    products) flows back through this function. ``setup_context`` and the
-    generated vmap rule make it work under ``torch.func`` transforms.
+    products) flows back through this function. ``setup_context``, the generated
+    vmap rule and ``jvp`` make it work under ``torch.func`` transforms (``grad``,
+    ``vmap``, ``jvp``, ``hessian``) and forward-mode AD.
     """
 
     generate_vmap_rule = True
@@ -71,7 +72,15 @@ class _LogProbAt(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         _, index = inputs
         ctx.save_for_backward(index, output[1])
+        ctx.save_for_forward(index, output[1])
         ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def jvp(ctx, d_logits: Tensor, d_index):
+        # forward mode (torch.func.jvp / hessian): d logp = d l - <softmax, d l>
+        index, logp = ctx.saved_tensors
+        d_logp = d_logits - (logp.exp() * d_logits).sum(-1, keepdim=True)
+        return d_logp.gather(-1, index.unsqueeze(-1)).squeeze(-1), d_logp
 
     @staticmethod
     def backward(ctx, grad: Tensor | None, grad_logp: Tensor | None):

@@ -352,7 +352,7 @@ class Readout(DistributionMethods, SharedTable):
             ``(..., c)`` in original units (or in ``rescale_range``).
         """
         check_temperature(temperature)
-        selector = self._legacy_selector(selector, 'continuous')
+        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params)
         params = self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params')
         return self._sample_continuous(params, selector, temperature, differentiable, rescale_range, False)[0]
 
@@ -382,7 +382,7 @@ class Readout(DistributionMethods, SharedTable):
         Returns:
             ``(..., c)``.
         """
-        selector = self._legacy_selector(selector, 'continuous')
+        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params)
         self._require_distribution('log_prob_continuous')
         params = self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params')
         values = _parts.continuous_values(sampled, self._params_batch(params), params.shape[-2], 'sampled')
@@ -409,7 +409,7 @@ class Readout(DistributionMethods, SharedTable):
         Returns:
             ``(..., c)``.
         """
-        selector = self._legacy_selector(selector, 'continuous')
+        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params)
         self._require_distribution('entropy_continuous')
         params = upcast(self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params'))
         return self._continuous_entropy(self._head(selector), params, None) + self._units(selector, None, params).log_scale()
@@ -437,7 +437,7 @@ class Readout(DistributionMethods, SharedTable):
         Returns:
             ``(..., c)``.
         """
-        selector = self._legacy_selector(selector, 'continuous')
+        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params_true)
         self._require_distribution('kl_div_continuous')
         true, pred = (
             upcast(self._legacy_params(p, selector, name))
@@ -457,7 +457,7 @@ class Readout(DistributionMethods, SharedTable):
             return _parts.continuous_params(params, _Dims(c), self._num_params(), name)
         return _parts.continuous_params(params, selector, self._num_params(), name)
 
-    def _legacy_selector(self, selector, part: str) -> Selector:
+    def _legacy_selector(self, selector, part: str, like) -> Selector:
         if selector is None:
             selector = self._selector(None, None, self._device())
         elif isinstance(selector, DiscreteContinuousSelector):
@@ -468,7 +468,14 @@ class Readout(DistributionMethods, SharedTable):
             raise TypeError(f'selector must be what get_selector() returns (or None), got {type(selector).__name__}')
         if part == 'continuous' and not selector.has_continuous:
             raise ValueError('this selector has no continuous part')
-        return selector
+        return self._on_device(selector, like) if isinstance(like, Tensor) else selector
+
+    def _on_device(self, selector: Selector, like: Tensor) -> Selector:
+        """The selector with its index tables on ``like``'s device (a 0.2.x selector
+        object was built where the module was)."""
+        if selector.group_sizes_t.device == like.device or selector in self.selectors or selector is self.default_selector:
+            return selector
+        return self._cached_selector(selector.parsed, like.device, selector.squashed)
 
 class NoTableError(ValueError, RuntimeError):
     """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and

@@ -139,6 +139,7 @@ class Selector(nn.Module):
     def __init__(self, parsed: ParsedConfig, layout: TableLayout, squashed: bool | None = None):
         super().__init__()
         groups, dims = parsed
+        self.parsed = parsed
         self.squashed = squashed  # None: as the owning module (0.2.x selectors could differ)
         self.has_discrete = exists(groups)
         self.has_continuous = exists(dims)

@@ -194,3 +194,15 @@ def test_unknown_keys_still_fail_a_strict_load():
     state['selectors.0.something_else'] = torch.zeros(1)
     with pytest.raises(RuntimeError, match='something_else'):
         build(seed=7)[1].load_state_dict(state, strict=True)
+
+
+def test_a_loaded_normaliser_is_checked_as_at_construction():
+    _, readout = build()
+    state = readout.state_dict()
+    state['continuous_mean_std'] = state['continuous_mean_std'].clone()
+    state['continuous_mean_std'][1, 1] = -1.0
+    with torch.device('meta'):
+        _, meta = build()
+    meta.to_empty(device='cpu')
+    with pytest.raises(ValueError, match=r'state_dict\[continuous_mean_std\] must be finite with std \(column 1\) > 0'):
+        meta.load_state_dict(state)

@@ -369,3 +369,39 @@ def test_rescale_range_with_a_normaliser_keeps_samples_inside_the_range(kind):
     torch.testing.assert_close(readout.log_prob(params, sampled, rescale_range=(-2.0, 2.0)), log_prob, rtol=0, atol=1e-5)
     mode = readout.mode(params, rescale_range=(-2.0, 2.0))
     assert mode.min() >= -2.0 and mode.max() <= 2.0
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(('kind', 'bounds'), [('squashed', (-0.4, 0.4)), ('beta', (-0.3, 0.7)), ('beta', (-3.3, 1.1))])
+def test_half_precision_samples_stay_inside_their_range_with_finite_log_probs(dtype, kind, bounds):
+    """0.4 is not representable in half precision: the nearest value lies outside
+    (-0.4, 0.4). Samples stay inside; every returned log-prob is finite and equals
+    log_prob of the sample."""
+    torch.manual_seed(11)
+    kwargs = dict(continuous_squashed=True) if kind == 'squashed' else dict(continuous_dist_type=kind)
+    readout = ParameterlessReadout(num_continuous=1, **kwargs)
+    params = (torch.randn(20_000, 1, 2) * 3 + torch.tensor([2.0, 0.0])).to(dtype)
+    sampled, log_prob = readout.sample(params, rescale_range=bounds, return_log_prob=True)
+    lo, hi = bounds
+    assert sampled.dtype == dtype and (sampled.float() >= lo).all() and (sampled.float() <= hi).all()
+    assert torch.isfinite(log_prob).all()
+    torch.testing.assert_close(readout.log_prob(params, sampled, rescale_range=bounds), log_prob, rtol=0, atol=1e-5)
+    at_bound = torch.full((4, 1), hi).to(dtype)  # a bound rounded to half precision (outwards for 0.4, 0.7, 1.1)
+    assert torch.isfinite(readout.log_prob(params[:4], at_bound, rescale_range=bounds)).all()
+
+
+@pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:DeprecationWarning')  # torch.func.hessian's own internals
+def test_forward_mode_and_hessians_through_the_log_prob_op():
+    torch.manual_seed(12)
+    readout = Readout(None, num_discrete=7)
+    logits, ids = torch.randn(4, 7, dtype=torch.float64), torch.randint(0, 7, (4,))
+
+    def reference(lg):
+        return F.log_softmax(lg, -1).gather(-1, ids[:, None]).squeeze(-1)
+
+    tangent = torch.randn_like(logits)
+    _, ours = torch.func.jvp(lambda lg: readout.log_prob(lg, ids), (logits,), (tangent,))
+    _, expected = torch.func.jvp(reference, (logits,), (tangent,))
+    torch.testing.assert_close(ours, expected)
+    hessian = torch.func.hessian(lambda lg: readout.calculate_loss(lg, ids))(logits)
+    torch.testing.assert_close(hessian, torch.func.hessian(lambda lg: -reference(lg).mean())(logits))
