@@ -110,10 +110,10 @@ def score(head, params: Tensor, native: Tensor, units: UnitMap, name: str, soft_
         lo, hi = head.default_range
         native = native.clamp(lo + eps, hi - eps)
     outside = outside_support(head, native, rounding)
-    if outside is not None:
-        native = native.clamp(*head.default_range)  # a value within tolerance of a bound is scored there
     if outside is not None and content_checks_enabled() and bool(outside.any()):
         _raise_outside(head, native, outside, units, name)
+    if outside is not None:
+        native = native.clamp(*head.default_range)  # a value within tolerance of a bound is scored there
     log_prob = head.log_prob(params, native) - units.log_scale()
     return log_prob if outside is None else log_prob.masked_fill(outside, float('-inf'))
 

@@ -57,8 +57,9 @@ class _LogProbAt(torch.autograd.Function):
     backward). The log-softmax is saved as an *output*, so backward is itself
     differentiable: double backward (MAML, gradient penalties, Hessian-vector
     products) flows back through this function. ``setup_context``, the generated
-    vmap rule and ``jvp`` make it work under ``torch.func`` transforms (``grad``,
-    ``vmap``, ``jvp``, ``hessian``) and forward-mode AD.
+    vmap rule and (``_LogProbAtWithJvp``, in eager mode) ``jvp`` make it work under
+    ``torch.func`` transforms (``grad``, ``vmap``, ``jvp``, ``hessian``) and
+    forward-mode AD.
     """
 
     generate_vmap_rule = True
@@ -75,12 +76,6 @@ class _LogProbAt(torch.autograd.Function):
         ctx.save_for_forward(index, output[1])
         ctx.set_materialize_grads(False)
 
-    @staticmethod
-    def jvp(ctx, d_logits: Tensor, d_index):
-        # forward mode (torch.func.jvp / hessian): d logp = d l - <softmax, d l>
-        index, logp = ctx.saved_tensors
-        d_logp = d_logits - (logp.exp() * d_logits).sum(-1, keepdim=True)
-        return d_logp.gather(-1, index.unsqueeze(-1)).squeeze(-1), d_logp
 
     @staticmethod
     def backward(ctx, grad: Tensor | None, grad_logp: Tensor | None):
@@ -104,9 +99,22 @@ class _LogProbAt(torch.autograd.Function):
         return grad_logits, None
 
 
+class _LogProbAtWithJvp(_LogProbAt):
+    """``_LogProbAt`` with a forward-mode rule. Dynamo cannot trace an autograd
+    Function that defines ``jvp``, so the compiled path uses ``_LogProbAt``."""
+
+    @staticmethod
+    def jvp(ctx, d_logits: Tensor, d_index):
+        # forward mode (torch.func.jvp / hessian): d logp = d l - <softmax, d l>
+        index, logp = ctx.saved_tensors
+        d_logp = d_logits - (logp.exp() * d_logits).sum(-1, keepdim=True)
+        return d_logp.gather(-1, index.unsqueeze(-1)).squeeze(-1), d_logp
+
+
 def log_prob_at(logits: Tensor, index: Tensor) -> Tensor:
     """Log-probability of ``index`` ``(...)`` under ``softmax(logits)`` ``(..., n)``."""
-    return _LogProbAt.apply(upcast(logits), index)[0]
+    op = _LogProbAt if torch.compiler.is_compiling() else _LogProbAtWithJvp
+    return op.apply(upcast(logits), index)[0]
 
 
 def segmented_softmax(flat_logits: Tensor, lengths) -> Tensor:
