@@ -269,11 +269,11 @@ class DistributionMethods:
             c = self._continuous_log_prob(params, c_value, selector, 'sampled', rescale_range, soft_validate_range)
         return self.maybe_concat(self._result(d, c, selector), concat)
 
-    def _continuous_log_prob(self, params, values, selector, name: str, rescale_range=None, soft_validate_range: bool = False):
+    def _continuous_log_prob(self, params, values, selector, name: str, rescale_range=None, soft_validate_range: bool = False, legacy: bool = False):
         units = self._units(selector, rescale_range, values)
         rounding = rounding_in_native(values, units)
         params, values = upcast(params), upcast(values)
-        return score(self._head(selector), params, units.to_native(values), units, name, soft_validate_range, self.eps, rounding)
+        return score(self._head(selector), params, units.to_native(values), units, name, soft_validate_range, self.eps, rounding, legacy)
 
     def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
                 squashed_entropy_samples: int | None = None, rescale_range=None):  # fmt: skip

@@ -21,6 +21,7 @@ through ``UnitMap``: this is the only place that arithmetic exists.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
@@ -97,25 +98,40 @@ def inside_bounds(sampled: Tensor, head, units: UnitMap) -> Tensor:
 
 
 def score(head, params: Tensor, native: Tensor, units: UnitMap, name: str, soft_validate_range: bool = False, eps: float = 1e-6,
-          rounding: Tensor | float = 0.0) -> Tensor:  # fmt: skip
+          rounding: Tensor | float = 0.0, legacy: bool = False) -> Tensor:  # fmt: skip
     """Log-density of native values in the user's units ``(..., c)``.
 
     Values outside the head's support are a ``ValueError`` naming ``name`` while
     content checks are on, and score ``-inf`` while they are off;
     ``soft_validate_range`` clamps them ``eps`` inside the native range instead.
     ``rounding``: how far the user's (half precision) values may have been moved
-    by rounding, in native units (see ``rounding_in_native``).
+    by rounding, in native units (see ``rounding_in_native``). ``legacy`` (the
+    0.2.x ``log_prob_continuous``): such values are clamped into the support and
+    scored there, as 0.2.x did, with a warning the first time.
     """
     if soft_validate_range and head.default_range is not None:
         lo, hi = head.default_range
         native = native.clamp(lo + eps, hi - eps)
     outside = outside_support(head, native, rounding)
     if outside is not None and content_checks_enabled() and bool(outside.any()):
-        _raise_outside(head, native, outside, units, name)
+        if not legacy:
+            _raise_outside(head, native, outside, units, name)
+        _warn_clamped(head, name)
     if outside is not None:
         native = native.clamp(*head.default_range)  # a value within tolerance of a bound is scored there
     log_prob = head.log_prob(params, native) - units.log_scale()
-    return log_prob if outside is None else log_prob.masked_fill(outside, float('-inf'))
+    return log_prob if outside is None or legacy else log_prob.masked_fill(outside, float('-inf'))
+
+
+def _warn_clamped(head, name: str) -> None:
+    if getattr(head, '_warned_clamped', False):
+        return
+    head._warned_clamped = True
+    warnings.warn(
+        f'log_prob_continuous: {name} has values outside the support of the {type(head).__name__} head; they are clamped into it '
+        'and scored there, as 0.2.x did (Readout.log_prob and the loss raise instead; soft_validate_range=True clamps without this warning)',
+        UserWarning, stacklevel=5,
+    )  # fmt: skip
 
 
 def _raise_outside(head, native: Tensor, outside: Tensor, units: UnitMap, name: str):

@@ -380,13 +380,15 @@ class Readout(DistributionMethods, SharedTable):
                 head's native range first, as in ``log_prob``.
 
         Returns:
-            ``(..., c)``.
+            ``(..., c)``. Values outside a bounded head's support are clamped into
+            it and scored there, as 0.2.x did, with a warning the first time
+            (``log_prob`` raises instead).
         """
         selector = self._legacy_selector(selector, 'continuous', continuous_dist_params)
         self._require_distribution('log_prob_continuous')
         params = self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params')
         values = _parts.continuous_values(sampled, self._params_batch(params), params.shape[-2], 'sampled')
-        return self._continuous_log_prob(params, values, selector, 'sampled', None, soft_validate_range)
+        return self._continuous_log_prob(params, values, selector, 'sampled', None, soft_validate_range, legacy=True)
 
     def entropy_discrete(self, discrete_logits) -> Tensor:
         """0.2.x: ``MultiCategorical(discrete_logits).entropy()``.

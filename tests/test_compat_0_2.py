@@ -395,3 +395,19 @@ def test_forward_without_a_table_is_a_value_error_and_0_2s_runtime_error():
     for error in (ValueError, RuntimeError):
         with pytest.raises(error, match='embeddings not present'):
             readout(torch.randn(2, 4))
+
+
+def test_log_prob_continuous_clamps_values_outside_the_support_as_0_2_did():
+    # 0.2.x clipped such values and scored them; code written for it (dreamer4 passes
+    # randn values to a beta head) keeps running, with a warning; log_prob raises
+    readout = Readout(None, num_continuous=2, continuous_dist_type='beta')
+    params, values = torch.randn(3, 2, 2), torch.tensor([[-0.5, 0.3], [1.7, 0.5], [0.2, 0.9]])
+    with pytest.warns(UserWarning, match='clamped into it and scored there, as 0.2.x did'):
+        scored = readout.log_prob_continuous(params, values)
+    a, b = (F.softplus(params) + readout.eps).unbind(-1)
+    close(scored, torch.distributions.Beta(a, b).log_prob(values.clamp(1e-5, 1 - 1e-5)), tol=1e-4)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # once per head
+        readout.log_prob_continuous(params, values)
+    with pytest.raises(ValueError, match='must lie inside the support'):
+        readout.log_prob(params, values)
