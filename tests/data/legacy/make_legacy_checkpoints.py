@@ -160,6 +160,17 @@ def record_case(embed, readout, selector_index, inp, *, discrete_only, has_nativ
 # models
 
 
+def eleven_id_inputs():
+    """Fixed inputs of the one-group models with 11 ids (discrete, weight_tied)."""
+    return dict(
+        embed_input=rand_ints(10, 11),
+        hidden=rand_hidden(20),
+        hidden_other=rand_hidden(21),
+        targets=rand_ints(11, 11),
+        values=rand_ints(13, 11),
+    )
+
+
 def model_discrete(ctor):
     kwargs = dict(dim=DIM, num_discrete=11)
     embed, readout = ctor(**kwargs)
@@ -175,13 +186,7 @@ def model_discrete(ctor):
         out['loss_unreduced_with_ignore'] = readout(inputs['hidden'], targets=targets_with_ignore, return_unreduced_loss=True)
         out['log_prob_with_ignore'] = readout.log_prob(logits, targets_with_ignore)
 
-    inp = dict(
-        embed_input=rand_ints(10, 11),
-        hidden=rand_hidden(20),
-        hidden_other=rand_hidden(21),
-        targets=rand_ints(11, 11),
-        values=rand_ints(13, 11),
-    )
+    inp = eleven_id_inputs()
     cases = {'default': record_case(embed, readout, None, inp, discrete_only=True, has_native_range=False, extra=extra)}
     return kwargs, embed, readout, cases, {}
 
@@ -295,13 +300,7 @@ def model_weight_tied(ctor):
     embed_sd = embed.state_dict()
     lookup_key = observed_embed_lookup_key(embed, embed_sd, num_rows=11)
 
-    inp = dict(
-        embed_input=rand_ints(10, 11),
-        hidden=rand_hidden(20),
-        hidden_other=rand_hidden(21),
-        targets=rand_ints(11, 11),
-        values=rand_ints(13, 11),
-    )
+    inp = eleven_id_inputs()
     cases = {'default': record_case(embed, readout, None, inp, discrete_only=True, has_native_range=False)}
 
     notes = dict(
