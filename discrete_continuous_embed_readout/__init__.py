@@ -3,12 +3,14 @@ from language models to multi-discrete and continuous robot action spaces."""
 
 from ._checks import get_validate_args, set_validate_args
 from ._utils import DiscreteContinuous
-from .distributions import CONTINUOUS_DISTRIBUTIONS, ContinuousDistribution
+from .distributions import ContinuousDistribution
 from .embed import Embed
 from .factory import EmbedAndReadout, EmbedReadoutPair, ParameterlessReadout
+from .heads import CONTINUOUS_DISTRIBUTIONS
 from .multi_categorical import MultiCategorical, segmented_softmax
 from .policy_distributions import MultiCategoricalDistribution
 from .readout import Readout
+from .readout_distribution import ReadoutDistribution
 
 __version__ = '0.3.0'
 
@@ -23,6 +25,7 @@ __all__ = [
     'MultiCategoricalDistribution',
     'ParameterlessReadout',
     'Readout',
+    'ReadoutDistribution',
     'SpaceAdapter',
     'get_validate_args',
     'segmented_softmax',

@@ -100,12 +100,6 @@ def check_last_dim(t: Tensor, size: int, name: str, what: str) -> Tensor:
     return t
 
 
-def check_shape(t: Tensor, shape, name: str, what: str) -> Tensor:
-    if tuple(t.shape) != tuple(shape):
-        raise ValueError(f'{name} must have shape {tuple(shape)} ({what}), got {describe(t)}')
-    return t
-
-
 def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None = None, group_axis_added: bool = False) -> None:
     """``ids`` is ``(..., g)``; id of group g must lie in ``[0, sizes[g])``.
 

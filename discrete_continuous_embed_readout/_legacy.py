@@ -14,10 +14,10 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
 from ._checks import check_range
-from ._utils import exists
+from ._selectors import Selector
+from ._utils import exists, take
 from .multi_categorical import MultiCategorical
 from .multi_categorical import gumbel_noise as _gumbel_noise
-from .selectors import Selector
 
 # selector objects: what get_selector returns
 
@@ -36,7 +36,7 @@ class BufferModule(nn.Module):
 
 
 def _rows(selector: Selector, name: str) -> Tensor:
-    index = selector.index(name)
+    index = getattr(selector, name)
     if isinstance(index, slice):
         return torch.arange(index.start, index.stop, device=selector.group_sizes_t.device)
     return index
@@ -88,7 +88,7 @@ class DiscreteSelector:
 
     def get_readout_embeds(self) -> Tensor:
         """The selected rows, groups concatenated: ``(sum n_g, d)``."""
-        return self._selector.take(self._table(), 'discrete_rows')
+        return take(self._table(), self._selector.discrete_rows)
 
     def split_packed(self, logits: Tensor) -> tuple[Tensor, ...]:
         """The last axis of ``logits`` ``(..., sum n_g)`` split into the groups.
@@ -137,7 +137,7 @@ class ContinuousSelector:
     def continuous_mean_std(self) -> BufferModule | None:
         if not self._owner.can_norm_continuous:
             return None
-        return BufferModule(self._selector.take(self._owner.continuous_mean_std, 'continuous_dims'))
+        return BufferModule(take(self._owner.continuous_mean_std, self._selector.continuous_dims))
 
     def get_embed(self) -> Tensor:
         """The selected rows ``(c, d)`` (``(2c, d)`` with log-variance rows)."""

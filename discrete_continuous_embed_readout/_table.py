@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 from ._checks import check_floating, describe
 from ._legacy import DiscreteContinuousSelector
-from ._utils import exists
-from .selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config, parse_selector_parts
+from ._selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config, parse_selector_parts
+from ._utils import exists, take
 
 MAX_CACHED_RUNTIME_SELECTORS = 64
 
@@ -173,7 +173,7 @@ class SharedTable(nn.Module):
             mean_std = state_dict.get(prefix + 'continuous_mean_std')
             if mean_std is not None:  # compared where the selector's index tables live
                 mean_std, copy = mean_std.to(selector.group_sizes_t.device), copy.to(selector.group_sizes_t.device)
-            expected = selector.take(mean_std, 'continuous_dims') if mean_std is not None and selector.has_continuous else None
+            expected = take(mean_std, selector.continuous_dims) if mean_std is not None and selector.has_continuous else None
             if expected is not None and (expected.shape != copy.shape or not torch.equal(expected, copy)):
                 raise ValueError(f"state_dict: {key} should hold the selector's rows of {prefix}continuous_mean_std (0.2.x layout) but differs from them")
 
@@ -303,7 +303,7 @@ class SharedTable(nn.Module):
         """
         if not self.can_norm_continuous:
             raise ValueError('mean_std: this module has no continuous_mean_std (pass continuous_mean_std= at construction)')
-        mean, std = _unwrap(selector).take(self.continuous_mean_std, 'continuous_dims').unbind(-1)
+        mean, std = take(self.continuous_mean_std, _unwrap(selector).continuous_dims).unbind(-1)
         return mean, std.clamp(min=self.eps)
 
     def normalize(self, x: Tensor, selector: Selector) -> Tensor:

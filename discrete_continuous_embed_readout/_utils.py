@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import namedtuple
 from itertools import accumulate
 
+import torch
+
 DiscreteContinuous = namedtuple('DiscreteContinuous', ('discrete', 'continuous'))
 DiscreteContinuous.__doc__ = """A (discrete, continuous) pair: every mixed result is one.
 
@@ -29,12 +31,6 @@ def identity(t, *args, **kwargs):
     return t
 
 
-def cast_tuple(t, length: int = 1) -> tuple:
-    if isinstance(t, (tuple, list)):
-        return tuple(t)
-    return (t,) * length
-
-
 def exclusive_cumsum(sizes) -> list[int]:
     """Offsets of consecutive segments: ``[3, 5, 2] -> [0, 3, 8]``."""
     return [0, *accumulate(sizes)][:-1] if len(sizes) else []
@@ -42,3 +38,35 @@ def exclusive_cumsum(sizes) -> list[int]:
 
 def is_pair(v) -> bool:
     return isinstance(v, tuple) and len(v) == 2
+
+
+def take(t, index, dim: int = 0):
+    """Rows (``dim=0``) or columns (``dim=-1``) of ``t`` at ``index``: a ``slice``
+    (a view) or a 1-D index tensor (a gather)."""
+    if isinstance(index, slice):
+        return t[index] if dim == 0 else t[..., index]
+    return t.index_select(dim, index)
+
+
+def first_tensor(obj):
+    """The first tensor in ``obj``: a tensor or a (nested) sequence holding one."""
+    if isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            if exists(item):
+                return first_tensor(item)
+    raise TypeError(f'expected a tensor or a (nested) sequence of tensors, got {type(obj).__name__}')
+
+
+def upcast(t):
+    """Half precision tensors as float32 (softmax, noise and sums run in float32)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def pack(discrete, continuous, mixed: bool, return_only: bool):
+    """A per-modality result: the bare part for a one-modality selector, else a
+    ``DiscreteContinuous`` pair (bare too with ``return_only`` and a part missing)."""
+    if not mixed or (return_only and (discrete is None or continuous is None)):
+        return default(discrete, continuous)
+    return DiscreteContinuous(discrete, continuous)

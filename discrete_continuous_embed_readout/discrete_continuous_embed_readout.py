@@ -37,18 +37,13 @@ from ._legacy import (
 )
 from ._table import SharedTable as Base
 from ._utils import DiscreteContinuous, default, exists
-from .distributions import (
-    CONTINUOUS_DISTRIBUTIONS,
-    BetaDistribution,
-    ContinuousDistribution,
-    Gaussian,
-    KumaraswamyDistribution,
-    SquashedGaussian,
-)
+from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
 from .embed import Embed
 from .factory import EmbedAndReadout, ParameterlessReadout
+from .heads import CONTINUOUS_DISTRIBUTIONS
 from .multi_categorical import MultiCategorical, segmented_softmax
 from .readout import Readout
+from .unit_interval import BetaDistribution, KumaraswamyDistribution
 
 # 0.2.x names of the bounded heads: the same classes
 BetaDist = BetaDistribution

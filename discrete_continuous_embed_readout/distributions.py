@@ -1,6 +1,7 @@
-"""Continuous heads: each turns the readout's ``(..., c, 2)`` parameters into a
-distribution. ``CONTINUOUS_DISTRIBUTIONS`` maps ``continuous_dist_type`` names
-to classes; users add their own subclasses of ``ContinuousDistribution``.
+"""Continuous heads: the base class and the gaussian family. Each head turns the
+readout's ``(..., c, 2)`` parameters into a distribution in its native units;
+beta and kumaraswamy are in ``unit_interval.py``, the registry of names in
+``heads.py``.
 """
 
 # c - continuous dims
@@ -8,18 +9,20 @@ to classes; users add their own subclasses of ``ContinuousDistribution``.
 from __future__ import annotations
 
 import math
-from functools import cache
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.distributions import Beta, Distribution, Kumaraswamy, Normal, TanhTransform, TransformedDistribution, kl_divergence
+from torch.distributions import Distribution, Normal, TanhTransform, TransformedDistribution, kl_divergence
 
-from ._checks import check_range
-from ._utils import exists
+from ._checks import check_range, content_checks_enabled, describe
+from ._utils import default, exists, identity
 
 LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)
+
+__all__ = ['ContinuousDistribution', 'Gaussian', 'SquashedGaussian']
 
 
 def _scaled_square(diff: Tensor, log_var: Tensor) -> Tensor:
@@ -49,11 +52,13 @@ def gaussian_kl(mean_p: Tensor, log_var_p: Tensor, mean_q: Tensor, log_var_q: Te
 class ContinuousDistribution(nn.Module):
     """Base class of a continuous head; subclass it to add your own.
 
-    A subclass implements ``dist(params)`` returning a
-    ``torch.distributions.Distribution`` over ``params[..., 0]``'s shape, and
-    may override ``default_range``, ``forward`` (sampling), ``clip_sampled``,
-    ``log_prob``, ``entropy`` and ``kl_div``. The Readout builds it as
-    ``cls(**continuous_dist_kwargs, eps=eps)``.
+    A head works in its *native* units (the readout maps them to the user's).
+    A subclass implements ``dist(params)``, a ``torch.distributions.Distribution``
+    with batch shape ``(..., c)`` for params ``(..., c, 2)``, and may override
+    ``default_range``, ``forward`` (a sample at temperature 1), ``clip_sampled``,
+    ``log_prob``, ``entropy``, ``kl_div``, ``mode`` and ``tempered_sample``; every
+    method takes params ``(..., c, 2)`` and returns ``(..., c)``. The Readout
+    builds it as ``cls(**continuous_dist_kwargs, eps=eps)``.
 
     Args:
         eps: numerical floor.
@@ -81,139 +86,100 @@ class ContinuousDistribution(nn.Module):
         return type(self).tempered_sample is not ContinuousDistribution.tempered_sample
 
     def dist(self, params: Tensor) -> Distribution:
-        """The distribution for ``params``; subclasses must implement it.
-
-        Args:
-            params: ``(..., c, 2)``, the readout's two raw outputs per dim.
-
-        Returns:
-            a ``torch.distributions.Distribution`` with batch shape ``(..., c)``.
-
-        Raises:
-            NotImplementedError: in this base class.
-        """
+        """The distribution for ``params`` (subclasses must implement it)."""
         raise NotImplementedError(f'{type(self).__name__} must implement dist(params)')
 
     def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
-        """A sample at temperature 1, before ``clip_sampled`` (``sample`` clips).
-
-        Args:
-            params: ``(..., c, 2)``.
-            differentiable: ``rsample`` (reparameterised) instead of ``sample``.
-
-        Returns:
-            ``(..., c)`` in the native range.
-        """
+        """A sample at temperature 1 before ``clip_sampled`` (``rsample`` when ``differentiable``)."""
         d = self.dist(params)
         return d.rsample() if differentiable else d.sample()
 
     def clip_sampled(self, sampled: Tensor) -> Tensor:
-        """Keep samples where their log-density is finite (identity here).
-
-        Args:
-            sampled: ``(..., c)``.
-
-        Returns:
-            ``(..., c)``: ``sampled`` itself here; the squashed gaussian clamps
-            it just inside (-1, 1), beta and kumaraswamy into
-            ``[clip_eps, 1 - clip_eps]`` (when ``clip``).
-        """
+        """Samples kept where their log-density is finite (the identity here; the
+        squashed gaussian stays inside (-1, 1), beta / kumaraswamy inside
+        ``[clip_eps, 1 - clip_eps]`` when ``clip``)."""
         return sampled
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
-        """Log-density of ``value`` in the head's native units.
-
-        Args:
-            params: ``(..., c, 2)``.
-            value: ``(..., c)``, not normalised or rescaled.
-
-        Returns:
-            ``(..., c)``, one log-density per dim.
-        """
+        """Log-density of native ``value`` ``(..., c)``."""
         return self.dist(params).log_prob(value)
 
     def entropy(self, params: Tensor) -> Tensor:
-        """Differential entropy, in native units.
-
-        Args:
-            params: ``(..., c, 2)``.
-
-        Returns:
-            ``(..., c)``, one entropy per dim.
-        """
+        """Differential entropy in native units."""
         return self.dist(params).entropy()
 
     def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
-        """KL(true || pred), by ``torch.distributions.kl_divergence`` here.
-
-        Args:
-            params_true: ``(..., c, 2)``.
-            params_pred: ``(..., c, 2)``.
-
-        Returns:
-            ``(..., c)``, one KL per dim.
-        """
+        """KL(true || pred) (``torch.distributions.kl_divergence`` here)."""
         return kl_divergence(self.dist(params_true), self.dist(params_pred))
 
     def mode(self, params: Tensor) -> Tensor:
-        """The most likely value (what ``temperature=0`` samples): the
-        distribution's ``mode``, clipped.
-
-        Args:
-            params: ``(..., c, 2)``.
-
-        Returns:
-            ``(..., c)``.
-        """
+        """The most likely value (what ``temperature=0`` samples), clipped."""
         return self.clip_sampled(self.dist(params).mode)
 
     def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
-        """A sample at a temperature other than 0 and 1 (override to support it).
-
-        Args:
-            params: ``(..., c, 2)``.
-            temperature: > 0 and != 1.
-            differentiable: reparameterised.
-
-        Returns:
-            ``(..., c)``, before ``clip_sampled``.
-
-        Raises:
-            NotImplementedError: in this base class (the readout never calls it
-                then: ``supports_temperature`` is false, and it samples at 1 with a
-                warning).
-        """
+        """A sample at a temperature other than 0 and 1, before ``clip_sampled``.
+        Override it to define one; the readout samples heads without one at 1
+        (with a warning)."""
         raise NotImplementedError(f'{type(self).__name__} defines no sampling temperature other than 0 (mode) and 1')
 
     def sample(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> Tensor:
-        """``forward`` at temperature 1, ``mode`` at <= 0, else ``tempered_sample``; clipped.
-
-        Args:
-            params: ``(..., c, 2)``.
-            temperature: how spread out the sample is (see ``tempered_sample``).
-            differentiable: reparameterised (no effect at temperature <= 0).
-
-        Returns:
-            ``(..., c)`` in the native range.
-        """
+        """``mode`` at temperature <= 0, ``forward`` at 1, else ``tempered_sample``; clipped."""
         if temperature <= 0:
             return self.mode(params)
         sampled = self(params, differentiable) if temperature == 1 else self.tempered_sample(params, temperature, differentiable)
         return self.clip_sampled(sampled)
 
     def sample_and_log_prob(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> tuple[Tensor, Tensor]:
-        """A sample and its log-density under ``params`` (not the tempered one).
-
-        Args:
-            params: ``(..., c, 2)``.
-            temperature: as in ``sample``.
-            differentiable: as in ``sample``.
-
-        Returns:
-            ``(sample, log_prob)``, each ``(..., c)``, in native units.
-        """
+        """A sample and its log-density under ``params`` (not the tempered one)."""
         sampled = self.sample(params, temperature, differentiable)
         return sampled, self.log_prob(params, sampled)
+
+    def score(self, params: Tensor, native: Tensor, *, name: str = 'value', to_user=None, soft_validate_range: bool = False,
+              rounding: Tensor | float = 0.0, legacy: bool = False) -> Tensor:  # fmt: skip
+        """``log_prob`` of native values checked against the support.
+
+        A value farther than ``support_tolerance`` (plus ``rounding``, what
+        rounding half precision values may have moved them) outside
+        ``default_range`` is a ``ValueError`` naming ``name`` while content checks
+        are on, and scores ``-inf`` while they are off; within it, it is scored
+        at the bound. ``soft_validate_range`` clamps values ``eps`` inside the
+        range first; ``legacy`` (0.2.x's ``log_prob_continuous``) clamps values
+        outside into it and scores them there, warning once. ``to_user`` maps
+        native values to the user's units for the error message.
+        """
+        if self.default_range is None:
+            return self.log_prob(params, native)
+        lo, hi = self.default_range
+        if soft_validate_range:
+            native = native.clamp(lo + self.eps, hi - self.eps)
+        tolerance = self.support_tolerance + rounding
+        outside = (native < lo - tolerance) | (native > hi + tolerance)
+        if content_checks_enabled() and bool(outside.any()):
+            if not legacy:
+                self._raise_outside(native, outside, to_user, name)
+            self._warn_clamped(name)
+        log_prob = self.log_prob(params, native.clamp(lo, hi))
+        return log_prob if legacy else log_prob.masked_fill(outside, float('-inf'))
+
+    def _raise_outside(self, native: Tensor, outside: Tensor, to_user, name: str):
+        to_user = default(to_user, identity)
+        where = tuple(outside.nonzero()[0].tolist())
+        lo, hi = (to_user(torch.full_like(native, bound))[where].item() for bound in self.default_range)
+        raise ValueError(
+            f'{name} must lie inside the support of the {type(self).__name__} head, [{lo:g}, {hi:g}] at index {where} '
+            f'(its native range {self.default_range}, in your units), got {to_user(native)[where].item():g} (in {describe(native)}); '
+            'pass soft_validate_range=True to clamp values into it'
+        )
+
+    def _warn_clamped(self, name: str) -> None:
+        if getattr(self, '_warned_clamped', False):
+            return
+        self._warned_clamped = True
+        warnings.warn(
+            f'log_prob_continuous: {name} has values outside the support of the {type(self).__name__} head; they are clamped into it '
+            'and scored there, as 0.2.x did (Readout.log_prob and the loss raise instead; soft_validate_range=True clamps without this warning)',
+            UserWarning, stacklevel=6,
+        )  # fmt: skip
 
 
 class Gaussian(ContinuousDistribution):
@@ -330,170 +296,3 @@ class SquashedGaussian(Gaussian):
 
     def dist(self, params: Tensor) -> Distribution:
         return TransformedDistribution(self.base_dist(params), [TanhTransform(cache_size=1)], validate_args=False)
-
-class _UnitInterval(ContinuousDistribution):
-    """Shared by beta and kumaraswamy: two concentrations, samples in (0, 1)."""
-
-    def __init__(self, unimodal: bool = False, eps: float = 1e-6, clip: bool = True, clip_eps: float = 1e-5):
-        super().__init__(eps=eps)
-        if not 0.0 < clip_eps < 0.5:
-            raise ValueError(f'clip_eps must lie in (0, 0.5), got {clip_eps}')
-        self.unimodal, self.clip, self.clip_eps = unimodal, clip, clip_eps
-
-    @property
-    def default_range(self) -> tuple[float, float]:
-        return (0.0, 1.0)
-
-    @property
-    def support_tolerance(self) -> float:
-        return self.clip_eps if self.clip else 0.0
-
-    def concentrations(self, params: Tensor) -> tuple[Tensor, Tensor]:
-        offset = 1.0 if self.unimodal else self.eps
-        alpha, beta = F.softplus(params).add(offset).unbind(-1)
-        return alpha, beta
-
-    def clip_sampled(self, sampled: Tensor) -> Tensor:
-        return sampled.clamp(self.clip_eps, 1.0 - self.clip_eps) if self.clip else sampled
-
-    def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
-        """A sample at temperature 1, clipped (as 0.2.12's ``forward``)."""
-        return self.clip_sampled(super().forward(params, differentiable))
-
-    def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
-        return self.dist(params).log_prob(self.clip_sampled(value))
-
-    def mode(self, params: Tensor) -> Tensor:
-        """The mode where it is unique and inside (0, 1), i.e. both concentrations
-        > 1 (always with ``unimodal=True``); elsewhere (a U-shaped, J-shaped or
-        uniform density) the mean."""
-        alpha, beta = self.concentrations(params)
-        inside = (alpha > 1) & (beta > 1)
-        mode = self._mode(alpha.clamp(min=1 + self.eps), beta.clamp(min=1 + self.eps))
-        return self.clip_sampled(torch.where(inside, mode, self.dist(params).mean))
-
-
-class BetaDistribution(_UnitInterval):
-    """Beta with concentrations ``softplus(p) + offset`` (offset 1 if ``unimodal`` else eps).
-
-    Args:
-        unimodal: keep both concentrations above 1.
-        eps: numerical floor.
-        clip: clamp samples (and log-prob values) into ``[clip_eps, 1 - clip_eps]``.
-        clip_eps: the clamp margin.
-    """
-
-    def dist(self, params: Tensor) -> Beta:
-        return Beta(*self.concentrations(params), validate_args=False)
-
-    @staticmethod
-    def _mode(alpha: Tensor, beta: Tensor) -> Tensor:
-        return (alpha - 1) / (alpha + beta - 2)
-
-    def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
-        """Concentrations divided by ``temperature^2``: the mean is kept and the
-        std scales by about ``temperature`` (exactly as the concentrations grow)."""
-        alpha, beta = self.concentrations(params)
-        tempered = Beta(alpha / temperature**2, beta / temperature**2, validate_args=False)
-        return tempered.rsample() if differentiable else tempered.sample()
-
-
-class KumaraswamyDistribution(_UnitInterval):
-    """Kumaraswamy ``(a, b)``: density ``a b x^(a-1) (1 - x^a)^(b-1)`` on (0, 1).
-
-    Same arguments as ``BetaDistribution``. Its KL has no closed form; it is
-    computed by Gauss-Legendre quadrature (see ``kl_div``). It has no natural
-    sampling temperature: only 0 (mode) and 1 are defined.
-    """
-
-    def dist(self, params: Tensor) -> Kumaraswamy:
-        return Kumaraswamy(*self.concentrations(params), validate_args=False)
-
-    @staticmethod
-    def _mode(a: Tensor, b: Tensor) -> Tensor:
-        return ((a - 1) / (a * b - 1)) ** (1 / a)
-
-    def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
-        # closed form in log space: torch's transformed-uniform log_prob gives NaN
-        # for tiny concentrations, and 1 - x^a must not round to 0
-        a, b = self.concentrations(params)
-        log_x = torch.log(self.clip_sampled(value))
-        log_one_minus_x_pow_a = torch.log(-torch.expm1(a * log_x))
-        return torch.log(a) + torch.log(b) + (a - 1.0) * log_x + (b - 1.0) * log_one_minus_x_pow_a
-
-    def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
-        """KL(p || q) = -H(p) - E_p[log q(X)].
-
-        With ``Y = X^a_p ~ Beta(1, b_p)``, ``E_p[log X] = (digamma(1) - digamma(1 + b_p)) / a_p``
-        exactly; the remaining ``E_p[log(1 - X^a_q)]`` is a 1-d integral over the
-        uniform ``v`` of the inverse CDF, taken with 64 Gauss-Legendre nodes after
-        ``v = w^4``, which removes its log singularity at ``v = 0``.
-        """
-        # float64 throughout: the terms grow like the entropy (hundreds for concentrations
-        # near 0) and cancel, so float32 would leave tens of ulps of that size
-        dtype = params_true.dtype
-        if params_true.device.type != 'mps':
-            params_true, params_pred = params_true.double(), params_pred.double()
-        a_p, b_p = self.concentrations(params_true)
-        a_q, b_q = self.concentrations(params_pred)
-        entropy_p = self.dist(params_true).entropy()
-        e_log_x = (torch.digamma(torch.ones_like(b_p)) - torch.digamma(1.0 + b_p)) / a_p
-        e_log_one_minus = _expect_log_one_minus_pow(a_p, b_p, a_q)
-        e_log_q = torch.log(a_q) + torch.log(b_q) + (a_q - 1.0) * e_log_x + (b_q - 1.0) * e_log_one_minus
-        return (-entropy_p - e_log_q).to(dtype)
-
-
-@cache
-def _gauss_legendre(n: int) -> tuple[Tensor, Tensor]:
-    """Nodes and weights on (0, 1) (Golub-Welsch), float64, CPU."""
-    k = torch.arange(1, n, dtype=torch.float64)
-    off = k / torch.sqrt(4.0 * k * k - 1.0)
-    nodes, vectors = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
-    return (nodes + 1.0) / 2.0, vectors[0] ** 2
-
-
-def _expect_log_one_minus_pow(a_p: Tensor, b_p: Tensor, a_q: Tensor, num_nodes: int = 64, power: int = 4) -> Tensor:
-    """E[log(1 - X^a_q)], X ~ Kumaraswamy(a_p, b_p), by quadrature over v = w^power."""
-    w, weights = (t.to(a_p.device) for t in _gauss_legendre(num_nodes))
-    v = w**power
-    jacobian = weights * power * w ** (power - 1)
-    out_dtype = a_p.dtype
-    dtype = torch.float64 if a_p.device.type != 'mps' else a_p.dtype
-    a_p, b_p, a_q = (t.to(dtype)[..., None] for t in (a_p, b_p, a_q))
-    # inverse CDF: x = (1 - s)^(1/a_p) with s = v^(1/b_p), so x^a_q = exp(y), y = r log(1 - s), r = a_q / a_p.
-    # The integrand log(1 - exp(y)) is carried in log space: s underflows for small b_p.
-    log_s = torch.log(v.to(dtype)) / b_p
-    s = torch.exp(log_s)
-    log_neg_log1m_s = torch.where(s < 1e-8, log_s, torch.log(-torch.log1p(-s)))  # log(-log(1 - s))
-    log_neg_y = torch.log(a_q / a_p) + log_neg_log1m_s
-    integrand = torch.where(log_neg_y < -30, log_neg_y, torch.log(-torch.expm1(-torch.exp(log_neg_y))))
-    return (integrand * jacobian.to(dtype)).sum(-1).to(out_dtype)
-
-
-CONTINUOUS_DISTRIBUTIONS: dict[str, type[ContinuousDistribution]] = {
-    'gaussian': Gaussian,
-    'beta': BetaDistribution,
-    'kumaraswamy': KumaraswamyDistribution,
-}
-
-
-def build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_loss_type, eps) -> ContinuousDistribution:
-    """Look ``dist_type`` up in ``CONTINUOUS_DISTRIBUTIONS`` (at construction) and
-    instantiate it as ``cls(**dist_kwargs, eps=eps)``; squashing picks ``SquashedGaussian``."""
-    if not isinstance(dist_type, str) or dist_type not in CONTINUOUS_DISTRIBUTIONS:
-        raise ValueError(f'continuous_dist_type must be one of {sorted(CONTINUOUS_DISTRIBUTIONS)}, got {dist_type!r}')
-    cls = CONTINUOUS_DISTRIBUTIONS[dist_type]
-    if squashed:
-        if cls is not Gaussian:
-            raise ValueError(f"continuous_squashed=True needs continuous_dist_type='gaussian', got {dist_type!r}")
-        cls = SquashedGaussian
-    if not log_var and (cls is not Gaussian):
-        raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}')
-    if regression_loss_type not in ('mse', 'l1'):
-        raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
-    if not isinstance(dist_kwargs, dict):
-        raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
-    try:
-        return cls(**dist_kwargs, eps=eps)
-    except TypeError as err:
-        raise TypeError(f'continuous_dist_kwargs {dist_kwargs!r} do not fit {cls.__name__}: {err}') from None

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from ._checks import check_finite, check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, describe, typecheck
+from ._selectors import Selector
 from ._table import SharedTable
-from ._utils import DiscreteContinuous, default, exists, is_pair
-from .selectors import Selector
+from ._utils import DiscreteContinuous, default, exists, is_pair, take
 
 
 class Embed(SharedTable):
@@ -162,7 +162,7 @@ class Embed(SharedTable):
             if not self.can_norm_continuous:
                 raise ValueError('normalize_continuous=True needs continuous_mean_std at construction')
             values = self.normalize(values, selector)
-        rows = selector.take(self.embeddings.weight, 'continuous_rows')  # (c, d)
+        rows = take(self.embeddings.weight, selector.continuous_rows)  # (c, d)
         values = values.to(rows.dtype)
         if sum_dims:
             return values @ rows  # (..., d)

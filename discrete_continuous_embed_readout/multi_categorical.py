@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, check_temperature, describe
-from ._utils import exists, identity
+from ._utils import exists, identity, upcast
 
 
 def zero_where_impossible(logp: Tensor, value: Tensor | None = None) -> Tensor:
@@ -28,11 +28,6 @@ def zero_where_impossible(logp: Tensor, value: Tensor | None = None) -> Tensor:
     finite stand-in such as ``finfo.min`` overflows to inf in the backward as soon
     as the loss weight exceeds 1, and inf * 0 is NaN.)"""
     return torch.where(torch.isneginf(logp), 0.0, logp if value is None else value)
-
-
-def upcast(t: Tensor) -> Tensor:
-    """Half precision logits are reduced in float32."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _pad_groups(groups: tuple[Tensor, ...], value: float) -> Tensor:
@@ -234,6 +229,24 @@ class MultiCategorical:
         if exists(ignored):
             out = out.masked_fill(ignored, 0.0)
         return self._squeeze(out)
+
+    def log_prob_of_sample(self, sampled: Tensor, differentiable: bool = False, hard: bool = True) -> Tensor:
+        """Log-probability of what ``sample`` returned: ids, or with
+        ``differentiable`` straight-through one-hots (differentiable through them).
+
+        Returns:
+            ``(...)`` / ``(..., g)``.
+
+        Raises:
+            ValueError: relaxed (``hard=False``) samples, which have no categorical log-prob.
+        """
+        if not differentiable:
+            return self._log_prob(self._as_groups(sampled), 'sampled')
+        if not hard:
+            raise ValueError('return_log_prob=True needs hard samples: a relaxed (hard=False) sample has no categorical log-prob')
+        one_hots = sampled.split(self.sizes, dim=-1)
+        log_probs = [(h * zero_where_impossible(upcast(g).log_softmax(-1))).sum(-1) for h, g in zip(one_hots, self.groups)]
+        return self._squeeze(torch.stack(log_probs, dim=-1))
 
     def entropy(self) -> Tensor:
         """Entropy of each group (impossible, ``-inf`` ids contribute 0).

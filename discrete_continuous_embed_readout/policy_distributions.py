@@ -1,8 +1,8 @@
 """``torch.distributions`` objects built from a readout's outputs (``Readout.get_dist``),
 for code that expects them: RL libraries, tensordict's ProbabilisticTensorDictModule.
 
-They agree with the readout's own methods: they sample, score and map units through the
-readout's head and its one units map (``_units.UnitMap``), masks set logits to ``-inf``.
+They are views over the readout's distribution (``readout_distribution``): they sample,
+score and map units through its continuous part, masks set logits to ``-inf``.
 """
 
 # g - groups, c - continuous dims
@@ -17,15 +17,15 @@ from torch.distributions import (
     Distribution,
     Independent,
     Kumaraswamy,
-    Normal,
     TanhTransform,
     TransformedDistribution,
     constraints,
 )
-from torch.distributions.transforms import Transform
 
-from ._units import UnitMap, score
-from .distributions import BetaDistribution, ContinuousDistribution, Gaussian, KumaraswamyDistribution, SquashedGaussian
+from .distributions import Gaussian, SquashedGaussian
+from .unit_interval import BetaDistribution, KumaraswamyDistribution
+
+__all__ = ['MultiCategoricalDistribution', 'PartTransformed', 'continuous_distribution']
 
 
 class MultiCategoricalDistribution(Distribution):
@@ -90,99 +90,66 @@ class MultiCategoricalDistribution(Distribution):
         return torch.stack([c.logits.argmax(-1) for c in self.categoricals], dim=-1)
 
 
-class _UnitTransform(Transform):
-    """The readout's map from native to user units (``_units.UnitMap``) as a transform."""
+class _FollowsPart:
+    """Sampling, log-density and mode exactly as the readout's continuous part
+    gives them (``readout_distribution.ContinuousPart``): a view, no arithmetic of its own."""
 
-    domain = constraints.real
-    codomain = constraints.real
-    bijective = True
-    sign = +1
-
-    def __init__(self, units: UnitMap):
-        super().__init__(cache_size=1)
-        self.units = units
-
-    def _call(self, x: Tensor) -> Tensor:
-        return self.units.to_user(x)
-
-    def _inverse(self, y: Tensor) -> Tensor:
-        return self.units.to_native(y)
-
-    def log_abs_det_jacobian(self, x: Tensor, y: Tensor) -> Tensor:
-        return torch.zeros_like(x) + self.units.log_scale()
-
-
-class _FollowsHead:
-    """Sampling (clipping included), log-density and mode exactly as the readout's
-    head and units map give them."""
-
-    def _follow(self, head: ContinuousDistribution, params: Tensor, units: UnitMap) -> None:
-        self._head, self._params, self._units = head, params, units
-        self._head_mode = units.to_user(head.mode(params))
+    def _follow(self, part) -> None:
+        self._part = part
 
     @property
     def mode(self) -> Tensor:
-        return self._head_mode
+        return self._part.sample(0.0)[0]
 
     def rsample(self, sample_shape=()) -> Tensor:
-        params = self._params.expand(*sample_shape, *self._params.shape)
-        return self._units.to_user(self._head.clip_sampled(self._head(params, differentiable=True)))
+        return self._part.expand(sample_shape).sample(1.0, differentiable=True)[0]
 
     def sample(self, sample_shape=()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        params = self._params.expand(*value.shape[: value.ndim - self._params.ndim + 1], *self._params.shape)
-        return score(self._head, params, self._units.to_native(value), self._units, 'value')
+        extra = value.shape[: value.ndim - len(self._part.batch_shape) - 1]
+        return self._part.expand(extra).log_prob(value, 'value')
 
 
-class _HeadBeta(_FollowsHead, Beta):
-    def __init__(self, head: BetaDistribution, params: Tensor):
-        Beta.__init__(self, *head.concentrations(params), validate_args=False)
-        self._follow(head, params, UnitMap())
+class _PartBeta(_FollowsPart, Beta):
+    def __init__(self, part):
+        Beta.__init__(self, *part.head.concentrations(part.params), validate_args=False)
+        self._follow(part)
 
 
-class _HeadKumaraswamy(_FollowsHead, Kumaraswamy):
-    def __init__(self, head: KumaraswamyDistribution, params: Tensor):
-        Kumaraswamy.__init__(self, *head.concentrations(params), validate_args=False)
-        self._follow(head, params, UnitMap())
+class _PartKumaraswamy(_FollowsPart, Kumaraswamy):
+    def __init__(self, part):
+        Kumaraswamy.__init__(self, *part.head.concentrations(part.params), validate_args=False)
+        self._follow(part)
 
 
-class HeadTransformed(_FollowsHead, TransformedDistribution):
-    """A head's distribution mapped by ``transforms`` (tanh, then the units map):
-    sampled, scored and with a mode as the head does; an analytic ``entropy``
-    where the transforms are affine only."""
+class PartTransformed(_FollowsPart, TransformedDistribution):
+    """A head's native distribution mapped by the part's transforms (tanh, then
+    the units map): sampled, scored and with a mode as the part does; an
+    analytic ``entropy`` where the transforms are affine only."""
 
-    def __init__(self, base: Distribution, transforms, head: ContinuousDistribution, params: Tensor, units: UnitMap):
+    def __init__(self, base: Distribution, transforms, part):
         TransformedDistribution.__init__(self, base, transforms, validate_args=False)
-        self._follow(head, params, units)
+        self._follow(part)
 
     def entropy(self) -> Tensor:
         if any(isinstance(t, TanhTransform) for t in self.transforms):
             raise NotImplementedError('the squashed gaussian has no closed-form entropy: use Readout.entropy(..., squashed_entropy_samples=n)')
-        return self.base_dist.entropy() + self._units.log_scale()
+        return self._part.entropy()
 
 
-def continuous_distribution(head: ContinuousDistribution, params: Tensor, units: UnitMap) -> Distribution:
-    """``Independent`` over the ``c`` dims of the head's distribution for
-    ``params``, in the user's units (``units``)."""
+def continuous_distribution(part) -> Distribution:
+    """``Independent`` over the ``c`` dims of a continuous part's distribution, in
+    the user's units (the part's ``units``, an ``AffineTransform``)."""
+    head, params, units = part.head, part.params, part.units
     if type(head) is Gaussian:  # an affine map of a normal is a normal
-        normal = head.dist(params)
-        loc, scale = units.tensors(normal.loc)
-        return Independent(Normal(normal.loc * scale + loc, normal.scale * scale, validate_args=False), 1)
-    unit_transforms = [] if units.is_identity else [_UnitTransform(units)]
+        return Independent(part.user_normal(), 1)
+    unit_transforms = [] if part.is_identity else [units]
     if isinstance(head, SquashedGaussian):
-        return Independent(HeadTransformed(head.base_dist(params), [TanhTransform(cache_size=1), *unit_transforms], head, params, units), 1)
-    base = _native(head, params)
-    if units.is_identity and isinstance(base, (_HeadBeta, _HeadKumaraswamy)):
-        return Independent(base, 1)
-    return Independent(HeadTransformed(base, unit_transforms, head, params, units), 1)
-
-
-def _native(head: ContinuousDistribution, params: Tensor) -> Distribution:
-    if isinstance(head, KumaraswamyDistribution):
-        return _HeadKumaraswamy(head, params)
-    if isinstance(head, BetaDistribution):
-        return _HeadBeta(head, params)
-    return head.dist(params)
+        return Independent(PartTransformed(head.base_dist(params), [TanhTransform(cache_size=1), *unit_transforms], part), 1)
+    if isinstance(head, (BetaDistribution, KumaraswamyDistribution)) and not unit_transforms:
+        return Independent((_PartKumaraswamy if isinstance(head, KumaraswamyDistribution) else _PartBeta)(part), 1)
+    base = head.dist(params)
+    return Independent(PartTransformed(base, unit_transforms, part), 1)

@@ -1,42 +1,43 @@
-"""Readout: embeddings to logits / distribution parameters against the shared
-table, and everything done with them (losses, samples, log-probs, entropies, KL)."""
+"""Readout: embeddings to logits / distribution parameters against the shared table.
+
+Data flows one way: ``forward`` projects embeddings onto the table (logits and
+params, or the loss); ``dist`` turns such outputs into a ``ReadoutDistribution``
+(``readout_distribution.py``), and every other method is one call on it.
+"""
 
 # g - discrete groups, c - continuous dims, d - model dim
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from . import _parts
-from ._checks import check_floating, check_ids_in_range, check_last_dim, check_temperature, typecheck
-from ._legacy import DiscreteContinuousSelector
-from ._readout_methods import DistributionMethods
+from ._action_masks import mask_logits, split_action_mask
+from ._checks import check_floating, check_last_dim, check_temperature, typecheck
+from ._losses import fused_discrete_loss
+from ._readout_compat import ReadoutCompat
+from ._selectors import Selector
 from ._table import SharedTable
-from ._utils import DiscreteContinuous, default, exists
-from .action_masks import mask_logits, split_action_mask
-from .distributions import Gaussian, SquashedGaussian, build_continuous_dist
-from .losses import check_loss_mask, entry_mask, linear_cross_entropy_sum, masked_loss, regression_loss
-from .multi_categorical import MultiCategorical, upcast
-from .selectors import Selector
+from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take
+from .heads import build_continuous_dist
+from .readout_distribution import DistConfig, ReadoutDistribution, discrete_values, maybe_concat, split_pair
+
+__all__ = ['FUSED_MIN_GROUP_SIZE', 'NoTableError', 'Readout']
 
 FUSED_MIN_GROUP_SIZE = 4096  # below it, one logits matmul for all groups is cheaper
 
 
-class Readout(DistributionMethods, SharedTable):
+class Readout(ReadoutCompat, SharedTable):
     """Reads embeddings out as logits (discrete) and distribution parameters
     (continuous) against one table, and turns them into losses, samples,
     log-probs, entropies and KL divergences.
 
     Args:
-        dim: embedding width ``D``; ``None``/``0`` for no table (see
-            ``ParameterlessReadout``).
-        num_discrete: vocabulary size, or one size per group; with selectors,
-            the total discrete capacity (an int).
+        dim: embedding width ``D``; ``None``/``0`` for no table (see ``ParameterlessReadout``).
+        num_discrete: vocabulary size, or one size per group; with selectors, the
+            total discrete capacity (an int).
         num_continuous: number of continuous dims ``C``.
         selector: one selector config to register.
         selectors: several selector configs, chosen per call by ``selector_index``.
@@ -61,11 +62,26 @@ class Readout(DistributionMethods, SharedTable):
             and losses carry no group axis.
         ignore_index: target id that contributes no loss (``None``: none).
         fused_cross_entropy: compute the discrete loss of ``forward`` chunk by
-            chunk straight from the embeddings, never holding the
-            ``(tokens, vocab)`` logits (see ``losses.linear_cross_entropy_sum``);
-            settable after construction. Unreduced losses, ``calculate_loss`` and
-            multi-discrete readouts with a group smaller than
+            chunk from the embeddings, never holding the ``(tokens, vocab)``
+            logits (settable after construction). Unreduced losses, action masks
+            and multi-discrete readouts with a group smaller than
             ``FUSED_MIN_GROUP_SIZE`` use the logits.
+
+    Arguments shared by the methods:
+        dist: what ``forward`` returns: logits ``(..., n)``, per-group logits
+            ``(..., n_g)`` (a tuple, or concatenated ``(..., sum n_g)``), params
+            ``(..., c, 2)`` (``(..., c)`` in regression mode), or a
+            ``(discrete, continuous)`` pair (``None`` for a part left out).
+        selector_index: a registered selector; selector_config: a selector
+            config for this call only (see ``get_selector``).
+        action_mask: bool, True = allowed: ``(..., n)``, ``(..., sum n_g)`` or one
+            mask per group. Disallowed actions get logit ``-inf``: never drawn,
+            log-prob ``-inf``, no share of entropies and KL.
+        rescale_range: ``(lo, hi)``, numbers or per-dim sequences / tensors (a
+            gymnasium ``Box``'s ``low`` and ``high``): continuous values live in
+            ``(lo, hi)``, mapped linearly from the head's native range (beta /
+            kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``) instead of de-normalised.
+        concat: join the parts of a pair along the last axis (``maybe_concat``).
 
     Example:
         >>> readout = Readout(512, num_discrete=20000)
@@ -74,40 +90,24 @@ class Readout(DistributionMethods, SharedTable):
     """
 
     @typecheck
-    def __init__(
-        self,
-        dim: int | None,
-        num_discrete: int | tuple[int, ...] | list[int] = 0,
-        num_continuous: int = 0,
-        selector=None,
-        selectors: list | tuple | None = None,
-        continuous_log_var_embed: bool = True,
-        continuous_mean_std: Tensor | None = None,
-        use_parallel_multi_discrete: bool = True,
-        return_only_discrete_or_continuous: bool = True,
-        continuous_dist_type: str = 'gaussian',
-        continuous_dist_kwargs: dict | None = None,
-        continuous_squashed: bool = False,
-        regression_loss_type: str = 'mse',
-        eps: float = 1e-6,
-        return_one_discrete_logits: bool | None = None,
-        auto_squeeze_single_output: bool = True,
-        ignore_index: int | None = -1,
-        *,
-        fused_cross_entropy: bool = True,
-    ):
+    def __init__(self, dim: int | None, num_discrete: int | tuple[int, ...] | list[int] = 0, num_continuous: int = 0, selector=None,
+                 selectors: list | tuple | None = None, continuous_log_var_embed: bool = True, continuous_mean_std: Tensor | None = None,
+                 use_parallel_multi_discrete: bool = True, return_only_discrete_or_continuous: bool = True,
+                 continuous_dist_type: str = 'gaussian', continuous_dist_kwargs: dict | None = None, continuous_squashed: bool = False,
+                 regression_loss_type: str = 'mse', eps: float = 1e-6, return_one_discrete_logits: bool | None = None,
+                 auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True):  # fmt: skip
         super().__init__(
-            dim, num_discrete, num_continuous, selector, selectors, continuous_log_var_embed,
-            continuous_mean_std, use_parallel_multi_discrete, return_only_discrete_or_continuous, eps,
-            log_var_rows=continuous_log_var_embed,
+            dim=dim, num_discrete=num_discrete, num_continuous=num_continuous, selector=selector, selectors=selectors,
+            continuous_mean_std=continuous_mean_std, use_parallel_multi_discrete=use_parallel_multi_discrete,
+            return_only_discrete_or_continuous=return_only_discrete_or_continuous, eps=eps, log_var_rows=continuous_log_var_embed,
         )  # fmt: skip
+        if exists(ignore_index) and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r}')
         self.continuous_log_var_embed = continuous_log_var_embed
         self.continuous_squashed = continuous_squashed
         self.regression_loss_type = regression_loss_type
         self.return_one_discrete_logits = return_one_discrete_logits
         self.auto_squeeze_single_output = auto_squeeze_single_output
-        if exists(ignore_index) and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r}')
         self.ignore_index = ignore_index
         self.fused_cross_entropy = fused_cross_entropy
         self.continuous_dist = None
@@ -119,19 +119,9 @@ class Readout(DistributionMethods, SharedTable):
 
     # forward: embeddings -> logits / params, or -> loss
 
-    def forward(
-        self,
-        embed: Tensor,
-        targets=None,
-        return_loss: bool | None = None,
-        return_unreduced_loss: bool = False,
-        loss_mask: Tensor | None = None,
-        return_only_discrete_or_continuous: bool | None = None,
-        selector_index: int | None = None,
-        selector_config=None,
-        *,
-        action_mask=None,
-    ):
+    def forward(self, embed: Tensor, targets=None, return_loss: bool | None = None, return_unreduced_loss: bool = False,
+                loss_mask: Tensor | None = None, return_only_discrete_or_continuous: bool | None = None,
+                selector_index: int | None = None, selector_config=None, *, action_mask=None):  # fmt: skip
         """Logits / params, or the loss against ``targets``.
 
         Args:
@@ -141,10 +131,7 @@ class Readout(DistributionMethods, SharedTable):
             return_unreduced_loss: per-entry losses (masked entries zeroed).
             loss_mask: ``(...)`` bool, True = count this position.
             return_only_discrete_or_continuous: overrides the module default.
-            selector_index: a registered selector.
-            selector_config: a selector config for this call only.
-            action_mask: bool, True = allowed (``(..., n)``, ``(..., sum n_g)`` or
-                one per group): disallowed logits come back as ``-inf``.
+            selector_index, selector_config, action_mask: see the class docstring.
 
         Returns:
             Discrete: logits ``(..., n)`` or a tuple of ``(..., n_g)``. Continuous:
@@ -157,335 +144,199 @@ class Readout(DistributionMethods, SharedTable):
         check_floating(embed, 'embed')
         check_last_dim(embed, self.dim, 'embed', 'the readout dim')
         return_loss = default(return_loss, exists(targets))
-        if return_loss and not exists(targets):
-            raise ValueError('return_loss=True needs targets, got targets=None')
-        if exists(targets) and not return_loss:
-            raise ValueError('targets were given with return_loss=False: drop the targets or ask for the loss')
+        if return_loss != exists(targets):
+            raise ValueError('return_loss=True needs targets, got targets=None' if return_loss else 'targets were given with return_loss=False: drop the targets or ask for the loss')
         selector = self._selector(selector_index, selector_config, embed.device)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
         if return_loss and not return_unreduced_loss and action_mask is None and self._can_fuse(selector):
             return self._fused_loss(embed, targets, selector, loss_mask, return_only)
-        groups, params = self._project(embed, selector)
-        groups = self._masked(groups, action_mask, selector)
+        outputs = self._project(embed, selector)
         if return_loss:
-            return self._loss(groups, params, targets, selector, loss_mask, return_unreduced_loss, return_only)
-        return self._pack(self._format_logits(groups, selector), params, return_only)
+            dist = ReadoutDistribution(outputs, selector, self._dist_config(), action_mask=action_mask, name='logits')
+            return dist.loss(targets, mask=loss_mask, unreduced=return_unreduced_loss, return_only=return_only)
+        groups, params = outputs
+        if exists(action_mask):
+            if not exists(groups):
+                raise ValueError('action_mask was given but there are no discrete logits to mask')
+            groups = mask_logits(groups, split_action_mask(action_mask, selector.group_sizes, groups[0].shape[:-1]))
+        one = default(self.return_one_discrete_logits, True) and self.auto_squeeze_single_output and selector.num_groups == 1
+        logits = (groups[0] if one else tuple(groups)) if exists(groups) else None
+        return pack(logits, params, True, return_only)
 
     def _project(self, embed: Tensor, selector: Selector):
-        weight = selector.take(self.embeddings.weight, 'readout_rows')
+        """``(groups, params)``, each ``None`` where the selector has no such part."""
+        weight = take(self.embeddings.weight, selector.readout_rows)
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
         num_d = selector.num_discrete_rows
         groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete else None
-        params = self._as_params(out[..., num_d:]) if selector.has_continuous else None
-        return groups, params
+        return DiscreteContinuous(groups, self._as_params(out[..., num_d:]) if selector.has_continuous else None)
 
-    def _project_continuous(self, embed: Tensor, selector: Selector) -> Tensor:
-        weight = selector.take(self.embeddings.weight, 'continuous_readout_rows')
-        return self._as_params(F.linear(_as_dtype_of(embed, weight), weight))
 
     def _as_params(self, flat: Tensor) -> Tensor:
         """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``; regression stays ``(..., c)``."""
         return rearrange(flat, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else flat
 
-    def _format_logits(self, groups, selector: Selector):
-        if not exists(groups):
-            return None
-        one = default(self.return_one_discrete_logits, True) and self._squeeze(selector)
-        return groups[0] if one else tuple(groups)
-
-    def _pack(self, discrete, continuous, return_only: bool | None = None):
-        return_only = default(return_only, self.return_only_discrete_or_continuous)
-        if return_only and (not exists(discrete) or not exists(continuous)):
-            return default(discrete, continuous)
-        return DiscreteContinuous(discrete, continuous)
-
-    def _result(self, discrete, continuous, selector: Selector, return_only: bool | None = None):
-        """A per-modality result (loss, sample, log-prob, ...): bare where the
-        selector has one modality (whatever ``return_only_discrete_or_continuous``
-        says, as in 0.2.x), else packed as ``_pack`` does."""
-        if not (selector.has_discrete and selector.has_continuous):
-            return default(discrete, continuous)
-        return self._pack(discrete, continuous, return_only)
-
-    def _squeeze(self, selector: Selector) -> bool:
-        return self.auto_squeeze_single_output and selector.num_groups == 1
-
-    def _squeezed(self, t: Tensor, selector: Selector, keep: bool = False) -> Tensor:
-        """``(..., g)`` without its group axis for a squeezed single group (``keep``:
-        a column for ``concat=True``)."""
-        return t.squeeze(-1) if self._squeeze(selector) and not keep else t
-
-    def _head(self, selector: Selector):
-        """The continuous head for a selector: the module's, or its squashed /
-        unsquashed twin for a 0.2.x selector that says otherwise."""
-        head = self.continuous_dist
-        squashed = self._is_squashed(selector)
-        if squashed == isinstance(head, SquashedGaussian):
-            return head
-        twin = SquashedGaussian if squashed else Gaussian
-        return twin(log_var_clamp_range=head.log_var_clamp_range, eps=head.eps)
-
-    def _check_squashable(self) -> None:
-        if exists(self.continuous_dist) and type(self.continuous_dist) not in (Gaussian, SquashedGaussian):
-            raise ValueError(f'continuous_squashed=True needs a gaussian head, this readout has {type(self.continuous_dist).__name__}')
-
-    def _num_params(self) -> int:
-        return 2 if self.continuous_log_var_embed else 0
-
-    def _parts(self, dist, selector: Selector, name: str = 'dist', action_mask=None):
-        discrete, continuous = _parts.split_pair(dist, selector, name)
-        groups = _parts.logit_groups(discrete, selector, f'{name} discrete logits') if exists(discrete) else None
-        params = _parts.continuous_params(continuous, selector, self._num_params(), f'{name} continuous params') if exists(continuous) else None
-        return self._masked(groups, action_mask, selector), params
-
-    def _masked(self, groups, action_mask, selector: Selector):
-        if action_mask is None:
-            return groups
-        if not exists(groups):
-            raise ValueError('action_mask was given but there are no discrete logits to mask')
-        return mask_logits(groups, split_action_mask(action_mask, selector.group_sizes, groups[0].shape[:-1]))
-
-    def _params_batch(self, params: Tensor):
-        return params.shape[:-2] if self.continuous_log_var_embed else params.shape[:-1]
-
-    def _categorical(self, groups) -> MultiCategorical:
-        return MultiCategorical(groups, self.use_parallel_multi_discrete, self.ignore_index)
-
-    def _require_distribution(self, what: str) -> None:
-        if not self.continuous_log_var_embed:
-            raise ValueError(f'{what} needs a distribution, but this readout predicts only a mean (continuous_log_var_embed=False)')
-
-    # losses
-
     def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False, *, action_mask=None):
-        """The loss of ``forward(..., targets)`` from logits / params computed elsewhere.
+        """The loss of ``forward(..., targets)`` from outputs computed elsewhere.
 
         Args:
             logits: what ``forward`` returns without targets.
             targets: ids, values or a pair, as in ``forward``.
-            selector_index: a registered selector.
-            selector_config: a selector config for this call only.
             mask: ``(...)`` bool loss mask, True = count.
             return_unreduced_loss: per-entry losses, masked entries zeroed.
-            action_mask: bool, True = allowed, as in ``forward``.
+            selector_index, selector_config, action_mask: see the class docstring.
 
         Returns:
-            a scalar per modality (mean over the kept entries; a pair when both
-            parts have targets), or the unreduced per-entry losses shaped as
-            ``log_prob`` returns them.
+            a scalar per modality (a pair when both parts have targets), or the
+            unreduced per-entry losses shaped as ``log_prob`` returns them.
         """
-        device = _parts.first_tensor(logits).device
-        selector = self._selector(selector_index, selector_config, device)
-        groups, params = self._parts(logits, selector, 'logits', action_mask)
-        return self._loss(groups, params, targets, selector, mask, return_unreduced_loss, None)
-
-    def _loss(self, groups, params, targets, selector, mask, unreduced, return_only):
-        d_target, c_target = _parts.split_pair(targets, selector, 'targets')
-        d_loss = c_loss = None
-        if exists(groups) and exists(d_target):
-            d_loss = self._discrete_loss(groups, d_target, selector, mask, unreduced)
-        if exists(params) and exists(c_target):
-            c_loss = self._continuous_loss(params, c_target, selector, mask, unreduced)
-        if not exists(d_loss) and not exists(c_loss):
-            raise ValueError('targets and logits share no part: nothing to compute a loss on')
-        return self._result(d_loss, c_loss, selector, return_only)
+        dist = self._dist(logits, selector_index, selector_config, action_mask, None, 'logits')
+        return dist.loss(targets, mask=mask, unreduced=return_unreduced_loss)
 
     def _can_fuse(self, selector: Selector) -> bool:
         sizes = selector.group_sizes
         return self.fused_cross_entropy and selector.has_discrete and (len(sizes) == 1 or min(sizes) >= FUSED_MIN_GROUP_SIZE)
 
     def _fused_loss(self, embed, targets, selector, mask, return_only):
-        d_target, c_target = _parts.split_pair(targets, selector, 'targets')
-        d_loss = self._fused_discrete_loss(embed, d_target, selector, mask) if exists(d_target) else None
-        c_loss = None
+        d_target, c_target = split_pair(targets, selector, 'targets')
+        d_loss = c_loss = None
+        if exists(d_target):
+            squeeze = self.auto_squeeze_single_output and selector.num_groups == 1
+            ids = discrete_values(d_target, selector, embed.shape[:-1], squeeze, 'targets')  # (..., g)
+            d_loss = fused_discrete_loss(embed, take(self.embeddings.weight, selector.discrete_rows), selector, ids, mask, self.ignore_index, squeeze)
         if selector.has_continuous and exists(c_target):
-            c_loss = self._continuous_loss(self._project_continuous(embed, selector), c_target, selector, mask, False)
-        return self._result(d_loss, c_loss, selector, return_only)
+            weight = take(self.embeddings.weight, selector.continuous_readout_rows)
+            params = self._as_params(F.linear(_as_dtype_of(embed, weight), weight))
+            dist = ReadoutDistribution(DiscreteContinuous(None, params), selector, self._dist_config(), name='logits')
+            c_loss = dist.loss(DiscreteContinuous(None, c_target), mask=mask)
+        return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only)
 
-    def _fused_discrete_loss(self, embed, targets, selector, mask):
-        batch = embed.shape[:-1]
-        targets = _parts.discrete_values(targets, selector, batch, self._squeeze(selector), 'targets')  # (..., g)
-        check_ids_in_range(targets, selector.group_sizes_t, 'targets', self.ignore_index, self._squeeze(selector))
-        keep = entry_mask(targets, check_loss_mask(mask, batch), targets != self.ignore_index if exists(self.ignore_index) else None)
-        keep = default(keep, torch.ones_like(targets, dtype=torch.bool))
-        safe = targets.masked_fill(~keep, 0)
-        weights = selector.take(self.embeddings.weight, 'discrete_rows').split(list(selector.group_sizes))
-        total = sum(linear_cross_entropy_sum(embed, w, safe[..., g], keep[..., g]) for g, w in enumerate(weights))
-        return total / keep.sum().clamp(min=1)
+    # the distribution of outputs, and what is done with it
 
-    def _discrete_loss(self, groups, targets, selector, mask, unreduced):
-        batch = groups[0].shape[:-1]
-        targets = _parts.discrete_values(targets, selector, batch, self._squeeze(selector), 'targets')
-        mask = check_loss_mask(mask, batch)
-        nll = -self._categorical(groups)._log_prob(targets, 'targets', self._squeeze(selector))  # (..., g)
-        keep = targets != self.ignore_index if exists(self.ignore_index) else None
-        loss = masked_loss(nll, entry_mask(nll, mask, keep), reduce=not unreduced)
-        return self._squeezed(loss, selector) if unreduced else loss
-
-    def _continuous_loss(self, params, targets, selector, mask, unreduced):
-        params = upcast(params)
-        batch = self._params_batch(params)
-        targets = _parts.continuous_values(targets, batch, selector.num_continuous, 'targets')
-        mask = check_loss_mask(mask, batch)
-        if self.continuous_log_var_embed:
-            loss = -self._continuous_log_prob(params, targets, selector, 'targets')
-        else:
-            loss = regression_loss(params, self._units(selector, None, params).to_native(targets), self.regression_loss_type)
-        return masked_loss(loss, entry_mask(loss, mask), reduce=not unreduced)
-
-
-    # the 0.2.x methods, each the new-style call restricted to one part. ``selector``
-    # is what ``get_selector`` / ``create_discrete_continuous_selector`` return
-    # (``None``: the default selector)
-
-    def sample_continuous(self, continuous_dist_params, temperature: float = 1.0, differentiable: bool = False, selector=None, rescale_range=None):
-        """0.2.x: ``sample`` of the continuous part only.
+    def dist(self, outputs, *, selector_index=None, selector_config=None, action_mask=None, rescale_range=None) -> ReadoutDistribution:
+        """The distribution ``outputs`` (what ``forward`` returns) define, parsed and
+        checked once: sample, mode, log-prob, entropy, KL, loss and
+        ``torch.distributions`` views are its methods (see ``ReadoutDistribution``).
 
         Args:
-            continuous_dist_params: ``(..., c, 2)`` (``(..., c)`` in regression mode).
-            temperature: as in ``sample`` (a head without one warns once and samples at 1).
-            differentiable: reparameterised.
-            selector: from ``get_selector`` (``None``: the default selector).
-            rescale_range: ``(lo, hi)``, as in ``sample``.
+            outputs: logits, params or a pair (``dist`` in the class docstring).
+            selector_index, selector_config, action_mask, rescale_range: see the class docstring.
+        """
+        return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs')
+
+    def _dist(self, outputs, selector_index, selector_config, action_mask, rescale_range, name: str) -> ReadoutDistribution:
+        config = self._dist_config()
+        selector = self._selector(selector_index, selector_config, first_tensor(outputs).device)
+        return ReadoutDistribution(outputs, selector, config, action_mask=action_mask, rescale_range=rescale_range, name=name)
+
+    def _dist_config(self) -> DistConfig:
+        return DistConfig(
+            self.continuous_dist, self.continuous_log_var_embed, self.regression_loss_type, self.ignore_index, self.use_parallel_multi_discrete,
+            self.auto_squeeze_single_output, self.return_only_discrete_or_continuous, self.continuous_mean_std, self.eps,
+        )  # fmt: skip
+
+    def sample(self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
+               rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
+               action_mask=None, hard: bool = True, return_log_prob: bool = False):  # fmt: skip
+        """Draw from the distribution(s) ``dist``.
+
+        Args:
+            dist, selector_index, selector_config, rescale_range, action_mask: see the class docstring.
+            temperature: divides the logits; scales the std of a gaussian (squashed:
+                the pre-tanh one); divides beta concentrations by its square;
+                kumaraswamy knows only 0 and 1 (others sample at 1, with a warning).
+                ``<= 0`` gives the mode. Regression mode returns the prediction.
+            differentiable: straight-through Gumbel-softmax one-hots (discrete),
+                reparameterised samples (continuous).
+            filter_fn, filter_kwargs: applied to each group's logits first (top-k, ...).
+            generator: a ``torch.Generator``: the same state gives the same samples.
+            hard: with ``differentiable``, the straight-through one-hot (True) or
+                the relaxed (Concrete) sample on the simplex (False).
+            return_log_prob: also return the sample's ``log_prob`` under the
+                untempered ``dist``; with ``differentiable`` its gradient is the
+                reparameterised one (through the pre-tanh draw when squashed).
 
         Returns:
-            ``(..., c)`` in original units (or in ``rescale_range``).
+            ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``
+            (``differentiable``: one-hots concatenated ``(..., sum n_g)``); values
+            ``(..., c)`` in original units (or ``rescale_range``'s); a pair for both
+            parts; with ``return_log_prob``, ``(sample, log_prob)``.
+
+        Raises:
+            TypeError, ValueError: a temperature that is not a finite number;
+                ``rescale_range`` for an unbounded gaussian; ``return_log_prob`` in
+                regression mode or with relaxed samples.
         """
         check_temperature(temperature)
-        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params)
-        params = self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params')
-        return self._sample_continuous(params, selector, temperature, differentiable, rescale_range, False)[0]
-
-    def log_prob_discrete(self, discrete_logits, sampled) -> Tensor:
-        """0.2.x: ``MultiCategorical(discrete_logits).log_prob(sampled)`` with this
-        readout's ``ignore_index`` and path.
-
-        Args:
-            discrete_logits: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
-            sampled: ids ``(...)`` (``(..., 1)`` also taken) / ``(..., g)``.
-
-        Returns:
-            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
-        """
-        return self._categorical(discrete_logits).log_prob(sampled)
-
-    def log_prob_continuous(self, continuous_dist_params, sampled, selector=None, soft_validate_range: bool = False) -> Tensor:
-        """0.2.x: ``log_prob`` of the continuous part only.
-
-        Args:
-            continuous_dist_params: ``(..., c, 2)``.
-            sampled: ``(..., c)`` in original units.
-            selector: from ``get_selector`` (``None``: the default selector).
-            soft_validate_range: clamp the (normalised) values ``eps`` inside the
-                head's native range first, as in ``log_prob``.
-
-        Returns:
-            ``(..., c)``. Values outside a bounded head's support are clamped into
-            it and scored there, as 0.2.x did, with a warning the first time
-            (``log_prob`` raises instead).
-        """
-        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params)
-        self._require_distribution('log_prob_continuous')
-        params = self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params')
-        values = _parts.continuous_values(sampled, self._params_batch(params), params.shape[-2], 'sampled')
-        return self._continuous_log_prob(params, values, selector, 'sampled', None, soft_validate_range, legacy=True)
-
-    def entropy_discrete(self, discrete_logits) -> Tensor:
-        """0.2.x: ``MultiCategorical(discrete_logits).entropy()``.
-
-        Args:
-            discrete_logits: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
-
-        Returns:
-            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
-        """
-        return self._categorical(discrete_logits).entropy()
-
-    def entropy_continuous(self, continuous_dist_params, selector=None) -> Tensor:
-        """0.2.x: ``entropy`` of the continuous part only (original units).
-
-        Args:
-            continuous_dist_params: ``(..., c, 2)``.
-            selector: from ``get_selector`` (``None``: the default selector).
-
-        Returns:
-            ``(..., c)``.
-        """
-        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params)
-        self._require_distribution('entropy_continuous')
-        params = upcast(self._legacy_params(continuous_dist_params, selector, 'continuous_dist_params'))
-        return self._continuous_entropy(self._head(selector), params, None) + self._units(selector, None, params).log_scale()
-
-    def kl_div_discrete(self, discrete_logits_true, discrete_logits_pred) -> Tensor:
-        """0.2.x: KL(true || pred) of two ``MultiCategorical`` objects.
-
-        Args:
-            discrete_logits_true: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
-            discrete_logits_pred: the same shapes.
-
-        Returns:
-            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
-        """
-        return self._categorical(discrete_logits_true).kl_div(self._categorical(discrete_logits_pred))
-
-    def kl_div_continuous(self, continuous_dist_params_true, continuous_dist_params_pred, selector=None) -> Tensor:
-        """0.2.x: ``kl_div`` of the continuous part only.
-
-        Args:
-            continuous_dist_params_true: ``(..., c, 2)``.
-            continuous_dist_params_pred: the same shape.
-            selector: from ``get_selector`` (``None``: the default selector).
-
-        Returns:
-            ``(..., c)``.
-        """
-        selector = self._legacy_selector(selector, 'continuous', continuous_dist_params_true)
-        self._require_distribution('kl_div_continuous')
-        true, pred = (
-            upcast(self._legacy_params(p, selector, name))
-            for p, name in ((continuous_dist_params_true, 'continuous_dist_params_true'), (continuous_dist_params_pred, 'continuous_dist_params_pred'))
+        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist').sample(
+            temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard, return_log_prob=return_log_prob,
         )  # fmt: skip
-        if true.shape != pred.shape:
-            raise ValueError(f'continuous_dist_params_true and continuous_dist_params_pred differ in shape: {tuple(true.shape)} vs {tuple(pred.shape)}')
-        return self._head(selector).kl_div(true, pred)
 
-    def _legacy_params(self, params, selector: Selector, name: str) -> Tensor:
-        """Params of the selector's dims; without a normaliser, the default
-        selector's params may cover any number of dims (0.2.x's heads act per dim,
-        and users pass subsets of their action dims)."""
-        c = params.shape[-2] if isinstance(params, Tensor) and params.ndim >= 2 else None
-        lenient = self.continuous_log_var_embed and not self.can_norm_continuous and selector is self.default_selector
-        if lenient and c is not None and c != selector.num_continuous:
-            return _parts.continuous_params(params, _Dims(c), self._num_params(), name)
-        return _parts.continuous_params(params, selector, self._num_params(), name)
+    def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None):
+        """The deterministic action, ``sample(dist, temperature=0.)``: argmax
+        (discrete); gaussian mean, squashed ``tanh(mean)``, beta / kumaraswamy mode
+        where unique and inside (0, 1), else their mean (continuous)."""
+        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist').mode()
 
-    def _legacy_selector(self, selector, part: str, like) -> Selector:
-        if selector is None:
-            selector = self._selector(None, None, self._device())
-        elif isinstance(selector, DiscreteContinuousSelector):
-            if selector._owner.layout != self.layout:
-                raise ValueError(f'selector belongs to a module with another table layout ({selector._owner.layout}), not this one ({self.layout})')
-            selector = selector.selector
-        elif not isinstance(selector, Selector):
-            raise TypeError(f'selector must be what get_selector() returns (or None), got {type(selector).__name__}')
-        if part == 'continuous' and not selector.has_continuous:
-            raise ValueError('this selector has no continuous part')
-        return self._on_device(selector, like) if isinstance(like, Tensor) else selector
+    def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None,
+                 soft_validate_range: bool = False):  # fmt: skip
+        """Log-probability of ``sampled`` under ``dist``: ids ``(...)`` / ``(..., G)``
+        (``ignore_index`` gives 0, disallowed actions ``-inf``), values ``(..., c)``
+        in original units (or ``rescale_range``'s), or a pair; continuous densities
+        are in the values' units. A value outside a bounded head's support is a
+        ``ValueError`` (``-inf`` with content checks off); ``soft_validate_range``
+        clamps it ``eps`` inside the native range first (0.2.10's option).
 
-    def _on_device(self, selector: Selector, like: Tensor) -> Selector:
-        """The selector with its index tables on ``like``'s device (a 0.2.x selector
-        object was built where the module was)."""
-        if selector.group_sizes_t.device == like.device or selector in self.selectors or selector is self.default_selector:
-            return selector
-        return self._cached_selector(selector.parsed, like.device, selector.squashed)
+        Returns:
+            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
+        """
+        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist')
+        return dist.log_prob(sampled, concat=concat, soft_validate_range=soft_validate_range)
+
+    def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
+                squashed_entropy_samples: int | None = None, rescale_range=None):  # fmt: skip
+        """Entropy per group (over allowed actions) and per dim (in the user's
+        units). The squashed gaussian's is that of its pre-tanh gaussian (as 0.2.7);
+        ``squashed_entropy_samples=n`` gives a Monte-Carlo estimate of the squashed
+        variable's own from ``n`` draws.
+
+        Returns:
+            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
+        """
+        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist')
+        return dist.entropy(concat=concat, squashed_entropy_samples=squashed_entropy_samples)
+
+    def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None):
+        """KL(true || pred) per group and per dim (``action_mask`` applies to both).
+
+        Returns:
+            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
+        """
+        true = self._dist(dist_true, selector_index, selector_config, action_mask, None, 'dist_true')
+        return true.kl_div(self._dist(dist_pred, selector_index, selector_config, action_mask, None, 'dist_pred'), concat=concat)
+
+    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None):
+        """``torch.distributions`` objects for ``dist_params``: ``Categorical`` (one
+        group) or ``MultiCategoricalDistribution`` (``event_shape (G,)``);
+        ``Independent`` over the dims of a ``Normal``, a tanh-transformed normal,
+        ``Beta`` or ``Kumaraswamy`` (affinely mapped to your units); a
+        ``DiscreteContinuous`` pair when mixed. They are views of ``dist``: their
+        ``log_prob`` / ``entropy`` sum the readout's over groups / dims, ``sample``,
+        ``rsample`` and ``mode`` match it. For tensordict:
+        ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
+        """
+        return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params').get_dist()
+
+    def maybe_concat(self, output, concat: bool = False):
+        """With ``concat``, join a (discrete, continuous) pair of per-entry results
+        along the last axis ``(..., G + c)`` (a squeezed single group counts as one
+        column) in the continuous part's dtype; else ``output`` unchanged."""
+        return maybe_concat(output, concat)
+
 
 class NoTableError(ValueError, RuntimeError):
     """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and
     a ``RuntimeError`` as 0.2.x raised there."""
-
-
-class _Dims(NamedTuple):
-    num_continuous: int
 
 
 def _as_dtype_of(embed: Tensor, weight: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Loss reductions: masks, ``ignore_index`` and means over entries."""
+"""Loss reductions (masks, ``ignore_index``, means over entries) and the fused
+linear + cross-entropy loss that never holds the ``(tokens, vocab)`` logits."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_tensor, describe, functorch_active
-from ._utils import exists
+from ._checks import check_ids_in_range, check_tensor, describe, functorch_active
+from ._utils import default, exists
 
 
 def check_loss_mask(mask, batch_shape, name: str = 'loss_mask') -> Tensor | None:
@@ -153,6 +154,19 @@ def _nll_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, rows: int
         norm = logits.sub_(top[:, None]).exp_().sum(dim=-1)  # in place, as the forward with gradients
         total = total + ((top + norm.log() - picked) * keep[start : start + rows]).sum()
     return total
+
+
+def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, ids: Tensor, mask, ignore_index: int | None, group_axis_added: bool) -> Tensor:
+    """The mean cross entropy over the kept ``(..., g)`` entries of ``ids``, straight
+    from the embeddings: ``weight`` holds the selector's discrete rows, groups
+    concatenated; ``mask`` is the ``(...)`` loss mask or ``None``."""
+    check_ids_in_range(ids, selector.group_sizes_t, 'targets', ignore_index, group_axis_added)
+    keep = entry_mask(ids, check_loss_mask(mask, ids.shape[:-1]), ids != ignore_index if exists(ignore_index) else None)
+    keep = default(keep, torch.ones_like(ids, dtype=torch.bool))
+    safe = ids.masked_fill(~keep, 0)
+    weights = weight.split(list(selector.group_sizes))
+    total = sum(linear_cross_entropy_sum(embed, w, safe[..., g], keep[..., g]) for g, w in enumerate(weights))
+    return total / keep.sum().clamp(min=1)
 
 
 def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor) -> Tensor:

@@ -129,6 +129,9 @@ class Selector(nn.Module):
 
     Attributes:
         has_discrete, has_continuous: which modalities the config uses.
+        discrete_rows, continuous_rows, readout_rows, continuous_readout_rows,
+            continuous_dims: the table rows (or dims) of each kind, a ``slice``
+            where contiguous, else a ``(k,)`` index buffer.
         group_sizes: sizes of its discrete groups (Python ints).
         num_continuous: number of continuous dims it uses.
         squashed: whether its continuous samples are tanh-squashed; ``None``
@@ -154,23 +157,26 @@ class Selector(nn.Module):
         mean_rows = [nd + d for d in dims]
         log_var_rows = [nd + nc + d for d in dims] if layout.log_var_rows else []
 
-        self._slices, self._lists = {}, {}
+        self._lists = {}  # the rows of each non-contiguous index, to rebuild it after a move
         self._index('discrete_rows', discrete_rows)
         self._index('continuous_rows', mean_rows)
         self._index('readout_rows', discrete_rows + mean_rows + log_var_rows)
         self._index('continuous_readout_rows', mean_rows + log_var_rows)
         self._index('continuous_dims', dims)
-        self._lists.update(group_offsets=exclusive_cumsum(self.group_sizes), group_sizes_t=list(self.group_sizes))
-        for name, values in (('group_offsets', self._lists['group_offsets']), ('group_sizes_t', self._lists['group_sizes_t'])):
+        for name, values in (('group_offsets', exclusive_cumsum(self.group_sizes)), ('group_sizes_t', list(self.group_sizes))):
+            self._lists[name] = values
             self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
         self.offsets_are_zero = self.num_groups <= 1
 
     def _index(self, name: str, rows: list[int]) -> None:
+        """``name`` becomes a ``slice`` where the rows are contiguous, else a
+        non-persistent index buffer (use either with ``_utils.take``)."""
         as_slice = _contiguous(rows)
-        self._slices[name] = as_slice
-        if as_slice is None:
-            self._lists[name] = rows
-        self.register_buffer(name, torch.tensor(rows, dtype=torch.long) if as_slice is None else None, persistent=False)
+        if exists(as_slice):
+            setattr(self, name, as_slice)
+            return
+        self._lists[name] = rows
+        self.register_buffer(name, torch.tensor(rows, dtype=torch.long), persistent=False)
 
     def _apply(self, fn, *args, **kwargs):
         """Index tables are constants of the config: after any move (``to_empty``
@@ -182,22 +188,10 @@ class Selector(nn.Module):
             setattr(self, name, torch.tensor(rows, dtype=torch.long, device=device))
         return self
 
-    def index(self, name: str) -> slice | Tensor:
-        """A slice where the rows are contiguous, else the index buffer."""
-        as_slice = self._slices[name]
-        return as_slice if exists(as_slice) else getattr(self, name)
-
-    def take(self, t: Tensor, name: str, dim: int = 0) -> Tensor:
-        """Rows (``dim=0``) or columns (``dim=-1``) of ``t`` named by ``name``."""
-        index = self.index(name)
-        if isinstance(index, slice):
-            return t[index] if dim == 0 else t[..., index]
-        return t.index_select(dim, index)
-
     def global_rows(self, ids: Tensor) -> Tensor:
         """Local ids ``(..., g)`` to rows of the table ``(..., g)``."""
         local = ids if self.offsets_are_zero else ids + self.group_offsets
-        index = self.index('discrete_rows')
-        if isinstance(index, slice):
-            return local if index.start == 0 else local + index.start
-        return index[local]
+        rows = self.discrete_rows
+        if isinstance(rows, slice):
+            return local if rows.start == 0 else local + rows.start
+        return rows[local]

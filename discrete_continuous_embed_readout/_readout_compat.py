@@ -1,0 +1,121 @@
+"""The Readout methods named as in 0.2.x that the new API has no twin for: each
+is one call on a ``ReadoutDistribution`` (``Readout.dist``), restricted to one
+part. ``selector`` arguments take what ``get_selector`` /
+``create_discrete_continuous_selector`` return (``None``: the default selector).
+Mixed into ``Readout``; uses only its distribution builder."""
+
+# g - discrete groups, c - continuous dims
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ._checks import check_temperature
+from ._legacy import DiscreteContinuousSelector
+from ._selectors import Selector
+from ._utils import DiscreteContinuous, exists, identity
+from .distributions import Gaussian, SquashedGaussian
+from .multi_categorical import MultiCategorical
+from .readout_distribution import ContinuousPart, ReadoutDistribution, head_for, rescale_map
+
+
+class ReadoutCompat:
+    """0.2.x methods of ``Readout`` (see the module docstring)."""
+
+    def sample_discrete(self, discrete_logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
+                        filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None,
+                        action_mask=None, hard: bool = True):  # fmt: skip
+        """``sample`` of discrete logits only (``(..., n)``, a tuple of ``(..., n_g)``
+        or their concatenation), also on a mixed readout; arguments as in ``sample``."""
+        check_temperature(temperature)
+        dist = self._dist(DiscreteContinuous(discrete_logits, None), selector_index, selector_config, action_mask, None, 'discrete_logits')
+        out = dist.sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard)
+        return out.discrete if isinstance(out, DiscreteContinuous) else out
+
+    def sample_continuous(self, continuous_dist_params, temperature: float = 1.0, differentiable: bool = False, selector=None, rescale_range=None):
+        """``sample`` of continuous params ``(..., c, 2)`` only: values ``(..., c)``."""
+        check_temperature(temperature)
+        return self._continuous_part(continuous_dist_params, selector, 'continuous_dist_params', rescale_range).sample(temperature, differentiable)[0]
+
+    def log_prob_discrete(self, discrete_logits, sampled) -> Tensor:
+        """``MultiCategorical(discrete_logits).log_prob(sampled)`` with this readout's
+        ``ignore_index`` and path: ``(...)`` for a tensor, ``(..., g)`` for a sequence."""
+        return MultiCategorical(discrete_logits, self.use_parallel_multi_discrete, self.ignore_index).log_prob(sampled)
+
+    def log_prob_continuous(self, continuous_dist_params, sampled, selector=None, soft_validate_range: bool = False) -> Tensor:
+        """``log_prob`` of continuous params only, ``(..., c)``. Values outside a
+        bounded head's support are clamped into it and scored there, as 0.2.x did,
+        with a warning the first time (``log_prob`` raises instead)."""
+        part = self._continuous_part(continuous_dist_params, selector, 'continuous_dist_params', what='log_prob_continuous')
+        return part.log_prob(sampled, 'sampled', soft_validate_range, legacy=True)
+
+    def entropy_discrete(self, discrete_logits) -> Tensor:
+        """``MultiCategorical(discrete_logits).entropy()``."""
+        return MultiCategorical(discrete_logits, self.use_parallel_multi_discrete, self.ignore_index).entropy()
+
+    def entropy_continuous(self, continuous_dist_params, selector=None) -> Tensor:
+        """``entropy`` of continuous params only (original units), ``(..., c)``."""
+        return self._continuous_part(continuous_dist_params, selector, 'continuous_dist_params', what='entropy_continuous').entropy()
+
+    def kl_div_discrete(self, discrete_logits_true, discrete_logits_pred) -> Tensor:
+        """KL(true || pred) of two ``MultiCategorical`` objects."""
+        true, pred = (MultiCategorical(d, self.use_parallel_multi_discrete, self.ignore_index) for d in (discrete_logits_true, discrete_logits_pred))
+        return true.kl_div(pred)
+
+    def kl_div_continuous(self, continuous_dist_params_true, continuous_dist_params_pred, selector=None) -> Tensor:
+        """``kl_div`` of continuous params only, ``(..., c)``."""
+        true = self._continuous_part(continuous_dist_params_true, selector, 'continuous_dist_params_true', what='kl_div_continuous')
+        return true.kl_div(self._continuous_part(continuous_dist_params_pred, selector, 'continuous_dist_params_pred'))
+
+    def _continuous_part(self, params, selector, name: str, rescale_range=None, what: str | None = None) -> ContinuousPart:
+        """The continuous part of ``params`` under a 0.2.x selector object. Without
+        a normaliser the default selector's params may cover any number of dims
+        (0.2.x's heads act per dim, and users pass subsets of their action dims)."""
+        selector = self._compat_selector(selector, params)
+        lenient = self.continuous_log_var_embed and not self.can_norm_continuous and selector is self.default_selector
+        c = params.shape[-2] if lenient and isinstance(params, Tensor) and params.ndim >= 2 else None
+        outputs = DiscreteContinuous(None, params)
+        part = ReadoutDistribution(outputs, selector, self._dist_config(), rescale_range=rescale_range, name=name, num_continuous=c).continuous
+        if exists(what):
+            part.require_distribution(what)
+        return part
+
+    def _compat_selector(self, selector, like) -> Selector:
+        if selector is None:
+            selector = self._selector(None, None, self._device())
+        elif isinstance(selector, DiscreteContinuousSelector):
+            if selector._owner.layout != self.layout:
+                raise ValueError(f'selector belongs to a module with another table layout ({selector._owner.layout}), not this one ({self.layout})')
+            selector = selector.selector
+        elif not isinstance(selector, Selector):
+            raise TypeError(f'selector must be what get_selector() returns (or None), got {type(selector).__name__}')
+        if not selector.has_continuous:
+            raise ValueError('this selector has no continuous part')
+        if not isinstance(like, Tensor) or selector.group_sizes_t.device == like.device or selector in self.selectors or selector is self.default_selector:
+            return selector
+        return self._cached_selector(selector.parsed, like.device, selector.squashed)  # index tables on the params' device
+
+    # continuous ranges
+
+    def get_continuous_native_range(self, selector_index=None, selector_config=None) -> tuple[float, float] | None:
+        """The head's native range: ``(0, 1)`` beta / kumaraswamy, ``(-1, 1)``
+        squashed; ``None`` for an unbounded gaussian or without a continuous part."""
+        return self._native_range(self._selector(selector_index, selector_config, self._device()))
+
+    def _native_range(self, selector: Selector) -> tuple[float, float] | None:
+        return head_for(self.continuous_dist, selector.squashed).default_range if exists(self.continuous_dist) else None
+
+    def rescale_from_native(self, t: Tensor, target_range, selector_index=None, selector_config=None) -> Tensor:
+        """``t`` ``(..., c)`` mapped linearly from the native range to ``target_range``
+        (numbers or per-dim bounds). Raises ``ValueError`` without a native range."""
+        selector = self._selector(selector_index, selector_config, t.device)
+        return rescale_map(self._native_range(selector), target_range, 'target_range', t)(t)
+
+    def rescale_to_native(self, t: Tensor, source_range, selector_index=None, selector_config=None) -> Tensor:
+        """The inverse of ``rescale_from_native``: ``t`` from ``source_range`` to the native range."""
+        selector = self._selector(selector_index, selector_config, t.device)
+        return rescale_map(self._native_range(selector), source_range, 'source_range', t).inv(t)
+
+    def _check_squashable(self) -> None:
+        if exists(self.continuous_dist) and type(self.continuous_dist) not in (Gaussian, SquashedGaussian):
+            raise ValueError(f'continuous_squashed=True needs a gaussian head, this readout has {type(self.continuous_dist).__name__}')

@@ -1,0 +1,37 @@
+"""The registry of continuous heads by name: ``continuous_dist_type`` is a key of
+``CONTINUOUS_DISTRIBUTIONS``; add your own ``ContinuousDistribution`` subclass to it."""
+
+from __future__ import annotations
+
+from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
+from .unit_interval import BetaDistribution, KumaraswamyDistribution
+
+__all__ = ['CONTINUOUS_DISTRIBUTIONS', 'build_continuous_dist']
+
+CONTINUOUS_DISTRIBUTIONS: dict[str, type[ContinuousDistribution]] = {
+    'gaussian': Gaussian,
+    'beta': BetaDistribution,
+    'kumaraswamy': KumaraswamyDistribution,
+}
+
+
+def build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_loss_type, eps) -> ContinuousDistribution:
+    """Look ``dist_type`` up in ``CONTINUOUS_DISTRIBUTIONS`` (at construction) and
+    instantiate it as ``cls(**dist_kwargs, eps=eps)``; squashing picks ``SquashedGaussian``."""
+    if not isinstance(dist_type, str) or dist_type not in CONTINUOUS_DISTRIBUTIONS:
+        raise ValueError(f'continuous_dist_type must be one of {sorted(CONTINUOUS_DISTRIBUTIONS)}, got {dist_type!r}')
+    cls = CONTINUOUS_DISTRIBUTIONS[dist_type]
+    if squashed:
+        if cls is not Gaussian:
+            raise ValueError(f"continuous_squashed=True needs continuous_dist_type='gaussian', got {dist_type!r}")
+        cls = SquashedGaussian
+    if not log_var and (cls is not Gaussian):
+        raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}')
+    if regression_loss_type not in ('mse', 'l1'):
+        raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
+    if not isinstance(dist_kwargs, dict):
+        raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
+    try:
+        return cls(**dist_kwargs, eps=eps)
+    except TypeError as err:
+        raise TypeError(f'continuous_dist_kwargs {dist_kwargs!r} do not fit {cls.__name__}: {err}') from None
