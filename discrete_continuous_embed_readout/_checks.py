@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 from beartype import BeartypeConf, beartype
 from torch import Tensor
+
+from ._utils import DiscreteContinuous, exists, is_pair
 
 # type checks of constructor arguments: a TypeError naming the parameter, its
 # type hint and the value received (ints are accepted where floats are)
@@ -180,3 +183,88 @@ def check_bounds(value, name: str, like: Tensor):
     if content_checks_enabled() and not bool(((lo < hi) & torch.isfinite(lo) & torch.isfinite(hi)).all()):
         raise ValueError(f'{name} must be finite with lo < hi in every dim, got lo={lo.tolist()}, hi={hi.tolist()}')
     return lo, hi
+
+
+def raise_outside_support(head, native: Tensor, outside: Tensor, to_user, name: str):
+    """The error for values outside a bounded head's support, in the user's units."""
+    where = tuple(outside.nonzero()[0].tolist())
+    lo, hi = (to_user(torch.full_like(native, bound))[where].item() for bound in head.default_range)
+    raise ValueError(
+        f'{name} must lie inside the support of the {type(head).__name__} head, [{lo:g}, {hi:g}] at index {where} '
+        f'(its native range {head.default_range}, in your units), got {to_user(native)[where].item():g} (in {describe(native)}); '
+        'pass soft_validate_range=True to clamp values into it'
+    )
+
+
+def warn_once_clamped(head, name: str) -> None:
+    """0.2.x's ``log_prob_continuous`` clamps values outside the support: say so once per head."""
+    if getattr(head, '_warned_clamped', False):
+        return
+    head._warned_clamped = True
+    warnings.warn(
+        f'log_prob_continuous: {name} has values outside the support of the {type(head).__name__} head; they are clamped into it '
+        'and scored there, as 0.2.x did (Readout.log_prob and the loss raise instead; soft_validate_range=True clamps without this warning)',
+        UserWarning, stacklevel=6,
+    )  # fmt: skip
+
+
+# what users pass to a readout, parsed against a selector
+
+
+def split_pair(obj, selector, name: str):
+    """``(discrete, continuous)`` from a pair (mixed) or a bare part."""
+    if selector.has_discrete and selector.has_continuous:
+        if not (is_pair(obj) or isinstance(obj, list) and len(obj) == 2):  # 0.2.x took 2-element lists too
+            raise TypeError(f'{name} must be a (discrete, continuous) pair for a mixed readout (None for a part you leave out), got {describe(obj)}')
+        discrete, continuous = obj
+    elif isinstance(obj, DiscreteContinuous):
+        discrete, continuous = obj
+    else:
+        discrete, continuous = (obj, None) if selector.has_discrete else (None, obj)
+    if exists(discrete) and not selector.has_discrete:
+        raise ValueError(f'{name} has a discrete part but the readout (or selector) has no discrete part')
+    if exists(continuous) and not selector.has_continuous:
+        raise ValueError(f'{name} has a continuous part but the readout (or selector) has no continuous part')
+    if not exists(discrete) and not exists(continuous):
+        raise ValueError(f'{name} holds neither a discrete nor a continuous part')
+    return discrete, continuous
+
+
+def logit_groups(logits, selector, name: str) -> tuple[Tensor, ...]:
+    """One tensor per group; a single tensor may also hold all groups concatenated."""
+    sizes = selector.group_sizes
+    if isinstance(logits, Tensor):
+        check_floating(logits, name)
+        if logits.ndim == 0 or logits.shape[-1] != sum(sizes):
+            raise ValueError(f'{name} must have a last axis of size {sum(sizes)} (groups {list(sizes)}), got {describe(logits)}')
+        return (logits,) if len(sizes) == 1 else logits.split(list(sizes), dim=-1)
+    if not isinstance(logits, (tuple, list)) or len(logits) != len(sizes):
+        raise TypeError(f'{name} must be a tensor or a sequence of {len(sizes)} tensors (one per group), got {describe(logits)}')
+    for i, (g, n) in enumerate(zip(logits, sizes)):
+        check_floating(g, f'{name}[{i}]')
+        if g.ndim == 0 or g.shape[-1] != n:
+            raise ValueError(f'{name}[{i}] must have a last axis of size {n} (group {i}), got {describe(g)}')
+    return tuple(logits)
+
+
+def continuous_params(params, c: int, num_params: int, name: str) -> Tensor:
+    """``(..., c, num_params)``, or ``(..., c)`` when ``num_params`` is 0 (regression)."""
+    check_floating(params, name)
+    if num_params == 0:
+        ok, expected = params.ndim >= 1 and params.shape[-1] == c, f'(..., {c})'
+    else:
+        ok, expected = params.ndim >= 2 and params.shape[-2:] == (c, num_params), f'(..., {c}, {num_params})'
+    if not ok:
+        raise ValueError(f'{name} must have shape {expected} for {c} continuous dims, got {describe(params)}')
+    return params
+
+
+def discrete_values(values, selector, batch_shape, squeeze: bool, name: str) -> Tensor:
+    """Ids as ``(..., g)``; a squeezed single group arrives as ``(...)``."""
+    values = check_integer(values, name)
+    values = values.unsqueeze(-1) if squeeze else values
+    expected = (*batch_shape, selector.num_groups)
+    if tuple(values.shape) != expected:
+        shown = expected[:-1] if squeeze else expected
+        raise ValueError(f'{name} must have shape {shown} (one id per group), got {describe(values)}')
+    return values

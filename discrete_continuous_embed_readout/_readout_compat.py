@@ -14,9 +14,10 @@ from ._checks import check_temperature
 from ._legacy import DiscreteContinuousSelector
 from ._selectors import Selector
 from ._utils import DiscreteContinuous, exists, identity
+from .continuous_part import ContinuousPart, head_for, rescale_map
 from .distributions import Gaussian, SquashedGaussian
 from .multi_categorical import MultiCategorical
-from .readout_distribution import ContinuousPart, ReadoutDistribution, head_for, rescale_map
+from .readout_distribution import ReadoutDistribution
 
 
 class ReadoutCompat:
@@ -25,45 +26,111 @@ class ReadoutCompat:
     def sample_discrete(self, discrete_logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
                         filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None,
                         action_mask=None, hard: bool = True):  # fmt: skip
-        """``sample`` of discrete logits only (``(..., n)``, a tuple of ``(..., n_g)``
-        or their concatenation), also on a mixed readout; arguments as in ``sample``."""
+        """``sample`` of discrete logits only, also on a mixed readout.
+
+        Args:
+            discrete_logits: ``(..., n)``, a tuple of ``(..., n_g)`` or their concatenation.
+            temperature, differentiable, filter_fn, filter_kwargs, generator, hard: as in ``sample``.
+            selector_index, selector_config, action_mask: see the ``Readout`` docstring.
+
+        Returns:
+            ids ``(...)`` / ``(..., G)``, or one-hots ``(..., sum n_g)`` with ``differentiable``.
+        """
         check_temperature(temperature)
         dist = self._dist(DiscreteContinuous(discrete_logits, None), selector_index, selector_config, action_mask, None, 'discrete_logits')
         out = dist.sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard)
         return out.discrete if isinstance(out, DiscreteContinuous) else out
 
     def sample_continuous(self, continuous_dist_params, temperature: float = 1.0, differentiable: bool = False, selector=None, rescale_range=None):
-        """``sample`` of continuous params ``(..., c, 2)`` only: values ``(..., c)``."""
+        """``sample`` of the continuous part only.
+
+        Args:
+            continuous_dist_params: ``(..., c, 2)`` (``(..., c)`` in regression mode).
+            temperature, differentiable, rescale_range: as in ``sample``.
+            selector: from ``get_selector`` (``None``: the default selector).
+
+        Returns:
+            ``(..., c)`` in original units (or in ``rescale_range``).
+        """
         check_temperature(temperature)
         return self._continuous_part(continuous_dist_params, selector, 'continuous_dist_params', rescale_range).sample(temperature, differentiable)[0]
 
     def log_prob_discrete(self, discrete_logits, sampled) -> Tensor:
         """``MultiCategorical(discrete_logits).log_prob(sampled)`` with this readout's
-        ``ignore_index`` and path: ``(...)`` for a tensor, ``(..., g)`` for a sequence."""
+        ``ignore_index`` and path.
+
+        Args:
+            discrete_logits: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
+            sampled: ids ``(...)`` (``(..., 1)`` also taken) / ``(..., g)``.
+
+        Returns:
+            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
+        """
         return MultiCategorical(discrete_logits, self.use_parallel_multi_discrete, self.ignore_index).log_prob(sampled)
 
     def log_prob_continuous(self, continuous_dist_params, sampled, selector=None, soft_validate_range: bool = False) -> Tensor:
-        """``log_prob`` of continuous params only, ``(..., c)``. Values outside a
-        bounded head's support are clamped into it and scored there, as 0.2.x did,
-        with a warning the first time (``log_prob`` raises instead)."""
+        """``log_prob`` of the continuous part only.
+
+        Args:
+            continuous_dist_params: ``(..., c, 2)``.
+            sampled: ``(..., c)`` in original units.
+            selector: from ``get_selector`` (``None``: the default selector).
+            soft_validate_range: as in ``log_prob``.
+
+        Returns:
+            ``(..., c)``. Values outside a bounded head's support are clamped into
+            it and scored there, as 0.2.x did, with a warning the first time
+            (``log_prob`` raises instead).
+        """
         part = self._continuous_part(continuous_dist_params, selector, 'continuous_dist_params', what='log_prob_continuous')
         return part.log_prob(sampled, 'sampled', soft_validate_range, legacy=True)
 
     def entropy_discrete(self, discrete_logits) -> Tensor:
-        """``MultiCategorical(discrete_logits).entropy()``."""
+        """``MultiCategorical(discrete_logits).entropy()``.
+
+        Args:
+            discrete_logits: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
+
+        Returns:
+            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
+        """
         return MultiCategorical(discrete_logits, self.use_parallel_multi_discrete, self.ignore_index).entropy()
 
     def entropy_continuous(self, continuous_dist_params, selector=None) -> Tensor:
-        """``entropy`` of continuous params only (original units), ``(..., c)``."""
+        """``entropy`` of the continuous part only (original units).
+
+        Args:
+            continuous_dist_params: ``(..., c, 2)``.
+            selector: from ``get_selector`` (``None``: the default selector).
+
+        Returns:
+            ``(..., c)``.
+        """
         return self._continuous_part(continuous_dist_params, selector, 'continuous_dist_params', what='entropy_continuous').entropy()
 
     def kl_div_discrete(self, discrete_logits_true, discrete_logits_pred) -> Tensor:
-        """KL(true || pred) of two ``MultiCategorical`` objects."""
+        """KL(true || pred) of two ``MultiCategorical`` objects.
+
+        Args:
+            discrete_logits_true, discrete_logits_pred: tensors ``(..., n)`` or
+                sequences of ``(..., n_g)``, the same shapes.
+
+        Returns:
+            ``(...)`` for a tensor, ``(..., g)`` for a sequence.
+        """
         true, pred = (MultiCategorical(d, self.use_parallel_multi_discrete, self.ignore_index) for d in (discrete_logits_true, discrete_logits_pred))
         return true.kl_div(pred)
 
     def kl_div_continuous(self, continuous_dist_params_true, continuous_dist_params_pred, selector=None) -> Tensor:
-        """``kl_div`` of continuous params only, ``(..., c)``."""
+        """``kl_div`` of the continuous part only.
+
+        Args:
+            continuous_dist_params_true, continuous_dist_params_pred: ``(..., c, 2)`` each.
+            selector: from ``get_selector`` (``None``: the default selector).
+
+        Returns:
+            ``(..., c)``.
+        """
         true = self._continuous_part(continuous_dist_params_true, selector, 'continuous_dist_params_true', what='kl_div_continuous')
         return true.kl_div(self._continuous_part(continuous_dist_params_pred, selector, 'continuous_dist_params_pred'))
 
@@ -98,21 +165,48 @@ class ReadoutCompat:
     # continuous ranges
 
     def get_continuous_native_range(self, selector_index=None, selector_config=None) -> tuple[float, float] | None:
-        """The head's native range: ``(0, 1)`` beta / kumaraswamy, ``(-1, 1)``
-        squashed; ``None`` for an unbounded gaussian or without a continuous part."""
+        """The range of raw continuous samples (the head's native range).
+
+        Args:
+            selector_index, selector_config: see the ``Readout`` docstring.
+
+        Returns:
+            ``(0, 1)`` beta / kumaraswamy, ``(-1, 1)`` squashed; ``None`` for an
+            unbounded gaussian or without a continuous part.
+        """
         return self._native_range(self._selector(selector_index, selector_config, self._device()))
 
     def _native_range(self, selector: Selector) -> tuple[float, float] | None:
         return head_for(self.continuous_dist, selector.squashed).default_range if exists(self.continuous_dist) else None
 
     def rescale_from_native(self, t: Tensor, target_range, selector_index=None, selector_config=None) -> Tensor:
-        """``t`` ``(..., c)`` mapped linearly from the native range to ``target_range``
-        (numbers or per-dim bounds). Raises ``ValueError`` without a native range."""
+        """Map ``t`` linearly from the native range to ``target_range``.
+
+        Args:
+            t: ``(..., c)`` values in the native range.
+            target_range: ``(lo, hi)``: numbers, or per-dim sequences / tensors.
+            selector_index, selector_config: see the ``Readout`` docstring.
+
+        Returns:
+            ``(..., c)`` in ``target_range``.
+
+        Raises:
+            ValueError: no native range (an unbounded gaussian), or invalid bounds.
+        """
         selector = self._selector(selector_index, selector_config, t.device)
         return rescale_map(self._native_range(selector), target_range, 'target_range', t)(t)
 
     def rescale_to_native(self, t: Tensor, source_range, selector_index=None, selector_config=None) -> Tensor:
-        """The inverse of ``rescale_from_native``: ``t`` from ``source_range`` to the native range."""
+        """The inverse of ``rescale_from_native``.
+
+        Args:
+            t: ``(..., c)`` values in ``source_range``.
+            source_range: ``(lo, hi)``: numbers or per-dim bounds.
+            selector_index, selector_config: see the ``Readout`` docstring.
+
+        Returns:
+            ``(..., c)`` in the native range.
+        """
         selector = self._selector(selector_index, selector_config, t.device)
         return rescale_map(self._native_range(selector), source_range, 'source_range', t).inv(t)
 

@@ -9,14 +9,13 @@ beta and kumaraswamy are in ``unit_interval.py``, the registry of names in
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Normal, TanhTransform, TransformedDistribution, kl_divergence
 
-from ._checks import check_range, content_checks_enabled, describe
+from ._checks import check_range, content_checks_enabled, raise_outside_support, warn_once_clamped
 from ._utils import default, exists, identity
 
 LOG_2 = math.log(2.0)
@@ -86,51 +85,129 @@ class ContinuousDistribution(nn.Module):
         return type(self).tempered_sample is not ContinuousDistribution.tempered_sample
 
     def dist(self, params: Tensor) -> Distribution:
-        """The distribution for ``params`` (subclasses must implement it)."""
+        """The distribution for ``params`` (subclasses must implement it).
+
+        Args:
+            params: ``(..., c, 2)``.
+
+        Returns:
+            a ``torch.distributions.Distribution`` with batch shape ``(..., c)``.
+        """
         raise NotImplementedError(f'{type(self).__name__} must implement dist(params)')
 
     def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
-        """A sample at temperature 1 before ``clip_sampled`` (``rsample`` when ``differentiable``)."""
+        """A sample at temperature 1, before ``clip_sampled``.
+
+        Args:
+            params: ``(..., c, 2)``.
+            differentiable: ``rsample`` (reparameterised) instead of ``sample``.
+
+        Returns:
+            ``(..., c)`` in the native range.
+        """
         d = self.dist(params)
         return d.rsample() if differentiable else d.sample()
 
     def clip_sampled(self, sampled: Tensor) -> Tensor:
-        """Samples kept where their log-density is finite (the identity here; the
-        squashed gaussian stays inside (-1, 1), beta / kumaraswamy inside
-        ``[clip_eps, 1 - clip_eps]`` when ``clip``)."""
+        """Samples kept where their log-density is finite.
+
+        Args:
+            sampled: ``(..., c)``.
+
+        Returns:
+            ``sampled`` itself here; the squashed gaussian keeps it inside (-1, 1),
+            beta / kumaraswamy inside ``[clip_eps, 1 - clip_eps]`` (``clip``).
+        """
         return sampled
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
-        """Log-density of native ``value`` ``(..., c)``."""
+        """Log-density of ``value`` in native units.
+
+        Args:
+            params: ``(..., c, 2)``.
+            value: ``(..., c)``.
+
+        Returns:
+            ``(..., c)``.
+        """
         return self.dist(params).log_prob(value)
 
     def entropy(self, params: Tensor) -> Tensor:
-        """Differential entropy in native units."""
+        """Differential entropy in native units.
+
+        Args:
+            params: ``(..., c, 2)``.
+
+        Returns:
+            ``(..., c)``.
+        """
         return self.dist(params).entropy()
 
     def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
-        """KL(true || pred) (``torch.distributions.kl_divergence`` here)."""
+        """KL(true || pred), by ``torch.distributions.kl_divergence`` here.
+
+        Args:
+            params_true, params_pred: ``(..., c, 2)`` each.
+
+        Returns:
+            ``(..., c)``.
+        """
         return kl_divergence(self.dist(params_true), self.dist(params_pred))
 
     def mode(self, params: Tensor) -> Tensor:
-        """The most likely value (what ``temperature=0`` samples), clipped."""
+        """The most likely value (what ``temperature=0`` samples), clipped.
+
+        Args:
+            params: ``(..., c, 2)``.
+
+        Returns:
+            ``(..., c)``.
+        """
         return self.clip_sampled(self.dist(params).mode)
 
     def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
-        """A sample at a temperature other than 0 and 1, before ``clip_sampled``.
-        Override it to define one; the readout samples heads without one at 1
-        (with a warning)."""
+        """A sample at a temperature other than 0 and 1, before ``clip_sampled``;
+        override it to define one (without, the readout samples at 1 and warns).
+
+        Args:
+            params: ``(..., c, 2)``.
+            temperature: > 0 and != 1.
+            differentiable: reparameterised.
+
+        Returns:
+            ``(..., c)``.
+
+        Raises:
+            NotImplementedError: in this base class.
+        """
         raise NotImplementedError(f'{type(self).__name__} defines no sampling temperature other than 0 (mode) and 1')
 
     def sample(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> Tensor:
-        """``mode`` at temperature <= 0, ``forward`` at 1, else ``tempered_sample``; clipped."""
+        """``mode`` at temperature <= 0, ``forward`` at 1, else ``tempered_sample``; clipped.
+
+        Args:
+            params: ``(..., c, 2)``.
+            temperature: how spread out the sample is.
+            differentiable: reparameterised (no effect at temperature <= 0).
+
+        Returns:
+            ``(..., c)`` in the native range.
+        """
         if temperature <= 0:
             return self.mode(params)
         sampled = self(params, differentiable) if temperature == 1 else self.tempered_sample(params, temperature, differentiable)
         return self.clip_sampled(sampled)
 
     def sample_and_log_prob(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> tuple[Tensor, Tensor]:
-        """A sample and its log-density under ``params`` (not the tempered one)."""
+        """A sample and its log-density under ``params`` (not the tempered one).
+
+        Args:
+            params: ``(..., c, 2)``.
+            temperature, differentiable: as in ``sample``.
+
+        Returns:
+            ``(sample, log_prob)``, each ``(..., c)``, in native units.
+        """
         sampled = self.sample(params, temperature, differentiable)
         return sampled, self.log_prob(params, sampled)
 
@@ -138,14 +215,21 @@ class ContinuousDistribution(nn.Module):
               rounding: Tensor | float = 0.0, legacy: bool = False) -> Tensor:  # fmt: skip
         """``log_prob`` of native values checked against the support.
 
-        A value farther than ``support_tolerance`` (plus ``rounding``, what
-        rounding half precision values may have moved them) outside
-        ``default_range`` is a ``ValueError`` naming ``name`` while content checks
-        are on, and scores ``-inf`` while they are off; within it, it is scored
-        at the bound. ``soft_validate_range`` clamps values ``eps`` inside the
-        range first; ``legacy`` (0.2.x's ``log_prob_continuous``) clamps values
-        outside into it and scores them there, warning once. ``to_user`` maps
-        native values to the user's units for the error message.
+        Args:
+            params: ``(..., c, 2)``.
+            native: ``(..., c)`` values in native units.
+            name: the argument name for error messages.
+            to_user: maps native values to the user's units (for messages).
+            soft_validate_range: clamp values ``eps`` inside ``default_range`` first.
+            rounding: how far rounding the user's (half precision) values may
+                have moved them, in native units: added to ``support_tolerance``.
+            legacy: 0.2.x's ``log_prob_continuous``: values outside are clamped
+                into the support and scored there, with a warning the first time.
+
+        Returns:
+            ``(..., c)``: within ``support_tolerance`` of the range a value is
+            scored at the bound; farther out it is a ``ValueError`` while content
+            checks are on, ``-inf`` while they are off.
         """
         if self.default_range is None:
             return self.log_prob(params, native)
@@ -156,30 +240,10 @@ class ContinuousDistribution(nn.Module):
         outside = (native < lo - tolerance) | (native > hi + tolerance)
         if content_checks_enabled() and bool(outside.any()):
             if not legacy:
-                self._raise_outside(native, outside, to_user, name)
-            self._warn_clamped(name)
+                raise_outside_support(self, native, outside, default(to_user, identity), name)
+            warn_once_clamped(self, name)
         log_prob = self.log_prob(params, native.clamp(lo, hi))
         return log_prob if legacy else log_prob.masked_fill(outside, float('-inf'))
-
-    def _raise_outside(self, native: Tensor, outside: Tensor, to_user, name: str):
-        to_user = default(to_user, identity)
-        where = tuple(outside.nonzero()[0].tolist())
-        lo, hi = (to_user(torch.full_like(native, bound))[where].item() for bound in self.default_range)
-        raise ValueError(
-            f'{name} must lie inside the support of the {type(self).__name__} head, [{lo:g}, {hi:g}] at index {where} '
-            f'(its native range {self.default_range}, in your units), got {to_user(native)[where].item():g} (in {describe(native)}); '
-            'pass soft_validate_range=True to clamp values into it'
-        )
-
-    def _warn_clamped(self, name: str) -> None:
-        if getattr(self, '_warned_clamped', False):
-            return
-        self._warned_clamped = True
-        warnings.warn(
-            f'log_prob_continuous: {name} has values outside the support of the {type(self).__name__} head; they are clamped into it '
-            'and scored there, as 0.2.x did (Readout.log_prob and the loss raise instead; soft_validate_range=True clamps without this warning)',
-            UserWarning, stacklevel=6,
-        )  # fmt: skip
 
 
 class Gaussian(ContinuousDistribution):

@@ -234,6 +234,11 @@ class MultiCategorical:
         """Log-probability of what ``sample`` returned: ids, or with
         ``differentiable`` straight-through one-hots (differentiable through them).
 
+        Args:
+            sampled: ids ``(...)`` / ``(..., g)``, or one-hots ``(..., sum n_g)``.
+            differentiable: ``sampled`` holds one-hots.
+            hard: they are hard (straight-through) one-hots.
+
         Returns:
             ``(...)`` / ``(..., g)``.
 

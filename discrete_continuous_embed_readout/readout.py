@@ -15,14 +15,14 @@ from einops import rearrange
 from torch import Tensor
 
 from ._action_masks import mask_logits, split_action_mask
-from ._checks import check_floating, check_last_dim, check_temperature, typecheck
+from ._checks import check_floating, check_last_dim, check_temperature, discrete_values, split_pair, typecheck
 from ._losses import fused_discrete_loss
 from ._readout_compat import ReadoutCompat
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take
 from .heads import build_continuous_dist
-from .readout_distribution import DistConfig, ReadoutDistribution, discrete_values, maybe_concat, split_pair
+from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat
 
 __all__ = ['FUSED_MIN_GROUP_SIZE', 'NoTableError', 'Readout']
 
@@ -221,6 +221,9 @@ class Readout(ReadoutCompat, SharedTable):
         Args:
             outputs: logits, params or a pair (``dist`` in the class docstring).
             selector_index, selector_config, action_mask, rescale_range: see the class docstring.
+
+        Returns:
+            a ``ReadoutDistribution``.
         """
         return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs')
 
@@ -275,7 +278,14 @@ class Readout(ReadoutCompat, SharedTable):
     def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None):
         """The deterministic action, ``sample(dist, temperature=0.)``: argmax
         (discrete); gaussian mean, squashed ``tanh(mean)``, beta / kumaraswamy mode
-        where unique and inside (0, 1), else their mean (continuous)."""
+        where unique and inside (0, 1), else their mean (continuous).
+
+        Args:
+            dist, selector_index, selector_config, rescale_range, action_mask: see the class docstring.
+
+        Returns:
+            ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair.
+        """
         return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist').mode()
 
     def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None,
@@ -283,9 +293,14 @@ class Readout(ReadoutCompat, SharedTable):
         """Log-probability of ``sampled`` under ``dist``: ids ``(...)`` / ``(..., G)``
         (``ignore_index`` gives 0, disallowed actions ``-inf``), values ``(..., c)``
         in original units (or ``rescale_range``'s), or a pair; continuous densities
-        are in the values' units. A value outside a bounded head's support is a
-        ``ValueError`` (``-inf`` with content checks off); ``soft_validate_range``
-        clamps it ``eps`` inside the native range first (0.2.10's option).
+        are in the values' units.
+
+        Args:
+            dist, sampled: the distribution(s) and what to score.
+            selector_index, selector_config, concat, action_mask, rescale_range: see the class docstring.
+            soft_validate_range: clamp values ``eps`` inside a bounded head's native
+                range first (0.2.10's option); otherwise a value outside the support
+                is a ``ValueError`` (``-inf`` with content checks off).
 
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
@@ -300,6 +315,10 @@ class Readout(ReadoutCompat, SharedTable):
         ``squashed_entropy_samples=n`` gives a Monte-Carlo estimate of the squashed
         variable's own from ``n`` draws.
 
+        Args:
+            dist, selector_index, selector_config, concat, action_mask, rescale_range: see the class docstring.
+            squashed_entropy_samples: a positive int (squashed readouts only).
+
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
         """
@@ -307,7 +326,12 @@ class Readout(ReadoutCompat, SharedTable):
         return dist.entropy(concat=concat, squashed_entropy_samples=squashed_entropy_samples)
 
     def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None):
-        """KL(true || pred) per group and per dim (``action_mask`` applies to both).
+        """KL(true || pred) per group and per dim.
+
+        Args:
+            dist_true, dist_pred: two distributions of the same shapes.
+            selector_index, selector_config, concat: see the class docstring.
+            action_mask: applied to both.
 
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
@@ -324,13 +348,27 @@ class Readout(ReadoutCompat, SharedTable):
         ``log_prob`` / ``entropy`` sum the readout's over groups / dims, ``sample``,
         ``rsample`` and ``mode`` match it. For tensordict:
         ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
+
+        Args:
+            dist_params, action_mask, selector_index, selector_config, rescale_range: see the class docstring.
+
+        Returns:
+            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair of them.
         """
         return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params').get_dist()
 
     def maybe_concat(self, output, concat: bool = False):
         """With ``concat``, join a (discrete, continuous) pair of per-entry results
         along the last axis ``(..., G + c)`` (a squeezed single group counts as one
-        column) in the continuous part's dtype; else ``output`` unchanged."""
+        column) in the continuous part's dtype; else ``output`` unchanged.
+
+        Args:
+            output: a tensor or a pair of per-entry results (log-probs, entropies, KL).
+            concat: join.
+
+        Returns:
+            ``output``, the part that is not ``None``, or ``(..., G + c)``.
+        """
         return maybe_concat(output, concat)
 
 

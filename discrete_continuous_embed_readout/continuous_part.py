@@ -1,0 +1,221 @@
+"""The continuous part of a readout's distribution: a head (``distributions``)
+applied to params, plus the one map from the head's native units to the user's.
+
+The units map (``unit_map``) is the only place where native and user units meet;
+it is a ``torch.distributions.AffineTransform``, ``user = loc + scale * native``:
+
+- with ``rescale_range=(lo, hi)``: the head's native range onto ``(lo, hi)``
+  (bounded heads only; the normaliser does not enter);
+- else with ``continuous_mean_std``: ``mean + std * native``;
+- else the identity.
+
+Sampling, the mode, log-probs, entropies, losses and ``get_dist``'s objects all go
+through it.
+"""
+
+# c - continuous dims
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+from torch.distributions import Normal
+from torch.distributions.transforms import AffineTransform
+
+from ._checks import check_bounds, check_finite, check_floating, check_tensor, describe
+from ._losses import regression_loss
+from ._utils import exists, take, upcast
+from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
+from .policy_distributions import continuous_distribution
+
+__all__ = ['ContinuousPart', 'head_for', 'rescale_map', 'unit_map']
+
+HALF = (torch.float16, torch.bfloat16)
+IDENTITY = AffineTransform(0.0, 1.0)
+
+
+def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None, like: Tensor) -> AffineTransform:
+    """Native to user units for ``c`` dims (see the module docstring); ``like``: a
+    ``(c,)`` tensor of the dtype and device of per-dim bounds; ``mean_std``: the
+    dims' ``(mean, std)``, std floored, or ``None``."""
+    if exists(rescale_range):
+        return rescale_map(native_range, rescale_range, 'rescale_range', like)
+    if exists(mean_std):
+        return AffineTransform(*mean_std)
+    return IDENTITY
+
+
+def rescale_map(native_range, target_range, name: str, like: Tensor) -> AffineTransform:
+    """The map from ``native_range`` onto ``target_range`` (numbers or per-dim bounds)."""
+    if native_range is None:
+        raise ValueError(f'{name}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
+    (lo, hi), (new_lo, new_hi) = native_range, check_bounds(target_range, name, like)
+    scale = (new_hi - new_lo) / (hi - lo)
+    return AffineTransform(new_lo - lo * scale, scale)
+
+
+def _rounding_in_native(user: Tensor, units: AffineTransform) -> Tensor | float:
+    """How far rounding ``user`` to its (half precision) dtype can move it, in
+    native units: a bound that half precision cannot represent rounds outwards."""
+    return torch.finfo(user.dtype).eps * user.detach().float().abs() / units.scale
+
+
+def _inside_bounds(sampled: Tensor, head: ContinuousDistribution, units: AffineTransform) -> Tensor:
+    """Half precision samples rounded back inside the mapped native range (the
+    nearest representable value of a bound may lie outside it)."""
+    if head.default_range is None or units is IDENTITY:
+        return sampled
+    ulp = torch.finfo(sampled.dtype).eps
+    lo, hi = (units(torch.full_like(sampled, b, dtype=torch.float32)) for b in head.default_range)
+    lo, hi = lo + ulp * lo.abs(), hi - ulp * hi.abs()  # one ulp inside, in float32
+    return torch.maximum(torch.minimum(sampled.float(), hi), lo).to(sampled.dtype)
+
+
+def _honoured_temperature(head: ContinuousDistribution, temperature: float) -> float:
+    """``temperature`` where the head defines it (0 and 1 always), else 1 with a
+    warning the first time (0.2.x ignored continuous temperatures)."""
+    if temperature <= 0 or temperature == 1 or head.supports_temperature:
+        return temperature
+    if not getattr(head, '_warned_temperature', False):
+        head._warned_temperature = True
+        warnings.warn(
+            f'{type(head).__name__} defines no sampling temperature other than 0 (its mode) and 1: '
+            f'temperature={temperature} is ignored for the continuous part (sampled at 1), as 0.2.x did',
+            UserWarning, stacklevel=5,
+        )  # fmt: skip
+    return 1.0
+
+
+def head_for(head: ContinuousDistribution, squashed: bool | None) -> ContinuousDistribution:
+    """The readout's head, or its squashed / unsquashed twin for a 0.2.x selector
+    that says otherwise (``squashed=None``: as the readout)."""
+    if squashed is None or squashed == isinstance(head, SquashedGaussian):
+        return head
+    twin = SquashedGaussian if squashed else Gaussian
+    return twin(log_var_clamp_range=head.log_var_clamp_range, eps=head.eps)
+
+
+class ContinuousPart:
+    """A head's distribution for ``params`` ``(..., c, 2)`` in the user's units
+    (``units``); in regression mode (``log_var=False``) a prediction ``(..., c)``.
+
+    Computes in float32 for half precision params; samples come back in the
+    params' dtype.
+    """
+
+    def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform, config, name: str):
+        self.head, self.units, self.config, self.name = head, units, config, name
+        self.is_identity = units is IDENTITY
+        self.dtype, self.params = params.dtype, upcast(params)
+        self.batch_shape = params.shape[:-2] if config.log_var else params.shape[:-1]
+        self.num_continuous = params.shape[-2] if config.log_var else params.shape[-1]
+
+    @classmethod
+    def build(cls, params: Tensor, config, selector, rescale_range, name: str) -> ContinuousPart:
+        """The part for ``params`` (checked) under ``selector``: the readout's head
+        (or its twin for a 0.2.x selector that squashes otherwise) and the units
+        map of the selector's dims."""
+        head = head_for(config.head, selector.squashed)
+        mean_std = None
+        if exists(config.mean_std):
+            mean, std = take(config.mean_std, selector.continuous_dims).unbind(-1)
+            mean_std = mean, std.clamp(min=config.eps)
+        native_range = head.default_range if exists(rescale_range) else None
+        like = upcast(params).new_empty((params.shape[-2] if config.log_var else params.shape[-1],))
+        return cls(head, params, unit_map(native_range, rescale_range, mean_std, like), config, name)
+
+    def expand(self, batch_shape) -> ContinuousPart:
+        """The same distribution broadcast to ``(*batch_shape, ...)``."""
+        params = self.params.expand(*batch_shape, *self.params.shape)
+        return ContinuousPart(self.head, params, self.units, self.config, self.name)
+
+    def require_distribution(self, what: str) -> None:
+        if not self.config.log_var:
+            raise ValueError(f'{what} needs a distribution, but this readout predicts only a mean (continuous_log_var_embed=False)')
+
+    def sample(self, temperature: float = 1.0, differentiable: bool = False, with_log_prob: bool = False):
+        """``(values (..., c), log_prob (..., c) or None)``; the log-prob is exactly
+        ``log_prob`` of the returned values (a PPO ratio at unchanged parameters
+        is 1); with ``differentiable`` its gradient is the head's reparameterised
+        one (through the pre-tanh draw when squashed)."""
+        head, params, units = self.head, self.params, self.units
+        if not self.config.log_var:
+            if with_log_prob:
+                self.require_distribution('return_log_prob')
+            return units(params).to(self.dtype), None  # regression: the prediction itself
+        temperature = _honoured_temperature(head, temperature)
+        if with_log_prob and differentiable:
+            native, head_log_prob = head.sample_and_log_prob(params, temperature, differentiable)
+        else:
+            native, head_log_prob = head.sample(params, temperature, differentiable), None
+        sampled = units(native).to(self.dtype)
+        if sampled.dtype in HALF:
+            sampled = _inside_bounds(sampled, head, units)
+        if not with_log_prob:
+            return sampled, None
+        rounding = _rounding_in_native(sampled, units) if sampled.dtype in HALF else 0.0
+        rescored = units.inv(upcast(sampled))
+        log_prob = head.score(params, rescored, name='sampled', to_user=units, rounding=rounding) - units.log_abs_det_jacobian(rescored, native)
+        if exists(head_log_prob):
+            head_log_prob = head_log_prob - units.log_abs_det_jacobian(native, native)
+            log_prob = head_log_prob + (log_prob - head_log_prob).detach()
+        return sampled, log_prob
+
+    def values(self, values, name: str) -> Tensor:
+        """``values`` checked: a finite floating tensor ``(..., c)`` of this batch shape."""
+        check_tensor(values, name)
+        check_floating(values, name)
+        expected = (*self.batch_shape, self.num_continuous)
+        if tuple(values.shape) != expected:
+            raise ValueError(f'{name} must have shape {expected} (one value per continuous dim), got {describe(values)}')
+        return check_finite(values, name)
+
+    def log_prob(self, values, name: str = 'value', soft_validate_range: bool = False, legacy: bool = False) -> Tensor:
+        """Log-density of user-unit ``values`` ``(..., c)``, in those units."""
+        self.require_distribution('log_prob')
+        values = self.values(values, name)
+        rounding = _rounding_in_native(values, self.units) if values.dtype in HALF else 0.0
+        native = self.units.inv(upcast(values))
+        log_prob = self.head.score(self.params, native, name=name, to_user=self.units, soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)
+        return log_prob - self.units.log_abs_det_jacobian(native, native)
+
+    def entropy(self, num_samples: int | None = None) -> Tensor:
+        """Entropy per dim in the user's units; ``num_samples``: a Monte-Carlo
+        estimate of the squashed gaussian's (true) entropy."""
+        self.require_distribution('entropy')
+        if not exists(num_samples):
+            entropy = self.head.entropy(self.params)
+        elif not isinstance(self.head, SquashedGaussian):
+            raise ValueError('squashed_entropy_samples is for a squashed gaussian (continuous_squashed=True)')
+        elif isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f'squashed_entropy_samples must be a positive int, got {num_samples!r}')
+        else:
+            entropy = self.head.entropy_estimate(self.params, num_samples)
+        return entropy + self.units.log_abs_det_jacobian(entropy, entropy)
+
+    def kl_div(self, other: ContinuousPart) -> Tensor:
+        """KL(self || other) per dim (invariant under the shared units map)."""
+        self.require_distribution('kl_div')
+        if self.params.shape != other.params.shape:
+            raise ValueError(f'{self.name} and {other.name} continuous params differ in shape: {tuple(self.params.shape)} vs {tuple(other.params.shape)}')
+        return self.head.kl_div(self.params, other.params)
+
+    def loss(self, targets) -> Tensor:
+        """Per-entry loss ``(..., c)``: the negative log-density, or in regression
+        mode the regression loss in native (normalised) units."""
+        if self.config.log_var:
+            return -self.log_prob(targets, 'targets')
+        return regression_loss(self.params, self.units.inv(self.values(targets, 'targets')), self.config.regression_loss_type)
+
+    def user_normal(self) -> Normal:
+        """A gaussian head's normal mapped to the user's units (still a normal)."""
+        normal = self.head.dist(self.params)
+        return Normal(self.units(normal.loc), self.units.scale * normal.scale, validate_args=False)
+
+    def torch_dist(self):
+        """A ``torch.distributions`` view (see ``policy_distributions``)."""
+        self.require_distribution('get_dist')
+        return continuous_distribution(self)
+
