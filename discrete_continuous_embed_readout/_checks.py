@@ -185,6 +185,36 @@ def check_bounds(value, name: str, like: Tensor):
     return lo, hi
 
 
+def check_support(head, native: Tensor, *, name: str, to_user, soft_validate_range: bool = False, rounding: Tensor | float = 0.0,
+                  legacy: bool = False) -> tuple[Tensor, Tensor | None]:  # fmt: skip
+    """Native values checked against a head's support, ready to score.
+
+    A value farther than the head's ``support_tolerance`` (plus ``rounding``, how
+    far rounding the user's half precision values may have moved them) outside
+    its ``default_range`` is a ``ValueError`` naming ``name`` (in the user's units,
+    ``to_user``) while content checks are on. ``soft_validate_range`` clamps values
+    ``eps`` inside the range first; ``legacy`` (0.2.x's ``log_prob_continuous``)
+    clamps them into it with a warning the first time instead of raising.
+
+    Returns:
+        ``(values clamped into the range, where they were outside)``: score the
+        first and set the second to ``-inf`` (``None`` for an unbounded head or
+        with ``legacy``).
+    """
+    if head.default_range is None:
+        return native, None
+    lo, hi = head.default_range
+    if soft_validate_range:
+        native = native.clamp(lo + head.eps, hi - head.eps)
+    tolerance = head.support_tolerance + rounding
+    outside = (native < lo - tolerance) | (native > hi + tolerance)
+    if content_checks_enabled() and bool(outside.any()):
+        if not legacy:
+            raise_outside_support(head, native, outside, to_user, name)
+        warn_once_clamped(head, name)
+    return native.clamp(lo, hi), None if legacy else outside
+
+
 def raise_outside_support(head, native: Tensor, outside: Tensor, to_user, name: str):
     """The error for values outside a bounded head's support, in the user's units."""
     where = tuple(outside.nonzero()[0].tolist())
@@ -204,7 +234,7 @@ def warn_once_clamped(head, name: str) -> None:
     warnings.warn(
         f'log_prob_continuous: {name} has values outside the support of the {type(head).__name__} head; they are clamped into it '
         'and scored there, as 0.2.x did (Readout.log_prob and the loss raise instead; soft_validate_range=True clamps without this warning)',
-        UserWarning, stacklevel=6,
+        UserWarning, stacklevel=5,
     )  # fmt: skip
 
 

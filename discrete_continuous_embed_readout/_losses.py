@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_ids_in_range, check_tensor, describe, functorch_active
+from ._checks import check_ids_in_range, check_tensor, describe, discrete_values, functorch_active
 from ._utils import default, exists
 
 
@@ -156,11 +156,23 @@ def _nll_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, rows: int
     return total
 
 
-def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, ids: Tensor, mask, ignore_index: int | None, group_axis_added: bool) -> Tensor:
-    """The mean cross entropy over the kept ``(..., g)`` entries of ``ids``, straight
-    from the embeddings: ``weight`` holds the selector's discrete rows, groups
-    concatenated; ``mask`` is the ``(...)`` loss mask or ``None``."""
-    check_ids_in_range(ids, selector.group_sizes_t, 'targets', ignore_index, group_axis_added)
+FUSED_MIN_GROUP_SIZE = 4096  # below it, one logits matmul for all groups is cheaper
+
+
+def can_fuse(fused_cross_entropy: bool, selector) -> bool:
+    """Whether ``forward``'s reduced discrete loss takes the fused path: one group,
+    or groups all at least ``FUSED_MIN_GROUP_SIZE`` large."""
+    sizes = selector.group_sizes
+    return fused_cross_entropy and selector.has_discrete and (len(sizes) == 1 or min(sizes) >= FUSED_MIN_GROUP_SIZE)
+
+
+def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, targets, mask, ignore_index: int | None, squeeze: bool) -> Tensor:
+    """The mean cross entropy over the kept entries of ``targets`` (ids ``(...)``
+    for a squeezed single group, else ``(..., g)``), straight from the embeddings:
+    ``weight`` holds the selector's discrete rows, groups concatenated; ``mask``
+    is the ``(...)`` loss mask or ``None``."""
+    ids = discrete_values(targets, selector, embed.shape[:-1], squeeze, 'targets')  # (..., g)
+    check_ids_in_range(ids, selector.group_sizes_t, 'targets', ignore_index, squeeze)
     keep = entry_mask(ids, check_loss_mask(mask, ids.shape[:-1]), ids != ignore_index if exists(ignore_index) else None)
     keep = default(keep, torch.ones_like(ids, dtype=torch.bool))
     safe = ids.masked_fill(~keep, 0)

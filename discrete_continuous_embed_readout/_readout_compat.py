@@ -17,7 +17,7 @@ from ._utils import DiscreteContinuous, exists, identity
 from .continuous_part import ContinuousPart, head_for, rescale_map
 from .distributions import Gaussian, SquashedGaussian
 from .multi_categorical import MultiCategorical
-from .readout_distribution import ReadoutDistribution
+from .readout_distribution import DistConfig, ReadoutDistribution
 
 
 class ReadoutCompat:
@@ -142,7 +142,7 @@ class ReadoutCompat:
         lenient = self.continuous_log_var_embed and not self.can_norm_continuous and selector is self.default_selector
         c = params.shape[-2] if lenient and isinstance(params, Tensor) and params.ndim >= 2 else None
         outputs = DiscreteContinuous(None, params)
-        part = ReadoutDistribution(outputs, selector, self._dist_config(), rescale_range=rescale_range, name=name, num_continuous=c).continuous
+        part = ReadoutDistribution(outputs, selector, DistConfig.of(self), rescale_range=rescale_range, name=name, num_continuous=c).continuous
         if exists(what):
             part.require_distribution(what)
         return part

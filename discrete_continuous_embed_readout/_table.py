@@ -4,25 +4,18 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
 
+from ._checkpoints import upgrade_legacy_state
 from ._checks import check_floating, describe
 from ._legacy import DiscreteContinuousSelector
 from ._selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config, parse_selector_parts
 from ._utils import exists, take
 
 MAX_CACHED_RUNTIME_SELECTORS = 64
-
-# what 0.2.x checkpoints hold that this package does not: copies of the table per
-# selector, and the normaliser under '.data' (plus a copy per selector)
-LEGACY_TABLE_COPIES = ('discrete_selector.embeddings.weight', 'continuous_selector.embed.weight')
-LEGACY_MEAN_STD = 'continuous_mean_std.data'
-LEGACY_MEAN_STD_COPIES = ('continuous_selector.continuous_mean_std.data', 'continuous_mean_std.data')
-
 
 def parse_num_discrete(num_discrete, has_selectors: bool) -> tuple[int, ...]:
     if isinstance(num_discrete, bool) or not isinstance(num_discrete, (int, tuple, list)):
@@ -147,44 +140,11 @@ class SharedTable(nn.Module):
     # checkpoints
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._upgrade_legacy_state(state_dict, prefix)
+        upgrade_legacy_state(self, state_dict, prefix)
         mean_std = state_dict.get(prefix + 'continuous_mean_std')
         if mean_std is not None and exists(self.continuous_mean_std) and mean_std.shape == self.continuous_mean_std.shape:
             _check_mean_std(mean_std, self.num_continuous, f'state_dict[{prefix}continuous_mean_std]')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _upgrade_legacy_state(self, state_dict, prefix: str) -> None:
-        """Rewrite a 0.2.x state dict in place: ``continuous_mean_std.data`` becomes
-        ``continuous_mean_std``; each selector's copies of the table and of its
-        dims' normaliser are checked and dropped. A table copy that differs is
-        what 0.2.x's untied ``weight_tie=True`` wrote: the readout's table
-        (``embeddings.weight``) is kept as the shared one, with a warning."""
-        if prefix + LEGACY_MEAN_STD in state_dict:
-            state_dict[prefix + 'continuous_mean_std'] = state_dict.pop(prefix + LEGACY_MEAN_STD)
-        for key in [k for k in state_dict if k.startswith(prefix + 'selectors.')]:
-            index, _, name = key[len(prefix + 'selectors.') :].partition('.')
-            selector = self._legacy_selector_at(index)
-            if selector is None or name not in (*LEGACY_TABLE_COPIES, *LEGACY_MEAN_STD_COPIES):
-                continue  # not a legacy copy: left for load_state_dict to report
-            copy = state_dict.pop(key)
-            if name in LEGACY_TABLE_COPIES:
-                _check_table_copy(copy, state_dict.get(prefix + 'embeddings.weight'), key, prefix)
-                continue
-            mean_std = state_dict.get(prefix + 'continuous_mean_std')
-            if mean_std is not None:  # compared where the selector's index tables live
-                mean_std, copy = mean_std.to(selector.group_sizes_t.device), copy.to(selector.group_sizes_t.device)
-            expected = take(mean_std, selector.continuous_dims) if mean_std is not None and selector.has_continuous else None
-            if expected is not None and (expected.shape != copy.shape or not torch.equal(expected, copy)):
-                raise ValueError(f"state_dict: {key} should hold the selector's rows of {prefix}continuous_mean_std (0.2.x layout) but differs from them")
-
-    def _legacy_selector_at(self, index: str) -> Selector | None:
-        """The selector a 0.2.x key ``selectors.<index>`` belongs to (0.2.x kept the
-        default selector as ``selectors.0``)."""
-        if not index.isdigit():
-            return None
-        if len(self.selectors) == 0:
-            return self.default_selector if index == '0' else None
-        return self.selectors[int(index)] if int(index) < len(self.selectors) else None
 
     # selectors
 
@@ -348,14 +308,3 @@ class SharedTable(nn.Module):
 def _unwrap(selector) -> Selector:
     """The index tables behind a selector object (``get_selector``'s, or our own)."""
     return selector.selector if isinstance(selector, DiscreteContinuousSelector) else selector
-
-
-def _check_table_copy(copy: Tensor, table: Tensor | None, key: str, prefix: str) -> None:
-    if table is None or (copy.shape == table.shape and torch.equal(copy, table)):
-        return
-    warnings.warn(
-        f'state_dict: {key} differs from {prefix}embeddings.weight. A 0.2.x checkpoint of a weight_tie=True pair holds two tables '
-        f'(0.2.x did not really tie: its embed kept looking up {key}); loading {prefix}embeddings.weight, the readout\'s table, '
-        f'as the one shared table and dropping {key}',
-        UserWarning, stacklevel=4,
-    )  # fmt: skip

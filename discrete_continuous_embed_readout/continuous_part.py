@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.distributions import Normal
 from torch.distributions.transforms import AffineTransform
 
-from ._checks import check_bounds, check_finite, check_floating, check_tensor, describe
+from ._checks import check_bounds, check_finite, check_floating, check_support, check_tensor, describe
 from ._losses import regression_loss
 from ._utils import exists, take, upcast
 from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
@@ -136,16 +136,33 @@ class ContinuousPart:
             raise ValueError(f'{what} needs a distribution, but this readout predicts only a mean (continuous_log_var_embed=False)')
 
     def sample(self, temperature: float = 1.0, differentiable: bool = False, with_log_prob: bool = False):
-        """``(values (..., c), log_prob (..., c) or None)``; the log-prob is exactly
-        ``log_prob`` of the returned values (a PPO ratio at unchanged parameters
-        is 1); with ``differentiable`` its gradient is the head's reparameterised
-        one (through the pre-tanh draw when squashed)."""
-        head, params, units = self.head, self.params, self.units
+        """A draw in the user's units, and its log-prob.
+
+        Args:
+            temperature: as the head defines it (``<= 0``: the mode).
+            differentiable: reparameterised.
+            with_log_prob: also the log-prob: exactly ``log_prob`` of the returned
+                values (a PPO ratio at unchanged parameters is 1); with
+                ``differentiable``, its gradient is the head's reparameterised one
+                (through the pre-tanh draw when squashed).
+
+        Returns:
+            ``(values (..., c), log_prob (..., c) or None)``, values in the params' dtype.
+        """
         if not self.config.log_var:
             if with_log_prob:
                 self.require_distribution('return_log_prob')
-            return units(params).to(self.dtype), None  # regression: the prediction itself
-        temperature = _honoured_temperature(head, temperature)
+            return self.units(self.params).to(self.dtype), None  # regression: the prediction itself
+        sampled, log_prob, native, head_log_prob = self._draw(_honoured_temperature(self.head, temperature), differentiable, with_log_prob)
+        if exists(head_log_prob):  # the value of the re-scored log-prob, the gradient of the head's
+            head_log_prob = head_log_prob - self.units.log_abs_det_jacobian(native, native)
+            log_prob = head_log_prob + (log_prob - head_log_prob).detach()
+        return sampled, log_prob
+
+    def _draw(self, temperature: float, differentiable: bool, with_log_prob: bool):
+        """Draw, map to the user's units and re-score there; between the head's two
+        calls only torch runs (see ``benchmarks/trace_route.py``)."""
+        head, params, units = self.head, self.params, self.units
         if with_log_prob and differentiable:
             native, head_log_prob = head.sample_and_log_prob(params, temperature, differentiable)
         else:
@@ -154,14 +171,11 @@ class ContinuousPart:
         if sampled.dtype in HALF:
             sampled = _inside_bounds(sampled, head, units)
         if not with_log_prob:
-            return sampled, None
+            return sampled, None, native, None
         rounding = _rounding_in_native(sampled, units) if sampled.dtype in HALF else 0.0
-        rescored = units.inv(upcast(sampled))
-        log_prob = head.score(params, rescored, name='sampled', to_user=units, rounding=rounding) - units.log_abs_det_jacobian(rescored, native)
-        if exists(head_log_prob):
-            head_log_prob = head_log_prob - units.log_abs_det_jacobian(native, native)
-            log_prob = head_log_prob + (log_prob - head_log_prob).detach()
-        return sampled, log_prob
+        rescored, outside = check_support(head, units.inv(upcast(sampled)), name='sampled', to_user=units, rounding=rounding)
+        log_prob = head.log_prob(params, rescored) - units.log_abs_det_jacobian(rescored, native)
+        return sampled, log_prob if outside is None else log_prob.masked_fill(outside, float('-inf')), native, head_log_prob
 
     def values(self, values, name: str) -> Tensor:
         """``values`` checked: a finite floating tensor ``(..., c)`` of this batch shape."""
@@ -177,9 +191,10 @@ class ContinuousPart:
         self.require_distribution('log_prob')
         values = self.values(values, name)
         rounding = _rounding_in_native(values, self.units) if values.dtype in HALF else 0.0
-        native = self.units.inv(upcast(values))
-        log_prob = self.head.score(self.params, native, name=name, to_user=self.units, soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)
-        return log_prob - self.units.log_abs_det_jacobian(native, native)
+        native, outside = check_support(self.head, self.units.inv(upcast(values)), name=name, to_user=self.units,
+                                        soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)  # fmt: skip
+        log_prob = self.head.log_prob(self.params, native) - self.units.log_abs_det_jacobian(native, native)
+        return log_prob if outside is None else log_prob.masked_fill(outside, float('-inf'))
 
     def entropy(self, num_samples: int | None = None) -> Tensor:
         """Entropy per dim in the user's units; ``num_samples``: a Monte-Carlo

@@ -8,11 +8,8 @@ the einops functions the old module carried) are kept for old code only.
 
 from einops import einsum, rearrange, reduce, repeat
 
-from ._legacy import (
-    BufferModule,
-    ContinuousSelector,
-    DiscreteContinuousSelector,
-    DiscreteSelector,
+from ._legacy import BufferModule, ContinuousSelector, DiscreteContinuousSelector, DiscreteSelector
+from ._legacy_helpers import (
     assert_valid_range,
     atanh,
     calc_entropy,

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Normal, TanhTransform, TransformedDistribution, kl_divergence
 
-from ._checks import check_range, content_checks_enabled, raise_outside_support, warn_once_clamped
-from ._utils import default, exists, identity
+from ._checks import check_range
+from ._utils import exists
 
 LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -210,40 +210,6 @@ class ContinuousDistribution(nn.Module):
         """
         sampled = self.sample(params, temperature, differentiable)
         return sampled, self.log_prob(params, sampled)
-
-    def score(self, params: Tensor, native: Tensor, *, name: str = 'value', to_user=None, soft_validate_range: bool = False,
-              rounding: Tensor | float = 0.0, legacy: bool = False) -> Tensor:  # fmt: skip
-        """``log_prob`` of native values checked against the support.
-
-        Args:
-            params: ``(..., c, 2)``.
-            native: ``(..., c)`` values in native units.
-            name: the argument name for error messages.
-            to_user: maps native values to the user's units (for messages).
-            soft_validate_range: clamp values ``eps`` inside ``default_range`` first.
-            rounding: how far rounding the user's (half precision) values may
-                have moved them, in native units: added to ``support_tolerance``.
-            legacy: 0.2.x's ``log_prob_continuous``: values outside are clamped
-                into the support and scored there, with a warning the first time.
-
-        Returns:
-            ``(..., c)``: within ``support_tolerance`` of the range a value is
-            scored at the bound; farther out it is a ``ValueError`` while content
-            checks are on, ``-inf`` while they are off.
-        """
-        if self.default_range is None:
-            return self.log_prob(params, native)
-        lo, hi = self.default_range
-        if soft_validate_range:
-            native = native.clamp(lo + self.eps, hi - self.eps)
-        tolerance = self.support_tolerance + rounding
-        outside = (native < lo - tolerance) | (native > hi + tolerance)
-        if content_checks_enabled() and bool(outside.any()):
-            if not legacy:
-                raise_outside_support(self, native, outside, default(to_user, identity), name)
-            warn_once_clamped(self, name)
-        log_prob = self.log_prob(params, native.clamp(lo, hi))
-        return log_prob if legacy else log_prob.masked_fill(outside, float('-inf'))
 
 
 class Gaussian(ContinuousDistribution):

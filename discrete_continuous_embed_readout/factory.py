@@ -55,21 +55,27 @@ def EmbedAndReadout(
     """
     embed_kwargs, readout_kwargs = dict(embed_kwargs or {}), dict(readout_kwargs or {})
     if exists(explicit_single_action_dim_given):
-        implied = not bool(explicit_single_action_dim_given)
-        for name, options in (('auto_append_discrete_set_dim', embed_kwargs), ('return_one_discrete_logits', readout_kwargs), ('auto_squeeze_single_output', readout_kwargs)):
-            if exists(options.get(name)) and options[name] != implied:
-                where = 'embed_kwargs' if options is embed_kwargs else 'readout_kwargs'
-                raise ValueError(
-                    f'explicit_single_action_dim_given={explicit_single_action_dim_given!r} means {name}={implied}, '
-                    f'but {where} sets {name}={options[name]!r}: drop one of the two'
-                )
-            options.setdefault(name, implied)
+        _single_axis_options(explicit_single_action_dim_given, embed_kwargs, readout_kwargs)
     shared, embed_only, readout_only = _route(kwargs)
     embed = Embed(*args, **shared, **embed_only, **embed_kwargs)
     readout = Readout(*args, **shared, **readout_only, **readout_kwargs)
     if weight_tie:
         _tie(embed, readout)
     return EmbedReadoutPair(embed, readout)
+
+
+def _single_axis_options(explicit: bool, embed_kwargs: dict, readout_kwargs: dict) -> None:
+    """What ``explicit_single_action_dim_given`` means for each module's options
+    (set where not given; a contradicting option is an error)."""
+    implied = not bool(explicit)
+    for name, options in (('auto_append_discrete_set_dim', embed_kwargs), ('return_one_discrete_logits', readout_kwargs), ('auto_squeeze_single_output', readout_kwargs)):
+        if exists(options.get(name)) and options[name] != implied:
+            where = 'embed_kwargs' if options is embed_kwargs else 'readout_kwargs'
+            raise ValueError(
+                f'explicit_single_action_dim_given={explicit!r} means {name}={implied}, '
+                f'but {where} sets {name}={options[name]!r}: drop one of the two'
+            )
+        options.setdefault(name, implied)
 
 
 def _parameters(cls) -> set[str]:

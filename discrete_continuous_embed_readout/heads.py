@@ -27,11 +27,15 @@ def build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_
         cls = SquashedGaussian
     if not log_var and (cls is not Gaussian):
         raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}')
-    if regression_loss_type not in ('mse', 'l1'):
-        raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
-    if not isinstance(dist_kwargs, dict):
-        raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
+    _check_options(regression_loss_type, dist_kwargs)
     try:
         return cls(**dist_kwargs, eps=eps)
     except TypeError as err:
         raise TypeError(f'continuous_dist_kwargs {dist_kwargs!r} do not fit {cls.__name__}: {err}') from None
+
+
+def _check_options(regression_loss_type, dist_kwargs) -> None:
+    if regression_loss_type not in ('mse', 'l1'):
+        raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
+    if not isinstance(dist_kwargs, dict):
+        raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')

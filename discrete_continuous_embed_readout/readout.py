@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from ._action_masks import mask_logits, split_action_mask
-from ._checks import check_floating, check_last_dim, check_temperature, discrete_values, split_pair, typecheck
-from ._losses import fused_discrete_loss
+from ._checks import check_floating, check_last_dim, check_temperature, split_pair, typecheck
+from ._losses import can_fuse, fused_discrete_loss
 from ._readout_compat import ReadoutCompat
 from ._selectors import Selector
 from ._table import SharedTable
@@ -24,9 +23,7 @@ from ._utils import DiscreteContinuous, default, exists, first_tensor, identity,
 from .heads import build_continuous_dist
 from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat
 
-__all__ = ['FUSED_MIN_GROUP_SIZE', 'NoTableError', 'Readout']
-
-FUSED_MIN_GROUP_SIZE = 4096  # below it, one logits matmul for all groups is cheaper
+__all__ = ['NoTableError', 'Readout']
 
 
 class Readout(ReadoutCompat, SharedTable):
@@ -139,38 +136,39 @@ class Readout(ReadoutCompat, SharedTable):
             ``DiscreteContinuous``. With a loss: a scalar per modality (mean over
             the kept entries), or the unreduced per-entry losses.
         """
-        if not exists(self.embeddings):
-            raise NoTableError('embeddings not present: this readout has no table (dim is None); pass logits to sample / log_prob / calculate_loss instead')
-        check_floating(embed, 'embed')
-        check_last_dim(embed, self.dim, 'embed', 'the readout dim')
-        return_loss = default(return_loss, exists(targets))
-        if return_loss != exists(targets):
-            raise ValueError('return_loss=True needs targets, got targets=None' if return_loss else 'targets were given with return_loss=False: drop the targets or ask for the loss')
-        selector = self._selector(selector_index, selector_config, embed.device)
+        selector = self._forward_selector(embed, targets, return_loss, selector_index, selector_config)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
-        if return_loss and not return_unreduced_loss and action_mask is None and self._can_fuse(selector):
-            return self._fused_loss(embed, targets, selector, loss_mask, return_only)
-        outputs = self._project(embed, selector)
-        if return_loss:
-            dist = ReadoutDistribution(outputs, selector, self._dist_config(), action_mask=action_mask, name='logits')
-            return dist.loss(targets, mask=loss_mask, unreduced=return_unreduced_loss, return_only=return_only)
-        groups, params = outputs
+        if default(return_loss, exists(targets)):
+            return self._loss(embed, targets, selector, loss_mask, return_unreduced_loss, return_only, action_mask)
+        groups, params = self._project(embed, selector)
         if exists(action_mask):
-            if not exists(groups):
-                raise ValueError('action_mask was given but there are no discrete logits to mask')
-            groups = mask_logits(groups, split_action_mask(action_mask, selector.group_sizes, groups[0].shape[:-1]))
+            groups = ReadoutDistribution(DiscreteContinuous(groups, params), selector, DistConfig.of(self), action_mask=action_mask).groups
         one = default(self.return_one_discrete_logits, True) and self.auto_squeeze_single_output and selector.num_groups == 1
         logits = (groups[0] if one else tuple(groups)) if exists(groups) else None
         return pack(logits, params, True, return_only)
 
+    def _forward_selector(self, embed, targets, return_loss, selector_index, selector_config) -> Selector:
+        if not exists(self.embeddings):
+            raise NoTableError('embeddings not present: this readout has no table (dim is None); pass logits to sample / log_prob / calculate_loss instead')
+        check_floating(embed, 'embed')
+        check_last_dim(embed, self.dim, 'embed', 'the readout dim')
+        if default(return_loss, exists(targets)) != exists(targets):
+            raise ValueError('return_loss=True needs targets, got targets=None' if return_loss else 'targets were given with return_loss=False: drop the targets or ask for the loss')
+        return self._selector(selector_index, selector_config, embed.device)
+
+    def _loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask):
+        if not unreduced and action_mask is None and can_fuse(self.fused_cross_entropy, selector):
+            return self._fused_loss(embed, targets, selector, mask, return_only)
+        dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
+        return dist.loss(targets, mask=mask, unreduced=unreduced, return_only=return_only)
+
     def _project(self, embed: Tensor, selector: Selector):
-        """``(groups, params)``, each ``None`` where the selector has no such part."""
+        """``(groups, params)``, each ``None`` where the selector has no such part (one matmul)."""
         weight = take(self.embeddings.weight, selector.readout_rows)
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
         num_d = selector.num_discrete_rows
         groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete else None
         return DiscreteContinuous(groups, self._as_params(out[..., num_d:]) if selector.has_continuous else None)
-
 
     def _as_params(self, flat: Tensor) -> Tensor:
         """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``; regression stays ``(..., c)``."""
@@ -193,21 +191,16 @@ class Readout(ReadoutCompat, SharedTable):
         dist = self._dist(logits, selector_index, selector_config, action_mask, None, 'logits')
         return dist.loss(targets, mask=mask, unreduced=return_unreduced_loss)
 
-    def _can_fuse(self, selector: Selector) -> bool:
-        sizes = selector.group_sizes
-        return self.fused_cross_entropy and selector.has_discrete and (len(sizes) == 1 or min(sizes) >= FUSED_MIN_GROUP_SIZE)
-
     def _fused_loss(self, embed, targets, selector, mask, return_only):
         d_target, c_target = split_pair(targets, selector, 'targets')
         d_loss = c_loss = None
         if exists(d_target):
-            squeeze = self.auto_squeeze_single_output and selector.num_groups == 1
-            ids = discrete_values(d_target, selector, embed.shape[:-1], squeeze, 'targets')  # (..., g)
-            d_loss = fused_discrete_loss(embed, take(self.embeddings.weight, selector.discrete_rows), selector, ids, mask, self.ignore_index, squeeze)
-        if selector.has_continuous and exists(c_target):
+            weight, squeeze = take(self.embeddings.weight, selector.discrete_rows), self.auto_squeeze_single_output and selector.num_groups == 1
+            d_loss = fused_discrete_loss(embed, weight, selector, d_target, mask, self.ignore_index, squeeze)
+        if exists(c_target):
             weight = take(self.embeddings.weight, selector.continuous_readout_rows)
             params = self._as_params(F.linear(_as_dtype_of(embed, weight), weight))
-            dist = ReadoutDistribution(DiscreteContinuous(None, params), selector, self._dist_config(), name='logits')
+            dist = ReadoutDistribution(DiscreteContinuous(None, params), selector, DistConfig.of(self), name='logits')
             c_loss = dist.loss(DiscreteContinuous(None, c_target), mask=mask)
         return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only)
 
@@ -228,15 +221,9 @@ class Readout(ReadoutCompat, SharedTable):
         return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs')
 
     def _dist(self, outputs, selector_index, selector_config, action_mask, rescale_range, name: str) -> ReadoutDistribution:
-        config = self._dist_config()
         selector = self._selector(selector_index, selector_config, first_tensor(outputs).device)
-        return ReadoutDistribution(outputs, selector, config, action_mask=action_mask, rescale_range=rescale_range, name=name)
+        return ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, rescale_range=rescale_range, name=name)
 
-    def _dist_config(self) -> DistConfig:
-        return DistConfig(
-            self.continuous_dist, self.continuous_log_var_embed, self.regression_loss_type, self.ignore_index, self.use_parallel_multi_discrete,
-            self.auto_squeeze_single_output, self.return_only_discrete_or_continuous, self.continuous_mean_std, self.eps,
-        )  # fmt: skip
 
     def sample(self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
                rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,

@@ -48,6 +48,15 @@ class DistConfig(NamedTuple):
     mean_std: Tensor | None  # (C, 2) of the whole table
     eps: float
 
+    @classmethod
+    def of(cls, readout) -> DistConfig:
+        """A readout's options as they are now."""
+        return cls(
+            readout.continuous_dist, readout.continuous_log_var_embed, readout.regression_loss_type, readout.ignore_index,
+            readout.use_parallel_multi_discrete, readout.auto_squeeze_single_output, readout.return_only_discrete_or_continuous,
+            readout.continuous_mean_std, readout.eps,
+        )  # fmt: skip
+
 
 @contextmanager
 def _rng_from(generator: torch.Generator, device: torch.device):
@@ -149,8 +158,7 @@ class ReadoutDistribution:
             d_lp = d_lp.squeeze(-1) if exists(d_lp) and self.squeeze else d_lp
         if exists(self._build_continuous):
             # built here rather than through the property, so that the call goes straight on to the head
-            part = self._continuous if exists(self._continuous) else self._build_continuous()
-            self._continuous = part
+            part = self._continuous = self._continuous if exists(self._continuous) else self._build_continuous()
             with _rng_from(generator, part.params.device) if exists(generator) else nullcontext():
                 c, c_lp = part.sample(temperature, differentiable, return_log_prob)
         sampled = self._pack_parts(d, c)
