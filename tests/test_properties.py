@@ -19,24 +19,21 @@ normalisation, batch shapes and selector configs must satisfy:
 
 Every tensor is drawn from a ``torch.Generator`` seeded by a hypothesis-drawn integer,
 so a falsifying example printed by hypothesis reproduces exactly. Examples are bounded
-(``max_examples``) to keep the file fast; ``EXAMPLES`` counts those run.
+(``max_examples``) to keep the file fast; hypothesis' own statistics (``--hypothesis-show-statistics``,
+on by default through ``addopts`` in pyproject.toml) report how many ran.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 from dataclasses import dataclass
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from discrete_continuous_embed_readout import DiscreteContinuous, EmbedAndReadout, ParameterlessReadout
-
-EXAMPLES: Counter = Counter()  # test name -> examples run (printed at module teardown)
 
 # PROPERTY_EXAMPLES=1000 runs a deeper search (default 25 per test: the suite stays fast)
 BOUNDED = settings(
@@ -49,21 +46,6 @@ BOUNDED = settings(
 
 DIST_TYPES = ('gaussian', 'squashed', 'beta', 'kumaraswamy')
 F32_EPS = torch.finfo(torch.float32).eps
-
-
-@pytest.fixture(scope='module', autouse=True)
-def _report_examples(request):
-    yield
-    reporter = request.config.pluginmanager.get_plugin('terminalreporter')
-    capture = request.config.pluginmanager.get_plugin('capturemanager')
-    if reporter is not None and capture is not None:  # None in xdist workers
-        per_test = ', '.join(f'{k}={v}' for k, v in sorted(EXAMPLES.items()))
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f'\nhypothesis examples completed: {sum(EXAMPLES.values())} ({per_test})')
-
-
-def _count(name: str) -> None:
-    EXAMPLES[name] += 1
 
 
 # ----------------------------------------------------------------------------
@@ -303,7 +285,6 @@ def test_discrete_log_probs_normalise(setup):
         torch.testing.assert_close(total, torch.zeros_like(total), atol=1e-5, rtol=0)
         expected_entropy = -(log_probs.double().exp() * log_probs.double()).sum(0)
         torch.testing.assert_close(entropy[..., g].double(), expected_entropy, atol=1e-5, rtol=1e-5)
-    _count('normalise')
 
 
 # ----------------------------------------------------------------------------
@@ -353,7 +334,6 @@ def test_continuous_densities_integrate_to_one(data, num_continuous, dist_type, 
     assert not torch.isnan(log_density).any()
     mass = torch.trapezoid(log_density.exp(), values, dim=0)
     torch.testing.assert_close(mass, torch.ones_like(mass), atol=2e-3, rtol=0)
-    _count('density')
 
 
 # ----------------------------------------------------------------------------
@@ -390,7 +370,6 @@ def test_entropy_and_kl(setup):
         assert (c_pp.abs() <= tol).all(), f'continuous KL(p, p) = {c_pp} (entropy {c_ent})'
         assert torch.isfinite(c_pq).all()
         assert (c_pq >= -tol).all(), f'negative continuous KL {c_pq.min().item()}'
-    _count('entropy_kl')
 
 
 # ----------------------------------------------------------------------------
@@ -438,7 +417,6 @@ def test_parallel_equals_sequential(setup, temperature, differentiable, unreduce
     parallel, sequential = both_paths(readout, run)
     for key in parallel:
         assert_same(parallel[key], sequential[key], key)
-    _count('parallel')
 
 
 # ----------------------------------------------------------------------------
@@ -524,7 +502,6 @@ def test_samples_and_modes_in_support(setup, temperature, differentiable, rescal
     if setup.has_continuous:
         _check_continuous_in_range(s_c, setup, rescale_range, 'sample')
         _check_continuous_in_range(m_c, setup, rescale_range, 'mode')
-    _count('support')
 
 
 # ----------------------------------------------------------------------------
@@ -633,4 +610,3 @@ def test_selector_embed_and_readout_use_configured_rows(data):
             log_var_rows = readout_table[[num_discrete + num_continuous + d for d in dims]]
             want = torch.stack((h @ mean_rows.T, h @ log_var_rows.T), dim=-1)  # (*batch, c, 2)
             torch.testing.assert_close(c_out.double(), want, atol=1e-4, rtol=1e-5)
-    _count('selectors')
