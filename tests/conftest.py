@@ -1,10 +1,11 @@
-import importlib.util
-from pathlib import Path
+"""Fixtures shared by every test file. Plain helpers (constants, reference formulas,
+builders) live in the ``helpers`` package next to this file."""
 
 import pytest
 import torch
+from helpers.internals import forbid_fused_gradient_function, use_small_fused_chunks
 
-from discrete_continuous_embed_readout import set_validate_args
+from discrete_continuous_embed_readout import CONTINUOUS_DISTRIBUTIONS, set_validate_args
 
 
 @pytest.fixture(autouse=True)
@@ -15,17 +16,34 @@ def _seed_and_validate():
     set_validate_args(True)
 
 
-def randint_groups(sizes, batch):
-    """Random ids ``(*batch, len(sizes))``, each in its group's range."""
-    return torch.stack([torch.randint(0, n, batch) for n in sizes], dim=-1)
+@pytest.fixture
+def small_fused_chunks(monkeypatch):
+    """The fused loss in several chunks (the last one partial), multi-discrete groups fused."""
+    use_small_fused_chunks(monkeypatch)
 
 
-EXAMPLES = Path(__file__).resolve().parent.parent / 'examples'
+@pytest.fixture
+def no_fused_gradient_function(monkeypatch):
+    """The fused loss's gradient-computing function fails the test if it runs."""
+
+    def refuse(*args):
+        raise AssertionError('the gradient-computing fused function ran under no_grad')
+
+    forbid_fused_gradient_function(monkeypatch, refuse)
 
 
-def load_example(name: str):
-    """Import ``examples/<name>.py`` as a module (``examples/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(f'example_{name}', EXAMPLES / f'{name}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def register_head():
+    """Register user heads in CONTINUOUS_DISTRIBUTIONS and remove them afterwards."""
+    added = []
+
+    def _register(name, cls):
+        assert name not in CONTINUOUS_DISTRIBUTIONS
+        CONTINUOUS_DISTRIBUTIONS[name] = cls
+        added.append(name)
+
+    try:
+        yield _register
+    finally:
+        for name in added:
+            CONTINUOUS_DISTRIBUTIONS.pop(name, None)

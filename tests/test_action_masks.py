@@ -1,21 +1,16 @@
-"""Invalid-action masks and relaxed (Concrete) samples: issue 4, items 1 and 4.
+"""Invalid-action masks: ``action_mask=`` (bool, True = allowed; ``(..., n)`` for one
+group, ``(..., sum n_g)`` or one mask per group for several) on ``forward``,
+``sample``, ``mode``, ``log_prob``, ``entropy``, ``kl_div`` and the losses. A masked
+action has probability exactly 0 and is never drawn, its log-prob is ``-inf``,
+entropy and KL sum over allowed actions only, a row with no allowed action is a
+clear ``ValueError``, and gradients stay finite.
 
-Item 1: ``action_mask=`` (bool, True = allowed; ``(..., n)`` for one group,
-``(..., sum n_g)`` or one mask per group for several) on ``forward``, ``sample``,
-``log_prob``, ``entropy``, ``kl_div`` and the losses. A masked action has
-probability exactly 0 and is never drawn, its log-prob is ``-inf``, entropy and
-KL sum over allowed actions only, a row with no allowed action is a clear
-``ValueError``, and gradients stay finite.
-
-Item 4: ``sample(..., differentiable=True, hard=False)`` is the soft
-Gumbel-softmax sample on each group's simplex; ``hard=True`` (the default) the
-straight-through one-hot.
-
-Expected values come from independent computations: ``torch.distributions.Categorical``
-on logits filled with ``-inf`` where masked, hand-written KL sums, ``F.cross_entropy``
-and ``F.softmax``, and one hand-worked example. Frequencies are checked per action:
-each empirical frequency must lie within NUM_SIGMA standard errors
-``sqrt(p (1 - p) / N)`` of its probability (a masked action, p = 0, must never occur).
+Expected values come from independent computations (``helpers.masks``):
+``torch.distributions.Categorical`` on logits filled with ``-inf`` where masked,
+hand-written KL sums, ``F.cross_entropy`` and ``F.softmax``, and one hand-worked
+example. Frequencies are checked per action: each empirical frequency must lie
+within NUM_SIGMA standard errors ``sqrt(p (1 - p) / N)`` of its probability (a
+masked action, p = 0, must never occur).
 """
 
 # g - groups, n - actions of a group, s - all groups' actions concatenated
@@ -26,213 +21,58 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randint_groups
-from torch.distributions import Categorical
-
-from discrete_continuous_embed_readout import (
-    DiscreteContinuous,
-    EmbedAndReadout,
-    MultiCategorical,
-    ParameterlessReadout,
-    Readout,
+from helpers import (
+    argmax_ids,
+    as_dist,
+    as_groups,
+    assert_finite_grad,
+    assert_frequencies,
+    discrete_readout,
+    randint_groups,
+    random_logits,
+    with_group_axis,
+    without_group_axis,
+)
+from helpers.internals import padded_path_taken
+from helpers.masks import (
+    BATCH,
+    DIM,
+    DRAWS,
+    GREEDY,
+    MASK_CASE_IDS,
+    MASK_CASES,
+    MULTI_MASK_CASES,
+    MULTI_MASK_IDS,
+    NEG_INF,
+    SAMPLE_MODES,
+    all_ids,
+    as_weights,
+    assert_same_results,
+    boosted,
+    cat,
+    draw,
+    draw_ids,
+    embeds,
+    filled,
+    hand_kl,
+    mask_arg,
+    masked_results,
+    random_masks,
+    ref_cross_entropy,
+    ref_entropy,
+    ref_log_prob,
+    with_table,
 )
 
-NEG_INF = float('-inf')
-NUM_SIGMA = 5.0
-DIM = 16
-BATCH = (4, 5)
-DRAWS = (100, 200)  # 20k draws per sampling check
-
-# (group sizes, use_parallel_multi_discrete). Groups (4, 5, 5) pad cheaply, so
-# the parallel flag really takes the batched (padded) path for them; (3, 7, 2)
-# are uneven and fall back to the loop even with the flag on.
-CASES = [((6,), True), ((4, 5, 5), True), ((4, 5, 5), False), ((3, 7, 2), True)]
-CASE_IDS = ['one-group', 'multi-parallel', 'multi-sequential', 'multi-uneven']
-MULTI_CASES = [c for c in CASES if len(c[0]) > 1]
-MULTI_IDS = [i for c, i in zip(CASES, CASE_IDS) if len(c[0]) > 1]
-
-
-# helpers
-
-
-def num_discrete(sizes):
-    return sizes[0] if len(sizes) == 1 else tuple(sizes)
-
-
-def as_dist(groups):
-    """What a readout takes and returns: a bare tensor for one group, a tuple for several."""
-    return groups[0] if len(groups) == 1 else tuple(groups)
-
-
-def as_groups(logits):
-    return [logits] if isinstance(logits, torch.Tensor) else list(logits)
-
-
-def parameterless(sizes, parallel=True, **kwargs):
-    readout = ParameterlessReadout(num_discrete=num_discrete(sizes), **kwargs)
-    readout.use_parallel_multi_discrete = parallel
-    return readout
-
-
-def with_table(sizes, parallel=True, num_continuous=0, **kwargs):
-    """A Readout whose table is drawn N(0, 1) (not the tiny init), so logits differ clearly."""
-    readout = Readout(DIM, num_discrete=num_discrete(sizes) if sizes else 0, num_continuous=num_continuous, **kwargs)
-    with torch.no_grad():
-        readout.embeddings.weight.normal_()
-    readout.use_parallel_multi_discrete = parallel
-    return readout
-
-
-def embeds(batch=BATCH):
-    return torch.randn(*batch, DIM) * 0.5
-
-
-def random_logits(sizes, batch, scale=2.0):
-    return [torch.randn(*batch, n) * scale for n in sizes]
-
-
-def random_masks(sizes, batch):
-    """Random masks with at least one allowed action per row; the first row of
-    each group allows exactly one action (its last)."""
-    masks = []
-    for n in sizes:
-        mask = torch.rand(*batch, n) < 0.5
-        mask |= F.one_hot(torch.randint(0, n, batch), n).bool()
-        mask.view(-1, n)[0] = F.one_hot(torch.tensor(n - 1), n).bool()
-        masks.append(mask)
-    return masks
-
-
-def boosted(groups, masks, by=4.0):
-    """Raise the masked actions' logits, so that ignoring the mask would draw them often."""
-    return [g + by * (~m).float() for g, m in zip(groups, masks)]
-
-
-def cat(masks):
-    return torch.cat(list(masks), dim=-1)
-
-
-def mask_arg(masks, form='concat'):
-    """A mask as a readout takes it: ``(..., n)`` / ``(..., sum n_g)``, or a tuple."""
-    return tuple(masks) if form == 'tuple' else cat(masks)
-
-
-def filled(groups, masks):
-    return [g.masked_fill(~m, NEG_INF) for g, m in zip(groups, masks)]
-
-
-def reference(groups, masks):
-    """``torch.distributions.Categorical`` per group on the masked logits."""
-    return [Categorical(logits=g, validate_args=False) for g in filled(groups, masks)]
-
-
-def per_group(values, sizes):
-    """``(...)`` for one group, ``(..., g)`` for several (the readout's convention)."""
-    out = torch.stack(values, dim=-1)
-    return out.squeeze(-1) if len(sizes) == 1 else out
-
-
-def group_axis(ids, sizes):
-    return ids.unsqueeze(-1) if len(sizes) == 1 else ids
-
-
-def ref_log_prob(groups, masks, ids):
-    """``ids``: ``(..., g)``."""
-    return per_group([c.log_prob(ids[..., i]) for i, c in enumerate(reference(groups, masks))], groups)
-
-
-def ref_entropy(groups, masks):
-    return per_group([c.entropy() for c in reference(groups, masks)], groups)
-
-
-def hand_kl(true_groups, pred_groups, masks):
-    """KL(true || pred) summed by hand over the allowed actions (both masked alike)."""
-    kls = []
-    for t, p, m in zip(filled(true_groups, masks), filled(pred_groups, masks), masks):
-        lt, lp = F.log_softmax(t, dim=-1), F.log_softmax(p, dim=-1)
-        terms = torch.where(m, lt.exp() * (lt - lp), torch.zeros_like(lt))
-        kls.append(terms.sum(-1))
-    return per_group(kls, true_groups)
-
-
-def ref_cross_entropy(groups, masks, ids):
-    """Per-entry ``F.cross_entropy`` on the masked logits: ``(..., g)``."""
-    losses = []
-    for i, g in enumerate(filled(groups, masks)):
-        losses.append(F.cross_entropy(g.reshape(-1, g.shape[-1]), ids[..., i].reshape(-1), reduction='none').view(ids.shape[:-1]))
-    return torch.stack(losses, dim=-1)
-
-
-def draw_ids(masks):
-    """One allowed id per row and group: ``(..., g)``."""
-    return torch.stack([torch.multinomial(m.reshape(-1, m.shape[-1]).float(), 1).view(m.shape[:-1]) for m in masks], dim=-1)
-
-
-def all_ids(sizes, batch):
-    """Uniform ids over each whole group (masked ones included): ``(..., g)``."""
-    return torch.stack([torch.randint(0, n, batch) for n in sizes], dim=-1)
-
-
-def squeeze_ids(ids, sizes):
-    return ids.squeeze(-1) if len(sizes) == 1 else ids
-
-
-def one_hots(ids, sizes):
-    """``(..., g)`` ids -> concatenated one-hots ``(..., sum n_g)``."""
-    return torch.cat([F.one_hot(ids[..., i], n).float() for i, n in enumerate(sizes)], dim=-1)
-
-
-def argmax_ids(weights, sizes):
-    return torch.stack([w.argmax(-1) for w in weights.split(list(sizes), dim=-1)], dim=-1)
-
-
-def assert_frequencies(ids, probs, what=''):
-    """Each action's frequency within NUM_SIGMA standard errors (p = 0: never)."""
-    probs = probs.double()
-    n, total = probs.numel(), ids.numel()
-    freq = torch.bincount(ids.reshape(-1), minlength=n).double() / total
-    assert freq.numel() == n, f'{what}: ids outside [0, {n})'
-    se = (probs * (1 - probs) / total).sqrt()
-    bad = (freq - probs).abs() > NUM_SIGMA * se + 1e-12
-    assert not bad.any(), f'{what}: frequencies {freq.tolist()} vs probabilities {probs.tolist()}'
-
-
-def assert_finite_grad(t, what=''):
-    assert t.grad is not None, f'{what}: no gradient'
-    assert torch.isfinite(t.grad).all(), f'{what}: non-finite gradient {t.grad}'
-
-
-SAMPLE_MODES = {
-    'random': dict(temperature=1.0),
-    'random-cold': dict(temperature=0.5),
-    'greedy': dict(temperature=0.0),
-    'differentiable-hard': dict(differentiable=True),
-    'differentiable-soft': dict(differentiable=True, hard=False),
-    'differentiable-greedy': dict(temperature=0.0, differentiable=True),
-}
-GREEDY = {'greedy', 'differentiable-greedy', 'mode'}
-
-
-def draw(readout, dist, mode, mask):
-    if mode == 'mode':
-        return readout.mode(dist, action_mask=mask)
-    if mode == 'sample_discrete':
-        return readout.sample_discrete(dist, action_mask=mask)
-    return readout.sample(dist, action_mask=mask, **SAMPLE_MODES[mode])
-
-
-def as_weights(out, mode, sizes):
-    """Concatenated per-group weights ``(..., sum n_g)`` of a draw."""
-    if mode.startswith('differentiable'):
-        return out
-    return one_hots(group_axis(out, sizes), sizes)
-
+from discrete_continuous_embed_readout import DiscreteContinuous, EmbedAndReadout, MultiCategorical, ParameterlessReadout
 
 # forward
 
 
-FORM_CASES = [(*case, 'concat') for case in CASES] + [(*case, 'tuple') for case in MULTI_CASES]
-FORM_IDS = [f'{i}-concat' for i in CASE_IDS] + [f'{i}-tuple' for i in MULTI_IDS]
+FORM_CASES = [(*case, 'concat') for case in MASK_CASES] + [(*case, 'tuple') for case in MULTI_MASK_CASES]
+
+
+FORM_IDS = [f'{i}-concat' for i in MASK_CASE_IDS] + [f'{i}-tuple' for i in MULTI_MASK_IDS]
 
 
 @pytest.mark.parametrize('sizes, parallel, form', FORM_CASES, ids=FORM_IDS)
@@ -250,34 +90,34 @@ def test_forward_returns_masked_logits(sizes, parallel, form):
 # log_prob, entropy, kl_div against torch.distributions / hand sums
 
 
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_log_prob_matches_masked_categorical(sizes, parallel):
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     groups, masks = random_logits(sizes, BATCH), random_masks(sizes, BATCH)
     ids = all_ids(sizes, BATCH)
-    got = readout.log_prob(as_dist(groups), squeeze_ids(ids, sizes), action_mask=cat(masks))
+    got = readout.log_prob(as_dist(groups), without_group_axis(ids, sizes), action_mask=cat(masks))
     torch.testing.assert_close(got, ref_log_prob(groups, masks, ids))
     allowed = torch.stack([m.gather(-1, ids[..., i : i + 1]).squeeze(-1) for i, m in enumerate(masks)], dim=-1)
-    got = group_axis(got, sizes)
+    got = with_group_axis(got, sizes)
     assert (~allowed).any() and allowed.any()
     assert torch.isneginf(got[~allowed]).all(), 'a masked action must have log-prob exactly -inf'
     assert torch.isfinite(got[allowed]).all()
 
 
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_entropy_sums_over_allowed_actions(sizes, parallel):
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     groups, masks = random_logits(sizes, BATCH), random_masks(sizes, BATCH)
     got = readout.entropy(as_dist(groups), action_mask=cat(masks))
     assert not torch.isnan(got).any()
     torch.testing.assert_close(got, ref_entropy(groups, masks))
     # the first row allows a single action in every group: no uncertainty left
-    assert (group_axis(got, sizes).reshape(-1, len(sizes))[0] == 0).all()
+    assert (with_group_axis(got, sizes).reshape(-1, len(sizes))[0] == 0).all()
 
 
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_kl_div_sums_over_allowed_actions(sizes, parallel):
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     true, pred = random_logits(sizes, BATCH), random_logits(sizes, BATCH)
     masks = random_masks(sizes, BATCH)
     got = readout.kl_div(as_dist(true), as_dist(pred), action_mask=cat(masks))
@@ -308,16 +148,16 @@ def test_hand_worked_example():
 
 @pytest.mark.parametrize('upstream', ['sum', 'weighted'])
 @pytest.mark.parametrize('quantity', ['log_prob', 'entropy', 'kl_div'])
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_gradients_are_finite_under_masks(sizes, parallel, quantity, upstream):
     """``weighted``: each entry scaled by a random weight of size ~10, as a loss
     coefficient or a mixed-precision loss scale does."""
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     masks = random_masks(sizes, BATCH)
     groups = [g.requires_grad_() for g in random_logits(sizes, BATCH)]
     others = [g.requires_grad_() for g in random_logits(sizes, BATCH)]
     if quantity == 'log_prob':
-        out = readout.log_prob(as_dist(groups), squeeze_ids(draw_ids(masks), sizes), action_mask=cat(masks))
+        out = readout.log_prob(as_dist(groups), without_group_axis(draw_ids(masks), sizes), action_mask=cat(masks))
     elif quantity == 'entropy':
         out = readout.entropy(as_dist(groups), action_mask=cat(masks))
     else:
@@ -334,7 +174,7 @@ def test_gradients_are_finite_under_masks(sizes, parallel, quantity, upstream):
 
 def test_half_precision_logits_under_masks():
     sizes = (4, 5, 5)
-    readout = parameterless(sizes)
+    readout = discrete_readout(sizes)
     groups, masks = random_logits(sizes, BATCH), random_masks(sizes, BATCH)
     half = [g.bfloat16() for g in groups]
     entropy = readout.entropy(as_dist(half), action_mask=cat(masks))
@@ -348,7 +188,7 @@ def test_half_precision_logits_under_masks():
 
 
 @pytest.mark.parametrize('entry', ['forward', 'calculate_loss'])
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_loss_equals_cross_entropy_on_masked_logits(sizes, parallel, entry):
     readout = with_table(sizes, parallel)
     assert readout.fused_cross_entropy  # the fast path a mask must bypass
@@ -370,15 +210,15 @@ def test_loss_equals_cross_entropy_on_masked_logits(sizes, parallel, entry):
     assert torch.isfinite(expected)
 
     def loss(**kwargs):
-        t, m = squeeze_ids(targets, sizes), cat(masks)
+        t, m = without_group_axis(targets, sizes), cat(masks)
         if entry == 'forward':
             return readout(x, t, loss_mask=loss_mask, action_mask=m, **kwargs)
         return readout.calculate_loss(as_dist(logits), t, mask=loss_mask, action_mask=m, **kwargs)
 
     got = loss()
     torch.testing.assert_close(got, expected)
-    torch.testing.assert_close(loss(return_unreduced_loss=True), squeeze_ids(expected_unreduced, sizes))
-    unmasked_loss = readout(x, squeeze_ids(targets, sizes), loss_mask=loss_mask)
+    torch.testing.assert_close(loss(return_unreduced_loss=True), without_group_axis(expected_unreduced, sizes))
+    unmasked_loss = readout(x, without_group_axis(targets, sizes), loss_mask=loss_mask)
     assert not torch.allclose(unmasked_loss, got), 'the action mask had no effect on the loss'
     got.backward()
     assert_finite_grad(x, 'embed')
@@ -392,9 +232,9 @@ def test_loss_equals_cross_entropy_on_masked_logits(sizes, parallel, entry):
     'mode',
     ['random', 'random-cold', 'greedy', 'mode', 'sample_discrete', 'differentiable-hard', 'differentiable-soft', 'differentiable-greedy'],
 )
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_samples_never_hit_masked_actions(sizes, parallel, mode):
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     masks = random_masks(sizes, DRAWS)
     groups = boosted(random_logits(sizes, DRAWS), masks)  # masked actions are the likeliest
     out = draw(readout, as_dist(groups), mode, cat(masks))
@@ -412,12 +252,12 @@ def test_samples_never_hit_masked_actions(sizes, parallel, mode):
 
 
 @pytest.mark.parametrize('mode', ['random', 'random-cold', 'differentiable-hard', 'differentiable-soft'])
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_sample_frequencies_match_masked_softmax(sizes, parallel, mode):
     """One logit vector and one mask ``(n,)`` / ``(sum n_g,)`` broadcast over 20k rows.
     Drawn ids (argmax of the soft sample: Gumbel-max) follow the softmax over the
     allowed actions at the sampling temperature (the Gumbel-softmax draws at 1)."""
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     masks = [torch.arange(n) % 3 != 1 for n in sizes]
     logits = boosted([torch.randn(n) for n in sizes], masks, by=3.0)
     dist = as_dist([g.expand(*DRAWS, -1) for g in logits])
@@ -429,20 +269,20 @@ def test_sample_frequencies_match_masked_softmax(sizes, parallel, mode):
         assert_frequencies(ids[..., i], probs, f'{mode}, group {i}')
 
 
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_sample_with_log_prob_under_mask(sizes, parallel):
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     masks = random_masks(sizes, BATCH)
     groups = random_logits(sizes, BATCH)
     ids, log_prob = readout.sample(as_dist(groups), action_mask=cat(masks), return_log_prob=True)
-    torch.testing.assert_close(log_prob, ref_log_prob(groups, masks, group_axis(ids, sizes)))
+    torch.testing.assert_close(log_prob, ref_log_prob(groups, masks, with_group_axis(ids, sizes)))
 
 
 @pytest.mark.parametrize('temperature', [1.0, 0.0])
 @pytest.mark.parametrize('hard', [True, False])
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_differentiable_sample_gradients_are_finite(sizes, parallel, hard, temperature):
-    readout = parameterless(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
     masks = random_masks(sizes, BATCH)
     groups = [g.requires_grad_() for g in random_logits(sizes, BATCH)]
     out = readout.sample(as_dist(groups), temperature, differentiable=True, hard=hard, action_mask=cat(masks))
@@ -456,31 +296,7 @@ def test_differentiable_sample_gradients_are_finite(sizes, parallel, hard, tempe
 # mask forms: per-group tuple = concatenated; broadcasting
 
 
-def masked_results(readout, sizes, logits, other, ids, mask, x=None, **selector):
-    """Every masked entry point, each sampler from the same seed."""
-    dist, target = as_dist(logits), squeeze_ids(ids, sizes)
-    out = {
-        'log_prob': readout.log_prob(dist, target, action_mask=mask, **selector),
-        'entropy': readout.entropy(dist, action_mask=mask, **selector),
-        'kl_div': readout.kl_div(dist, as_dist(other), action_mask=mask, **selector),
-        'calculate_loss': readout.calculate_loss(dist, target, action_mask=mask, **selector),
-    }
-    for mode in ('random', 'greedy', 'differentiable-hard', 'differentiable-soft'):
-        torch.manual_seed(1)
-        out[mode] = readout.sample(dist, action_mask=mask, **SAMPLE_MODES[mode], **selector)
-    if x is not None:
-        out['forward'] = readout(x, action_mask=mask, **selector)
-        out['forward_loss'] = readout(x, target, action_mask=mask, **selector)
-    return out
-
-
-def assert_same_results(a, b):
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=lambda m, key=key: f'{key}: {m}')
-
-
-@pytest.mark.parametrize('sizes, parallel', MULTI_CASES, ids=MULTI_IDS)
+@pytest.mark.parametrize('sizes, parallel', MULTI_MASK_CASES, ids=MULTI_MASK_IDS)
 def test_tuple_and_concatenated_masks_agree(sizes, parallel):
     readout, x = with_table(sizes, parallel), embeds()
     logits, other = as_groups(readout(x)), random_logits(sizes, BATCH)
@@ -492,7 +308,7 @@ def test_tuple_and_concatenated_masks_agree(sizes, parallel):
 
 
 @pytest.mark.parametrize('mask_batch', [(), (5,), (1, 5), (4, 1)], ids=['actions-only', 'seq', 'one-batch', 'one-seq'])
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_broadcastable_mask_equals_expanded_mask(sizes, parallel, mask_batch):
     readout, x = with_table(sizes, parallel), embeds()
     logits, other = as_groups(readout(x)), random_logits(sizes, BATCH)
@@ -524,16 +340,16 @@ def test_parallel_and_sequential_paths_agree_under_masks(sizes):
 
 
 def test_padded_path_is_taken_for_similar_groups():
-    # guards the premise of CASES: (4, 5, 5) with the parallel flag runs the batched code
+    # guards the premise of MASK_CASES: (4, 5, 5) with the parallel flag runs the batched code
     groups = random_logits((4, 5, 5), BATCH)
-    assert MultiCategorical(groups, use_parallel_multi_discrete=True).batched
-    assert not MultiCategorical(groups, use_parallel_multi_discrete=False).batched
+    assert padded_path_taken(MultiCategorical(groups, use_parallel_multi_discrete=True))
+    assert not padded_path_taken(MultiCategorical(groups, use_parallel_multi_discrete=False))
 
 
 # mixed readouts and selectors
 
 
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_mixed_readout_masks_the_discrete_part_only(sizes, parallel):
     readout, x = with_table(sizes, parallel, num_continuous=2), embeds()
     masks = random_masks(sizes, BATCH)
@@ -547,7 +363,7 @@ def test_mixed_readout_masks_the_discrete_part_only(sizes, parallel):
     torch.testing.assert_close(out.continuous, plain.continuous, rtol=0, atol=0)
 
     ids, values = draw_ids(masks), torch.randn(*BATCH, 2)
-    target = (squeeze_ids(ids, sizes), values)
+    target = (without_group_axis(ids, sizes), values)
     log_prob = readout.log_prob(plain, target, action_mask=mask)
     torch.testing.assert_close(log_prob.discrete, ref_log_prob(logits, masks, ids))
     torch.testing.assert_close(log_prob.continuous, readout.log_prob(plain, target).continuous)
@@ -595,14 +411,14 @@ def test_selectors_registered_and_runtime_apply_masks_alike(config):
             torch.testing.assert_close(got, want)
         logits = registered(x, **kwargs)
         torch.testing.assert_close(
-            registered.log_prob(logits, squeeze_ids(ids, sizes), action_mask=mask, **kwargs), ref_log_prob(list(projected), masks, ids)
+            registered.log_prob(logits, without_group_axis(ids, sizes), action_mask=mask, **kwargs), ref_log_prob(list(projected), masks, ids)
         )
         torch.testing.assert_close(registered.entropy(logits, action_mask=mask, **kwargs), ref_entropy(list(projected), masks))
         boosted_logits = as_dist(boosted(as_groups(logits), masks, by=20.0))
         for mode in ('random', 'greedy', 'differentiable-hard', 'differentiable-soft'):
             sample = registered.sample(boosted_logits, action_mask=mask, **SAMPLE_MODES[mode], **kwargs)
             assert (as_weights(sample, mode, sizes)[~mask] == 0).all(), f'{how}, {mode}'
-        loss = registered(x, squeeze_ids(ids, sizes), action_mask=mask, **kwargs)
+        loss = registered(x, without_group_axis(ids, sizes), action_mask=mask, **kwargs)
         expected = ref_cross_entropy(list(projected), masks, ids).mean()
         torch.testing.assert_close(loss, expected)
         results[how] = masked_results(registered, sizes, as_groups(logits), other, ids, mask, x, **kwargs)
@@ -649,11 +465,11 @@ def test_invalid_mask_raises(entry, bad):
 
 
 def randint_ids(sizes):
-    return squeeze_ids(randint_groups(sizes, BATCH), sizes)
+    return without_group_axis(randint_groups(sizes, BATCH), sizes)
 
 
 @pytest.mark.parametrize('entry', list(ENTRY_POINTS))
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
+@pytest.mark.parametrize('sizes, parallel', MASK_CASES, ids=MASK_CASE_IDS)
 def test_row_without_allowed_action_raises(sizes, parallel, entry):
     readout, x = with_table(sizes, parallel), embeds()
     masks = random_masks(sizes, BATCH)
@@ -671,80 +487,3 @@ def test_mask_on_continuous_only_readout_raises(entry):
     mask = torch.ones(*BATCH, 3, dtype=torch.bool)
     with pytest.raises(ValueError, match='action_mask'):
         ENTRY_POINTS[entry](readout, x, readout(x), torch.randn(*BATCH, 3), mask)
-
-
-# relaxed (Concrete) samples
-
-
-@pytest.mark.parametrize('temperature', [1.0, 0.5])
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
-def test_relaxed_sample_lies_on_each_group_simplex(sizes, parallel, temperature):
-    readout = parameterless(sizes, parallel)
-    groups = random_logits(sizes, DRAWS, scale=1.0)
-    soft = readout.sample(as_dist(groups), temperature, differentiable=True, hard=False)
-    assert soft.shape == (*DRAWS, sum(sizes))
-    assert (soft >= 0).all()
-    for w in soft.split(list(sizes), dim=-1):
-        torch.testing.assert_close(w.sum(-1), torch.ones(DRAWS))
-        # not one-hot in general: most rows keep mass on several actions
-        assert (w.amax(-1) < 0.99).float().mean() > 0.5
-
-
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
-def test_relaxed_sample_sharpens_as_temperature_falls(sizes, parallel):
-    readout = parameterless(sizes, parallel)
-    dist = as_dist(random_logits(sizes, DRAWS, scale=1.0))
-    peaks = []
-    for temperature in (2.0, 1.0, 0.1):
-        soft = readout.sample(dist, temperature, differentiable=True, hard=False)
-        peaks.append(torch.stack([w.amax(-1) for w in soft.split(list(sizes), dim=-1)]).mean())
-    assert peaks[0] < peaks[1] < peaks[2]
-
-
-@pytest.mark.parametrize('sizes, parallel', CASES, ids=CASE_IDS)
-def test_hard_is_the_default_and_straight_through_of_the_soft_sample(sizes, parallel):
-    readout = parameterless(sizes, parallel)
-    masks, base = random_masks(sizes, BATCH), random_logits(sizes, BATCH)
-    weights = torch.randn(*BATCH, sum(sizes))
-    results = {}
-    for name, kwargs in {'default': {}, 'hard': dict(hard=True), 'soft': dict(hard=False)}.items():
-        groups = [g.clone().requires_grad_() for g in base]
-        torch.manual_seed(3)
-        out = readout.sample(as_dist(groups), 0.7, differentiable=True, action_mask=cat(masks), **kwargs)
-        (out * weights).sum().backward()
-        results[name] = (out, groups)
-    default, hard, soft = (results[k][0] for k in ('default', 'hard', 'soft'))
-    torch.testing.assert_close(default, hard, rtol=0, atol=0)
-    assert ((hard == 0) | (hard == 1)).all()
-    # the hard one-hot is the soft sample's argmax, and its gradient is the soft sample's
-    assert torch.equal(hard, one_hots(argmax_ids(soft, sizes), sizes))
-    for g_hard, g_soft in zip(results['hard'][1], results['soft'][1]):
-        assert_finite_grad(g_soft, 'soft')
-        torch.testing.assert_close(g_hard.grad, g_soft.grad)
-
-
-@pytest.mark.parametrize('sizes', [(4, 5, 5), (3, 7, 2)])
-def test_relaxed_sample_same_seed_same_on_both_paths(sizes):
-    readout = parameterless(sizes)
-    masks = random_masks(sizes, BATCH)
-    dist = as_dist(random_logits(sizes, BATCH))
-    samples = []
-    for parallel in (True, False):
-        readout.use_parallel_multi_discrete = parallel
-        for mask in (None, cat(masks)):
-            torch.manual_seed(7)
-            samples.append(readout.sample(dist, 0.8, differentiable=True, hard=False, action_mask=mask))
-    torch.testing.assert_close(samples[0], samples[2])
-    torch.testing.assert_close(samples[1], samples[3])
-
-
-@pytest.mark.parametrize('sizes', [(6,), (4, 5, 5), (3, 7, 2)])
-def test_multicategorical_relaxed_sample(sizes):
-    groups = random_logits(sizes, BATCH)
-    dist = MultiCategorical(groups[0] if len(sizes) == 1 else groups)
-    soft = dist.sample(differentiable=True, hard=False)
-    assert soft.shape == (*BATCH, sum(sizes))
-    assert (soft >= 0).all()
-    for w in soft.split(list(sizes), dim=-1):
-        torch.testing.assert_close(w.sum(-1), torch.ones(BATCH))
-    assert ((soft > 0) & (soft < 1)).any()

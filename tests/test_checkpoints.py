@@ -1,4 +1,6 @@
-"""state_dict, save / load, deepcopy, pickling, tying across loads, and 0.2.x checkpoints."""
+"""Checkpoints and module state: state_dict, save / load, deepcopy, pickling, tying
+across loads, construction on the meta device then loading, checkpoints written by
+0.2.7 and 0.2.12, and the checks a loaded state goes through."""
 
 import copy
 import io
@@ -8,16 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import MEAN_STD, MIXED_SELECTORS, mixed_pair
+from helpers.internals import selector_modules
 
 from discrete_continuous_embed_readout import EmbedAndReadout
 
-MEAN_STD = torch.tensor([[1.0, 2.0], [0.0, 0.5], [3.0, 1.0]])
-SELECTORS = [([[0, 3, 5]], [0, 2]), ([[1, 2], [4, 6, 7]], [1])]
-
-
-def build(seed=0, **kwargs):
-    torch.manual_seed(seed)
-    return EmbedAndReadout(8, num_discrete=8, num_continuous=3, continuous_mean_std=MEAN_STD, selectors=SELECTORS, **kwargs)
+# state_dict, save / load, copies and pickles
 
 
 def outputs(embed, readout):
@@ -35,19 +33,19 @@ def assert_same(a, b):
 
 
 def test_state_dict_holds_each_tensor_once_with_clean_keys():
-    embed, readout = build()
+    embed, readout = mixed_pair(seed=0)
     assert set(readout.state_dict()) == {'embeddings.weight', 'continuous_mean_std'}
     assert set(embed.state_dict()) == {'embeddings.weight', 'continuous_mean_std'}
 
 
 @pytest.mark.parametrize('weight_tie', [False, True])
 def test_save_and_load_reproduce_outputs_bit_for_bit(weight_tie):
-    embed, readout = build(weight_tie=weight_tie)
+    embed, readout = mixed_pair(seed=0, weight_tie=weight_tie)
     buffer = io.BytesIO()
     torch.save({'embed': embed.state_dict(), 'readout': readout.state_dict()}, buffer)
     buffer.seek(0)
     states = torch.load(buffer)
-    fresh = build(seed=123, weight_tie=weight_tie)
+    fresh = mixed_pair(seed=123, weight_tie=weight_tie)
     fresh[0].load_state_dict(states['embed'], strict=True)
     fresh[1].load_state_dict(states['readout'], strict=True)
     assert_same((embed, readout), fresh)
@@ -57,7 +55,7 @@ def test_save_and_load_reproduce_outputs_bit_for_bit(weight_tie):
 
 @pytest.mark.parametrize('how', ['torch.save', 'deepcopy', 'pickle'])
 def test_whole_modules_survive_save_copy_and_pickle(how):
-    pair = build(weight_tie=True)
+    pair = mixed_pair(seed=0, weight_tie=True)
     pair[1].get_selector(selector_config=[[2, 3]])  # a cached runtime selector travels too
     if how == 'torch.save':
         buffer = io.BytesIO()
@@ -71,6 +69,51 @@ def test_whole_modules_survive_save_copy_and_pickle(how):
     assert_same(pair, restored)
     assert restored[0].embeddings.weight is restored[1].embeddings.weight  # still tied
     assert restored[0].embeddings.weight is not pair[0].embeddings.weight
+
+
+# construction on the meta device, then to_empty and load_state_dict
+
+
+META_MODALITIES = {
+    'discrete': dict(num_discrete=12, selectors=[[[0, 3, 5]], [[1, 2], [4, 6, 7, 8]]]),
+    'multi-discrete': dict(num_discrete=(3, 5, 2)),
+    'continuous': dict(num_continuous=4, continuous_mean_std=MEAN_STD, selectors=[[0, 2], [3, 1]]),
+    'mixed': dict(num_discrete=9, num_continuous=4, continuous_squashed=True, selectors=MIXED_SELECTORS),
+}
+
+
+def _inputs(name, index):
+    torch.manual_seed(9)
+    if name == 'discrete':
+        return torch.randint(0, 2, (4, 2)) if index == 1 else torch.randint(0, 3, (4,))
+    if name == 'multi-discrete':
+        return torch.stack([torch.randint(0, n, (4,)) for n in (3, 5, 2)], -1)
+    if name == 'continuous':
+        return torch.randn(4, 2)
+    return (torch.randint(0, 2, (4, 2)), torch.rand(4, 1) - 0.5) if index == 1 else (torch.randint(0, 4, (4,)), torch.rand(4, 3) - 0.5)
+
+
+@pytest.mark.parametrize('name', list(META_MODALITIES))
+def test_meta_device_construction_then_to_empty_and_load_behaves_as_built(name):
+    built = EmbedAndReadout(8, **META_MODALITIES[name])
+    with torch.device('meta'):
+        meta = EmbedAndReadout(8, **META_MODALITIES[name])
+    for module, reference in zip(meta, built):
+        module.to_empty(device='cpu')
+        module.load_state_dict(reference.state_dict())
+    for index in ([0, 1] if 'selectors' in META_MODALITIES[name] else [None]):
+        sel = {} if index is None else {'selector_index': index}
+        inp = _inputs(name, index)
+        hidden = built[0](inp, **sel)
+        assert torch.equal(meta[0](inp, **sel), hidden)
+        out, ref = meta[1](hidden, **sel), built[1](hidden, **sel)
+        for a, b in zip(*(o if isinstance(o, tuple) else (o,) for o in (out, ref))):
+            for x, y in zip(*(t if isinstance(t, tuple) else (t,) for t in (a, b))):
+                assert torch.equal(x, y)
+        torch.testing.assert_close(meta[1](hidden, inp, **sel), built[1](hidden, inp, **sel))
+    for selector in selector_modules(meta[1]):
+        for name_, buffer in selector.named_buffers():
+            assert ((buffer >= 0) & (buffer < 100)).all(), f'{name_} holds garbage: {buffer}'
 
 
 # checkpoints written by the original 0.2.7 and 0.2.12 (tests/data/legacy/: the files
@@ -189,20 +232,20 @@ def test_a_legacy_normaliser_copy_that_disagrees_is_an_error():
 
 
 def test_unknown_keys_still_fail_a_strict_load():
-    _, readout = build()
+    _, readout = mixed_pair(seed=0)
     state = readout.state_dict()
     state['selectors.0.something_else'] = torch.zeros(1)
     with pytest.raises(RuntimeError, match='something_else'):
-        build(seed=7)[1].load_state_dict(state, strict=True)
+        mixed_pair(seed=7)[1].load_state_dict(state, strict=True)
 
 
 def test_a_loaded_normaliser_is_checked_as_at_construction():
-    _, readout = build()
+    _, readout = mixed_pair(seed=0)
     state = readout.state_dict()
     state['continuous_mean_std'] = state['continuous_mean_std'].clone()
     state['continuous_mean_std'][1, 1] = -1.0
     with torch.device('meta'):
-        _, meta = build()
+        _, meta = mixed_pair(seed=0)
     meta.to_empty(device='cpu')
     with pytest.raises(ValueError, match=r'state_dict\[continuous_mean_std\] must be finite with std \(column 1\) > 0'):
         meta.load_state_dict(state)

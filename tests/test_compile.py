@@ -4,21 +4,22 @@ and compiled (fullgraph, with AOT autograd for the backward) equals eager."""
 import pytest
 import torch
 import torch._dynamo as dynamo
+from helpers import MODALITIES, build_pair
 
-from discrete_continuous_embed_readout import EmbedAndReadout
-
-MODALITIES = {
-    'discrete': (dict(num_discrete=50), lambda: torch.randint(-1, 50, (2, 5))),
-    'multi_discrete': (dict(num_discrete=(5, 7, 3)), lambda: torch.stack([torch.randint(0, n, (2, 5)) for n in (5, 7, 3)], -1)),
-    'continuous': (dict(num_continuous=3, continuous_mean_std=torch.rand(3, 2) + 0.5), lambda: torch.randn(2, 5, 3)),
-    'mixed': (dict(num_discrete=11, num_continuous=2, selectors=[([[3, 1, 4]], [1])]), lambda: (torch.randint(0, 3, (2, 5)), torch.randn(2, 5, 1))),
+TARGETS = {
+    'discrete': lambda: torch.randint(-1, 50, (2, 5)),
+    'multi_discrete': lambda: torch.stack([torch.randint(0, n, (2, 5)) for n in (5, 7, 3)], -1),
+    'continuous': lambda: torch.randn(2, 5, 3),
+    'mixed': lambda: (torch.randint(0, 3, (2, 5)), torch.randn(2, 5, 1)),  # through the selector below
 }
+MIXED_SELECTORS = [([[3, 1, 4]], [1])]
 
 
-def build(modality):
-    kwargs, make = MODALITIES[modality]
-    embed, readout = EmbedAndReadout(16, **kwargs)
-    targets = make()
+def compiled_calls(modality):
+    """Embed, readout and the calls to compile (embed, logits, loss) of a modality."""
+    kwargs = dict(MODALITIES[modality], **({'selectors': MIXED_SELECTORS} if modality == 'mixed' else {}))
+    embed, readout = build_pair(16, **kwargs)
+    targets = TARGETS[modality]()
     inputs = tuple(t.clamp(min=0) if not t.is_floating_point() else t for t in targets) if isinstance(targets, tuple) else targets.clamp(min=0)
     selector = {'selector_index': 0} if 'selectors' in kwargs else {}
     fns = {
@@ -38,7 +39,7 @@ def flat(out):
 @pytest.mark.parametrize('modality', list(MODALITIES))
 @pytest.mark.parametrize('what', ['embed', 'logits', 'loss'])
 def test_no_graph_breaks(modality, what):
-    _, _, fns = build(modality)
+    _, _, fns = compiled_calls(modality)
     dynamo.reset()
     explained = dynamo.explain(fns[what])()
     assert explained.graph_break_count == 0, explained.break_reasons
@@ -47,7 +48,7 @@ def test_no_graph_breaks(modality, what):
 
 @pytest.mark.parametrize('modality', list(MODALITIES))
 def test_fullgraph_compile_matches_eager(modality):
-    embed, readout, fns = build(modality)
+    embed, readout, fns = compiled_calls(modality)
     params = list({*embed.parameters(), *readout.parameters()})
     eager_loss = sum(t.sum() for t in flat(fns['loss']()))
     eager_grads = torch.autograd.grad(eager_loss, params)

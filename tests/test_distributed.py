@@ -79,7 +79,8 @@ class EmbedModelReadout(nn.Module):
         return loss.discrete + loss.continuous
 
 
-def build(config: str) -> EmbedModelReadout:
+def ddp_model(config: str) -> EmbedModelReadout:
+    """The model of a configuration, from one seed, in float64."""
     torch.manual_seed(1234)
     return EmbedModelReadout(*CONFIGS[config]).double()
 
@@ -137,7 +138,7 @@ def _worker(rank: int, init_file: str, out_dir: str):
     try:
         results = {}
         for config in CONFIGS:
-            module = build(config)
+            module = ddp_model(config)
             ddp = nn.parallel.DistributedDataParallel(module)
             optimizer = torch.optim.SGD(ddp.parameters(), lr=LR)
 
@@ -180,7 +181,7 @@ def ddp_results(tmp_path_factory):
 @functools.cache
 def reference(config: str):
     """One process, the concatenated batch (and its concatenated mask)."""
-    module = build(config)
+    module = ddp_model(config)
     optimizer = torch.optim.SGD(module.parameters(), lr=LR)
 
     def loss_fn(step):
@@ -218,7 +219,7 @@ def test_ddp_gradients_equal_single_process(ddp_results, config, step):
 @pytest.mark.parametrize('config', list(CONFIGS))
 def test_ddp_parameters_after_training_equal_single_process(ddp_results, config):
     _, expected = reference(config)
-    initial = params_of(build(config))
+    initial = params_of(ddp_model(config))
     for rank, results in enumerate(ddp_results):
         got = results[config]['params']
         for name in expected:
@@ -239,7 +240,7 @@ def test_ranks_hold_identical_gradients_and_parameters(ddp_results, config):
 @pytest.mark.parametrize('config', list(CONFIGS))
 def test_tied_table_is_one_parameter_under_ddp(ddp_results, config):
     tied = CONFIGS[config][0]
-    module = build(config)
+    module = ddp_model(config)
     names = [name for name, _ in module.named_parameters()]
     assert ('readout.embeddings.weight' in names) is not tied
     for results in ddp_results:

@@ -1,5 +1,6 @@
-"""Every public name carries a Google-style docstring (STYLE.md, "Docstrings and
-comments"), and the README names every export.
+"""Documentation: every public name carries a Google-style docstring (STYLE.md,
+"Docstrings and comments"), the docstring examples run as doctests, the README
+names every export, and every python block of the README runs (its promises are code).
 
 Public: each name of ``__all__`` (``SpaceAdapter``, exported lazily, included) and,
 for classes, every method and property not starting with ``_`` that is defined in this
@@ -11,18 +12,21 @@ import doctest
 import importlib
 import importlib.util
 import inspect
-import pathlib
 import pkgutil
 import re
 
 import pytest
+from helpers import README
 
 import discrete_continuous_embed_readout as package
+from discrete_continuous_embed_readout import CONTINUOUS_DISTRIBUTIONS
 
 PACKAGE = package.__name__
-README = pathlib.Path(__file__).resolve().parents[1] / 'README.md'
 
 ENTRY_HEAD = re.compile(r'^\s*(\*{0,2}\w+(\s*,\s*\*{0,2}\w+)*)(\s*\([^)]*\))?\s*:(\s|$)')
+
+
+# docstrings of the public API
 
 
 def public_objects():
@@ -223,3 +227,23 @@ def test_docstring_examples_run(module):
     """The ``Example:`` sections are doctests: they run and print what they show."""
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+# the README: every python block runs
+
+
+BLOCKS = re.findall(r'```python\n(.*?)```', README.read_text(), re.S)
+
+
+def test_the_readme_has_examples():
+    assert len(BLOCKS) >= 6
+
+
+@pytest.mark.parametrize('index', range(len(BLOCKS)))
+def test_readme_block_runs(index):
+    registered = dict(CONTINUOUS_DISTRIBUTIONS)
+    try:
+        exec(compile(BLOCKS[index], f'README block {index}', 'exec'), {})
+    finally:
+        CONTINUOUS_DISTRIBUTIONS.clear()
+        CONTINUOUS_DISTRIBUTIONS.update(registered)

@@ -1,9 +1,15 @@
+"""Embed: the table layout and init, lookups of discrete ids with their group
+offsets, continuous values times their rows, normalisation, mixed inputs (summed,
+as a pair, concatenated as tokens), weight tying and the integer id dtypes."""
+
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randint_groups
+from helpers import MEAN_STD, randint_groups
 
-from discrete_continuous_embed_readout import DiscreteContinuous, Embed, EmbedAndReadout
+from discrete_continuous_embed_readout import DiscreteContinuous, Embed, EmbedAndReadout, MultiCategorical
+
+# table layout and lookups
 
 
 def test_table_layout_and_init():
@@ -28,6 +34,19 @@ def test_multi_group_ids_use_their_group_offset():
     torch.testing.assert_close(embed(ids), table[rows].sum(-2))
 
 
+def test_explicit_single_group_axis():
+    embed, readout = EmbedAndReadout(8, num_discrete=9, explicit_single_action_dim_given=True)
+    ids = torch.randint(0, 9, (4, 1))
+    torch.testing.assert_close(embed(ids), embed.embeddings.weight[ids[:, 0]])
+    logits = readout(embed(ids))
+    assert isinstance(logits, tuple) and len(logits) == 1
+    assert readout.sample(logits).shape == (4, 1)
+    torch.testing.assert_close(readout.log_prob(logits, ids), logits[0].log_softmax(-1).gather(-1, ids))
+
+
+# continuous values and normalisation
+
+
 def test_continuous_is_value_times_row():
     embed = Embed(8, num_discrete=5, num_continuous=3)
     x = torch.randn(2, 4, 3)
@@ -37,12 +56,24 @@ def test_continuous_is_value_times_row():
 
 
 def test_continuous_normalisation():
-    mean_std = torch.tensor([[1.0, 2.0], [-1.0, 0.25], [0.0, 1.0]])
+    mean_std = MEAN_STD[:3]
     embed = Embed(8, num_continuous=3, continuous_mean_std=mean_std)
     x = torch.randn(5, 3)
     expected = ((x - mean_std[:, 0]) / mean_std[:, 1]) @ embed.embeddings.weight
     torch.testing.assert_close(embed(x), expected)
     torch.testing.assert_close(embed(x, normalize_continuous=True), expected)
+
+
+def test_normalize_continuous_false_embeds_the_raw_values():
+    mean_std = MEAN_STD[:2]
+    embed = Embed(8, num_continuous=2, continuous_mean_std=mean_std)
+    x = torch.randn(4, 2)
+    rows = embed.embeddings.weight[:2]
+    torch.testing.assert_close(embed(x, normalize_continuous=False), x @ rows)
+    torch.testing.assert_close(embed(x), ((x - mean_std[:, 0]) / mean_std[:, 1]) @ rows)
+
+
+# mixed inputs: summed, paired, concatenated
 
 
 def test_mixed_sum_pair_and_concat():
@@ -74,28 +105,6 @@ def test_one_part_of_a_mixed_input():
     torch.testing.assert_close(pair.discrete, embed.embeddings.weight[ids])
 
 
-def test_explicit_single_group_axis():
-    embed, readout = EmbedAndReadout(8, num_discrete=9, explicit_single_action_dim_given=True)
-    ids = torch.randint(0, 9, (4, 1))
-    torch.testing.assert_close(embed(ids), embed.embeddings.weight[ids[:, 0]])
-    logits = readout(embed(ids))
-    assert isinstance(logits, tuple) and len(logits) == 1
-    assert readout.sample(logits).shape == (4, 1)
-    torch.testing.assert_close(readout.log_prob(logits, ids), logits[0].log_softmax(-1).gather(-1, ids))
-
-
-@pytest.mark.parametrize('weight_tie', [False, True])
-def test_gradients_reach_the_rows_used(weight_tie):
-    embed, readout = EmbedAndReadout(8, num_discrete=10, num_continuous=2, weight_tie=weight_tie)
-    embed((torch.tensor([2, 2, 5]), torch.randn(3, 2))).sum().backward()
-    grad = embed.embeddings.weight.grad
-    touched = grad.abs().sum(-1) > 0
-    expected = torch.zeros(grad.shape[0], dtype=torch.bool)
-    expected[[2, 5, 10, 11]] = True
-    assert torch.equal(touched, expected)
-    torch.testing.assert_close(grad[2], torch.full((8,), 2.0))
-
-
 @pytest.mark.parametrize('sum_sets', [True, False])
 @pytest.mark.parametrize('sum_dims', [True, False])
 def test_concat_keeps_the_token_axis_whichever_parts_are_given(sum_sets, sum_dims):
@@ -112,3 +121,52 @@ def test_concat_keeps_the_token_axis_whichever_parts_are_given(sum_sets, sum_dim
     torch.testing.assert_close(embed((ids, None), **kw), per_group.sum(-2, keepdim=True) if sum_sets else per_group)
     torch.testing.assert_close(embed((None, values), **kw), per_dim.sum(-2, keepdim=True) if sum_dims else per_dim)
     torch.testing.assert_close(both, torch.cat([embed((ids, None), **kw), embed((None, values), **kw)], -2))
+
+
+# gradients and weight tying
+
+
+@pytest.mark.parametrize('weight_tie', [False, True])
+def test_gradients_reach_the_rows_used(weight_tie):
+    embed, readout = EmbedAndReadout(8, num_discrete=10, num_continuous=2, weight_tie=weight_tie)
+    embed((torch.tensor([2, 2, 5]), torch.randn(3, 2))).sum().backward()
+    grad = embed.embeddings.weight.grad
+    touched = grad.abs().sum(-1) > 0
+    expected = torch.zeros(grad.shape[0], dtype=torch.bool)
+    expected[[2, 5, 10, 11]] = True
+    assert torch.equal(touched, expected)
+    torch.testing.assert_close(grad[2], torch.full((8,), 2.0))
+
+
+def test_weight_tie_makes_the_embed_read_the_trained_readout_rows():
+    embed, readout = EmbedAndReadout(8, num_discrete=10, num_continuous=2, weight_tie=True)
+    assert embed.embeddings.weight is readout.embeddings.weight
+    opt = torch.optim.SGD({*embed.parameters(), *readout.parameters()}, lr=1.0)
+    ids = torch.tensor([3, 7])
+    readout(embed((ids, None)), (ids, None)).backward()
+    opt.step()
+    torch.testing.assert_close(embed((ids, None)), readout.embeddings.weight[ids])
+
+
+# integer id dtypes
+
+
+@pytest.mark.parametrize('dtype', [torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64], ids=str)
+def test_every_integer_id_dtype_is_accepted_everywhere(dtype):
+    torch.manual_seed(10)
+    embed, readout = EmbedAndReadout(8, num_discrete=(3, 5))
+    ids = torch.stack([torch.randint(0, 3, (4, 6)), torch.randint(0, 5, (4, 6))], -1)
+    small = ids.to(dtype)
+    hidden = embed(ids)
+    assert torch.equal(embed(small), hidden)
+    logits = readout(hidden)
+    torch.testing.assert_close(readout(hidden, small), readout(hidden, ids))
+    torch.testing.assert_close(readout.log_prob(logits, small), readout.log_prob(logits, ids))
+    torch.testing.assert_close(readout.calculate_loss(logits, small, return_unreduced_loss=True), -readout.log_prob(logits, ids))
+    torch.testing.assert_close(MultiCategorical(list(logits)).log_prob(small), readout.log_prob(logits, ids))
+    _, lm = EmbedAndReadout(8, num_discrete=7)
+    y = torch.randint(0, 7, (4, 6))
+    reference = F.cross_entropy(lm(hidden).reshape(-1, 7), y.reshape(-1))
+    torch.testing.assert_close(lm(hidden, y.to(dtype)), reference)
+    with pytest.raises(IndexError, match='id 9'):
+        embed(torch.full((2, 2), 9, dtype=dtype))

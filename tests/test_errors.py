@@ -28,6 +28,8 @@ gauss = lambda: ParameterlessReadout(num_continuous=2)  # noqa: E731
 multi = lambda: ParameterlessReadout(num_discrete=(3, 4))  # noqa: E731
 squashed2 = lambda: ParameterlessReadout(num_continuous=2, continuous_squashed=True)  # noqa: E731
 
+# the table of mistakes: each raises its error, naming the argument
+
 MISTAKES = {
     # construction
     'negative num_discrete': (lambda: R(num_discrete=-1), ValueError, 'num_discrete must be >= 0'),
@@ -167,6 +169,33 @@ def test_the_table_is_large():
     assert len(MISTAKES) >= 50
 
 
+# ids out of range
+
+
+@pytest.mark.parametrize('bad', [-1, -3, 3, 7])
+def test_out_of_range_ids_are_index_errors(bad):
+    embed, readout = EmbedAndReadout(8, num_discrete=(3, 4))
+    ids = torch.tensor([[0, 1], [bad, 0]])
+    with pytest.raises(IndexError, match='discrete input'):
+        embed(ids)
+    targets = torch.tensor([[0, 1], [bad if bad != -1 else -2, 0]])  # -1 is the ignore_index
+    with pytest.raises(IndexError, match='targets'):
+        readout(torch.randn(2, 8), targets)
+
+
+def test_an_id_past_its_group_does_not_read_the_next_group():
+    # id 3 of group 0 (size 3) would be row 3, group 1's id 0: it must be refused
+    embed = Embed(8, num_discrete=(3, 4))
+    with pytest.raises(IndexError, match='group 0'):
+        embed(torch.tensor([[3, 0]]))
+    mc = MultiCategorical([torch.randn(2, 3), torch.randn(2, 4)])
+    with pytest.raises(IndexError, match='group 1'):
+        mc.log_prob(torch.tensor([[0, 4], [1, 1]]))
+
+
+# content checks, messages and option routing
+
+
 def test_content_checks_can_be_switched_off():
     # group 0 has rows 0..2, group 1 rows 3..7: id 3 of group 0 is past its group
     embed = Embed(8, num_discrete=(3, 5))
@@ -202,6 +231,9 @@ def test_embed_and_readout_routes_options_to_the_module_that_takes_them():
     torch.testing.assert_close(readout(hidden, targets), F.cross_entropy(readout(hidden), targets, ignore_index=-100))
     with pytest.raises(TypeError, match="EmbedAndReadout got unexpected keyword arguments \\['ignore_idx'\\].*readout_kwargs"):
         EmbedAndReadout(8, num_discrete=5, ignore_idx=-100)
+
+
+# the package itself
 
 
 def test_the_package_has_no_assert_statements():

@@ -1,15 +1,26 @@
+"""Losses: cross entropy against torch, ignore_index and loss masks (means over the
+kept entries), multi-discrete and mixed reductions, the unreduced shapes, empty,
+fully masked and fully ignored batches (exactly 0, with zero gradients), and the
+fused (chunked, logits-free) cross entropy of Readout.forward against the logits path."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import randint_groups
+from helpers import MEAN_STD, pack, randint_groups
+from helpers.internals import fused_path_taken
+from helpers.loss_cases import BATCH, LOSS_CASES, D, LossCase, parts, split, total
+from torch.func import functional_call
 
-from discrete_continuous_embed_readout import ParameterlessReadout, Readout
+from discrete_continuous_embed_readout import EmbedAndReadout, ParameterlessReadout, Readout
 
 # hand-worked: logits (0, ln 3) give p = (1/4, 3/4), so nll(0) = ln 4 and nll(1) = ln 4/3
 LOGITS = torch.tensor([[0.0, math.log(3.0)]] * 3)
 NLL0, NLL1 = math.log(4.0), math.log(4.0 / 3.0)
+
+
+# cross entropy, ignore_index and loss masks
 
 
 def test_cross_entropy_matches_torch():
@@ -56,16 +67,25 @@ def test_multi_discrete_mean_is_over_kept_entries(parallel):
     torch.testing.assert_close(readout.calculate_loss(logits, targets, mask=mask), ce[keep].mean())
 
 
-def test_everything_masked_gives_zero_and_zero_gradients():
-    readout = Readout(8, num_discrete=5, num_continuous=2)
-    x = torch.randn(3, 8, requires_grad=True)
-    targets = (torch.full((3,), -1), torch.randn(3, 2))
-    loss = readout(x, targets, loss_mask=torch.tensor([True, True, True]))
-    assert loss.discrete.item() == 0.0
-    loss = readout(x, (torch.randint(0, 5, (3,)), torch.randn(3, 2)), loss_mask=torch.zeros(3, dtype=torch.bool))
-    assert loss.discrete.item() == 0.0 and loss.continuous.item() == 0.0
-    (loss.discrete + loss.continuous).backward()
-    assert torch.count_nonzero(x.grad) == 0
+@pytest.mark.parametrize('parallel', [True, False])
+def test_a_two_group_loss_is_not_read_as_a_mixed_pair(parallel):
+    embed, readout = EmbedAndReadout(16, num_discrete=(3, 4), use_parallel_multi_discrete=parallel)
+    x, targets = torch.randn(2, 5, 16), randint_groups((3, 4), (2, 5))
+    logits = readout(x)
+    expected = torch.stack([F.cross_entropy(g.transpose(1, -1), targets[..., i], reduction='none') for i, g in enumerate(logits)], -1).mean()
+    torch.testing.assert_close(readout(x, targets), expected)
+
+
+def test_ignore_index_none_works_on_the_sequential_path():
+    readout = ParameterlessReadout(num_discrete=(3, 5), ignore_index=None, use_parallel_multi_discrete=False)
+    logits = (torch.randn(4, 3), torch.randn(4, 5))
+    targets = randint_groups((3, 5), (4,))
+    mask = torch.tensor([True, True, False, True])
+    ce = torch.stack([F.cross_entropy(g, targets[:, i], reduction='none') for i, g in enumerate(logits)], -1)
+    torch.testing.assert_close(readout.calculate_loss(logits, targets, mask=mask), ce[mask].mean())
+
+
+# mixed and continuous reductions
 
 
 def test_mixed_loss_reduces_each_part_on_its_own():
@@ -81,7 +101,7 @@ def test_mixed_loss_reduces_each_part_on_its_own():
 
 
 def test_continuous_loss_with_mean_std_is_in_original_units():
-    mean_std = torch.tensor([[3.0, 2.0], [-1.0, 0.5]])
+    mean_std = MEAN_STD[:2]
     readout = ParameterlessReadout(num_continuous=2, continuous_mean_std=mean_std)
     params, values = torch.randn(7, 2, 2), torch.randn(7, 2) * 2
     mean = params[..., 0] * mean_std[:, 1] + mean_std[:, 0]
@@ -89,19 +109,126 @@ def test_continuous_loss_with_mean_std_is_in_original_units():
     torch.testing.assert_close(readout.calculate_loss(params, values), -torch.distributions.Normal(mean, std).log_prob(values).mean())
 
 
-# the fused (chunked, logits-free) cross entropy of Readout.forward against the logits path
+def test_masked_continuous_means_are_over_entries():
+    readout = ParameterlessReadout(num_continuous=3)
+    params, targets = torch.randn(4, 3, 2), torch.randn(4, 3)
+    mask = torch.tensor([True, False, True, False])
+    nll = -torch.distributions.Normal(params[..., 0], params[..., 1].mul(0.5).exp()).log_prob(targets)
+    loss = readout.calculate_loss(params, targets, mask=mask)
+    torch.testing.assert_close(loss, nll[mask].mean())
 
-import discrete_continuous_embed_readout.losses as losses_module  # noqa: E402
-import discrete_continuous_embed_readout.readout as readout_module  # noqa: E402
-from discrete_continuous_embed_readout import EmbedAndReadout  # noqa: E402
+
+# unreduced losses
 
 
-@pytest.fixture
-def small_chunks(monkeypatch):
-    # several chunks, the last one partial, and multi-discrete groups eligible
-    monkeypatch.setattr(losses_module, 'MIN_CHUNK_ROWS', 4)
-    monkeypatch.setattr(losses_module, 'CHUNK_ELEMENTS', 1)
-    monkeypatch.setattr(readout_module, 'FUSED_MIN_GROUP_SIZE', 2)
+@pytest.mark.parametrize('parallel', [True, False])
+@pytest.mark.parametrize('sizes', [(7,), (3, 4, 2)])
+def test_unreduced_loss_has_the_log_prob_shape(parallel, sizes):
+    num_discrete = sizes[0] if len(sizes) == 1 else sizes
+    readout = ParameterlessReadout(num_discrete=num_discrete, use_parallel_multi_discrete=parallel)
+    logits = tuple(torch.randn(2, 3, n) for n in sizes)
+    logits = logits[0] if len(sizes) == 1 else logits
+    targets = randint_groups(sizes, (2, 3))
+    targets = targets[..., 0] if len(sizes) == 1 else targets
+    unreduced = readout.calculate_loss(logits, targets, return_unreduced_loss=True)
+    torch.testing.assert_close(unreduced, -readout.log_prob(logits, targets))
+
+
+# empty, fully masked and fully ignored batches: exactly 0, zero gradients
+
+
+def test_everything_masked_gives_zero_and_zero_gradients():
+    readout = Readout(8, num_discrete=5, num_continuous=2)
+    x = torch.randn(3, 8, requires_grad=True)
+    targets = (torch.full((3,), -1), torch.randn(3, 2))
+    loss = readout(x, targets, loss_mask=torch.tensor([True, True, True]))
+    assert loss.discrete.item() == 0.0
+    loss = readout(x, (torch.randint(0, 5, (3,)), torch.randn(3, 2)), loss_mask=torch.zeros(3, dtype=torch.bool))
+    assert loss.discrete.item() == 0.0 and loss.continuous.item() == 0.0
+    (loss.discrete + loss.continuous).backward()
+    assert torch.count_nonzero(x.grad) == 0
+
+
+@pytest.mark.parametrize('via', ['forward', 'calculate_loss'])
+@pytest.mark.parametrize('unreduced', [False, True], ids=['reduced', 'unreduced'])
+@pytest.mark.parametrize('name', list(LOSS_CASES))
+def test_fully_masked_batch_gives_zero_loss_and_zero_gradients(name, unreduced, via):
+    case = LossCase(name)
+    targets = case.targets(dtype=torch.float32)
+    readout = case.readout(torch.float32, table=via == 'forward')
+    w = case.readout(torch.float32).embeddings.weight.detach().clone().requires_grad_()
+    x = torch.randn(*BATCH, D, requires_grad=True)
+    none = torch.zeros(BATCH, dtype=torch.bool)
+    if via == 'forward':
+        out = functional_call(readout, {'embeddings.weight': w}, (x, targets), dict(loss_mask=none, return_unreduced_loss=unreduced))
+    else:
+        out = readout.calculate_loss(case.as_logits(*case.outputs(w, x)), targets, mask=none, return_unreduced_loss=unreduced)
+    for part in parts(out):
+        assert torch.count_nonzero(part) == 0 and torch.isfinite(part).all()
+        if not unreduced:
+            assert part.shape == () and part.item() == 0.0
+    total(out).backward()
+    for grad in (x.grad, w.grad):
+        assert grad is not None and torch.isfinite(grad).all() and torch.count_nonzero(grad) == 0
+
+
+@pytest.mark.parametrize('via', ['forward', 'calculate_loss'])
+@pytest.mark.parametrize('name', ['discrete', 'discrete_unfused', 'multi_parallel', 'multi_sequential', 'mixed'])
+def test_all_targets_ignored_gives_zero_discrete_loss_and_zero_gradients(name, via):
+    case = LossCase(name)
+    targets = case.targets(dtype=torch.float32)
+    d_t, c_t = split(case, targets)
+    d_t.fill_(-1)
+    readout = case.readout(torch.float32, table=via == 'forward')
+    w = case.readout(torch.float32).embeddings.weight.detach().clone().requires_grad_()
+    x = torch.randn(*BATCH, D, requires_grad=True)
+    if via == 'forward':
+        out = functional_call(readout, {'embeddings.weight': w}, (x, pack(d_t, c_t)))
+    else:
+        out = readout.calculate_loss(case.as_logits(*case.outputs(w, x)), pack(d_t, c_t))
+    d_loss = out[0] if case.C else out
+    assert d_loss.shape == () and d_loss.item() == 0.0
+    d_loss.backward()
+    for grad in (x.grad, w.grad):
+        assert grad is None or (torch.isfinite(grad).all() and torch.count_nonzero(grad) == 0)
+
+
+EMPTY_CASES = {
+    'lm (fused)': dict(num_discrete=7),
+    'lm (logits)': dict(num_discrete=7, readout_kwargs=dict(fused_cross_entropy=False)),
+    'multi-discrete': dict(num_discrete=(3, 4)),
+    'multi-discrete no ignore_index': dict(num_discrete=(3, 4), readout_kwargs=dict(ignore_index=None)),
+    'gaussian': dict(num_continuous=2),
+    'squashed': dict(num_continuous=2, continuous_squashed=True),
+    'beta': dict(num_continuous=2, continuous_dist_type='beta'),
+    'kumaraswamy': dict(num_continuous=2, continuous_dist_type='kumaraswamy'),
+    'regression': dict(num_continuous=2, continuous_log_var_embed=False),
+    'mixed': dict(num_discrete=3, num_continuous=2),
+}
+
+
+@pytest.mark.parametrize('case', list(EMPTY_CASES))
+@pytest.mark.parametrize('reduction', ['mean', 'masked', 'unreduced'])
+def test_an_empty_batch_has_zero_loss_and_zero_gradients(case, reduction):
+    kwargs = EMPTY_CASES[case]
+    embed, readout = EmbedAndReadout(8, **kwargs)
+    d, c = kwargs.get('num_discrete', 0), kwargs.get('num_continuous', 0)
+    ids = (torch.zeros(0, dtype=torch.long) if isinstance(d, int) else torch.zeros(0, len(d), dtype=torch.long)) if d else None
+    values = torch.full((0, c), 0.5) if c else None
+    targets = (ids, values) if d and c else (ids if d else values)
+    hidden = torch.randn(0, 8, requires_grad=True)
+    options = {'masked': dict(loss_mask=torch.zeros(0, dtype=torch.bool)), 'unreduced': dict(return_unreduced_loss=True)}.get(reduction, {})
+    loss = readout(hidden, targets, **options)
+    parts = loss if isinstance(loss, tuple) else (loss,)
+    for part in parts:
+        assert torch.isfinite(part).all() and part.sum() == 0
+        assert part.ndim == 0 if reduction != 'unreduced' else part.shape[0] == 0
+    sum(p.sum() for p in parts).backward()
+    assert readout.embeddings.weight.grad is None or (readout.embeddings.weight.grad == 0).all()
+    assert hidden.grad is None or hidden.grad.shape == (0, 8)
+
+
+# the fused (chunked, logits-free) cross entropy against the logits path
 
 
 FUSED_CASES = {
@@ -130,7 +257,7 @@ def _loss_and_grads(embed, readout, ids, targets, kwargs):
 
 
 @pytest.mark.parametrize('case', list(FUSED_CASES))
-def test_fused_loss_agrees_with_the_logits_path(case, small_chunks):
+def test_fused_loss_agrees_with_the_logits_path(case, small_fused_chunks):
     build_kwargs, make_targets, call = FUSED_CASES[case]
     embed, readout = EmbedAndReadout(16, **build_kwargs)
     batch = (3, 7)
@@ -138,7 +265,7 @@ def test_fused_loss_agrees_with_the_logits_path(case, small_chunks):
     ids = targets[0].clamp(min=0) if isinstance(targets, tuple) else targets.clamp(min=0)
     ids = (ids, targets[1]) if isinstance(targets, tuple) else ids
     kwargs = {'loss_mask': torch.rand(batch) > 0.3} if call.get('loss_mask') else {}
-    assert readout._can_fuse(readout.get_selector())
+    assert fused_path_taken(readout)
     fused, fused_grads = _loss_and_grads(embed, readout, ids, targets, kwargs)
     readout.fused_cross_entropy = False
     plain, plain_grads = _loss_and_grads(embed, readout, ids, targets, kwargs)
@@ -146,7 +273,7 @@ def test_fused_loss_agrees_with_the_logits_path(case, small_chunks):
         torch.testing.assert_close(torch.as_tensor(a) if not isinstance(a, tuple) else torch.stack(a), torch.as_tensor(b) if not isinstance(b, tuple) else torch.stack(b), atol=1e-6, rtol=1e-5)
 
 
-def test_fused_loss_matches_cross_entropy_without_gradients(small_chunks):
+def test_fused_loss_matches_cross_entropy_without_gradients(small_fused_chunks):
     readout = Readout(16, num_discrete=40)
     x, y = torch.randn(5, 9, 16), torch.randint(-1, 40, (5, 9))
     with torch.no_grad():
@@ -154,20 +281,18 @@ def test_fused_loss_matches_cross_entropy_without_gradients(small_chunks):
     torch.testing.assert_close(loss, F.cross_entropy(readout(x).reshape(-1, 40), y.reshape(-1), ignore_index=-1))
 
 
-def test_fused_loss_checks_targets(small_chunks):
+def test_fused_loss_checks_targets(small_fused_chunks):
     readout = Readout(16, num_discrete=40)
     with pytest.raises(IndexError, match='targets: id 40'):
         readout(torch.randn(2, 16), torch.tensor([0, 40]))
 
 
-@pytest.mark.parametrize('fused', [True, False])
-def test_bfloat16_autocast_losses_are_float32_and_close(fused):
-    embed, readout = EmbedAndReadout(32, num_discrete=300, num_continuous=2)
-    readout.fused_cross_entropy = fused
-    ids, values = torch.randint(0, 300, (4, 16)), torch.randn(4, 16, 2)
-    reference = readout(embed((ids, values)), (ids, values))
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        low = readout(embed((ids, values)), (ids, values))
-    for ref, got in zip(reference, low, strict=True):
-        assert got.dtype == torch.float32 and torch.isfinite(got)
-        torch.testing.assert_close(got, ref, atol=2e-2, rtol=1e-2)  # bf16 has 8 bits of mantissa
+def test_the_fused_loss_computes_no_gradient_under_no_grad(no_fused_gradient_function):
+    torch.manual_seed(8)
+    readout = Readout(16, num_discrete=300)
+    x, y = torch.randn(64, 16), torch.randint(0, 300, (64,))
+    with torch.no_grad():
+        loss = readout(x, y)
+    torch.testing.assert_close(loss, F.cross_entropy(x @ readout.embeddings.weight.T, y))
+    with torch.no_grad():
+        torch.testing.assert_close(readout(x.requires_grad_(), y), loss)

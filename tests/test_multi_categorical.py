@@ -1,20 +1,34 @@
+"""MultiCategorical: log_prob, entropy and KL against torch.distributions.Categorical
+per group, the parallel (padded) and sequential paths agreeing (values, gradients,
+the readout's loss), a single tensor without a group axis, log-probs far below the
+max, -inf (filtered or masked) logits, and when the padded path is taken."""
+
 import pytest
 import torch
-from conftest import randint_groups
+import torch.nn.functional as F
+from helpers import as_dist, randint_groups, random_logits, top_k, with_group_axis
+from helpers.internals import log_prob_at, padded_path_taken, pads_cheaply
+from torch.distributions import Categorical, kl_divergence
 
 from discrete_continuous_embed_readout import MultiCategorical, ParameterlessReadout, Readout
+
+MULTI = (3, 7, 2)
+
 
 SIZES = [(3, 4), (5, 5, 4, 5), (2, 7, 1, 5), (1000, 3, 17), (6,)]  # the first two take the padded path
 
 
-def groups(sizes, batch=(4, 5), scale=3.0):
+def random_groups(sizes, batch=(4, 5), scale=3.0):
     return [torch.randn(*batch, n).mul(scale).requires_grad_() for n in sizes]
+
+
+# the parallel (padded) and sequential paths
 
 
 @pytest.mark.parametrize('sizes', SIZES)
 def test_parallel_and_sequential_agree(sizes):
-    logits = groups(sizes)
-    other = groups(sizes)
+    logits = random_groups(sizes)
+    other = random_groups(sizes)
     value = randint_groups(sizes, (4, 5))
     value[0, 0, 0] = -1  # ignore_index
     results = {}
@@ -25,20 +39,6 @@ def test_parallel_and_sequential_agree(sizes):
         results[parallel] = (*out, *grads)
     for a, b in zip(results[True], results[False], strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize('sizes', SIZES)
-def test_values_match_torch_categorical(sizes):
-    logits = groups(sizes)
-    other = groups(sizes)
-    value = randint_groups(sizes, (4, 5))
-    mc = MultiCategorical(logits)
-    cats = [torch.distributions.Categorical(logits=g) for g in logits]
-    others = [torch.distributions.Categorical(logits=g) for g in other]
-    torch.testing.assert_close(mc.log_prob(value), torch.stack([c.log_prob(value[..., i]) for i, c in enumerate(cats)], -1))
-    torch.testing.assert_close(mc.entropy(), torch.stack([c.entropy() for c in cats], -1))
-    kl = torch.stack([torch.distributions.kl_divergence(c, o) for c, o in zip(cats, others, strict=True)], -1)
-    torch.testing.assert_close(mc.kl_div(MultiCategorical(other)), kl)
 
 
 @pytest.mark.parametrize('parallel', [True, False])
@@ -57,6 +57,49 @@ def test_readout_loss_and_gradients_agree_across_paths(parallel):
     torch.testing.assert_close(grad_parallel, grad_sequential, atol=1e-6, rtol=1e-6)
 
 
+def test_padding_is_used_only_where_it_wastes_little():
+    assert pads_cheaply((5, 5, 4, 5)) and pads_cheaply((3, 4))
+    assert not pads_cheaply((3, 7, 20, 1000)) and not pads_cheaply((6,))
+    assert padded_path_taken(MultiCategorical(random_groups((5, 5, 4, 5))))
+    assert not padded_path_taken(MultiCategorical(random_groups((5, 5, 4, 5)), use_parallel_multi_discrete=False))
+
+
+# against torch.distributions.Categorical
+
+
+@pytest.mark.parametrize('sizes', SIZES)
+def test_values_match_torch_categorical(sizes):
+    logits = random_groups(sizes)
+    other = random_groups(sizes)
+    value = randint_groups(sizes, (4, 5))
+    mc = MultiCategorical(logits)
+    cats = [torch.distributions.Categorical(logits=g) for g in logits]
+    others = [torch.distributions.Categorical(logits=g) for g in other]
+    torch.testing.assert_close(mc.log_prob(value), torch.stack([c.log_prob(value[..., i]) for i, c in enumerate(cats)], -1))
+    torch.testing.assert_close(mc.entropy(), torch.stack([c.entropy() for c in cats], -1))
+    kl = torch.stack([torch.distributions.kl_divergence(c, o) for c, o in zip(cats, others, strict=True)], -1)
+    torch.testing.assert_close(mc.kl_div(MultiCategorical(other)), kl)
+
+
+@pytest.mark.parametrize('parallel', [True, False])
+def test_multi_categorical_groups_match_torch_categorical(parallel):
+    torch.manual_seed(12)
+    groups, others = random_logits(MULTI, (4, 5), seed=12), random_logits(MULTI, (4, 5), seed=13)
+    mc = MultiCategorical(groups, use_parallel_multi_discrete=parallel)
+    value = torch.stack([torch.randint(0, n, (4, 5)) for n in MULTI], dim=-1)
+    value[0, 0, 1] = -1  # ignore_index scores 0
+    log_prob, entropy = mc.log_prob(value), mc.entropy()
+    kl = mc.kl_div(MultiCategorical(others, use_parallel_multi_discrete=parallel))
+    assert log_prob.shape == entropy.shape == kl.shape == (4, 5, len(MULTI))
+    for i, (g, o) in enumerate(zip(groups, others)):
+        ref = Categorical(logits=g)
+        expected = ref.log_prob(value[..., i].clamp(min=0)).masked_fill(value[..., i] == -1, 0.0)
+        torch.testing.assert_close(log_prob[..., i], expected)
+        torch.testing.assert_close(entropy[..., i], ref.entropy())
+        torch.testing.assert_close(kl[..., i], kl_divergence(ref, Categorical(logits=o)))
+    assert log_prob[0, 0, 1] == 0
+
+
 def test_single_tensor_has_no_group_axis():
     logits = torch.randn(4, 6)
     mc = MultiCategorical(logits)
@@ -65,6 +108,55 @@ def test_single_tensor_has_no_group_axis():
     torch.testing.assert_close(mc.log_prob(value), logits.log_softmax(-1).gather(-1, value[:, None])[:, 0])
     torch.testing.assert_close(mc.entropy(), torch.distributions.Categorical(logits=logits).entropy())
     assert mc.param is logits
+
+
+@pytest.mark.parametrize('parallel', [True, False])
+def test_multi_categorical_single_tensor_has_no_group_axis(parallel):
+    torch.manual_seed(11)
+    logits, other = torch.randn(4, 5, 6), torch.randn(4, 5, 6)
+    mc = MultiCategorical(logits, use_parallel_multi_discrete=parallel)
+    ref = Categorical(logits=logits)
+    value = torch.randint(0, 6, (4, 5))
+    assert mc.param is logits
+    assert mc.sample().shape == (4, 5)
+    torch.testing.assert_close(mc.log_prob(value), ref.log_prob(value))
+    torch.testing.assert_close(mc.entropy(), ref.entropy())
+    kl = mc.kl_div(MultiCategorical(other, use_parallel_multi_discrete=parallel))
+    torch.testing.assert_close(kl, kl_divergence(ref, Categorical(logits=other)))
+
+
+# log-probs far below the max and -inf logits
+
+
+@pytest.mark.parametrize('sizes', [(3,), MULTI], ids=['one_group', 'three_groups'])
+@pytest.mark.parametrize('parallel', [True, False])
+def test_log_prob_far_below_the_max_does_not_saturate(sizes, parallel):
+    # in every group the target sits 60 nats below the group's max logit
+    groups = [torch.zeros(2, n) for n in sizes]
+    for g in groups:
+        g[:, 0], g[:, -1] = 5.0, -55.0
+    target = torch.tensor([n - 1 for n in sizes]).expand(2, -1)
+    mc = MultiCategorical(as_dist(groups), use_parallel_multi_discrete=parallel)
+    log_prob = with_group_axis(mc.log_prob(target[..., 0] if len(sizes) == 1 else target), sizes)
+    expected = torch.stack([F.log_softmax(g.double(), -1)[:, -1] for g in groups], dim=-1)
+    assert (expected <= -60).all()  # far beyond the ~-46 floor of log(clamp(softmax))
+    torch.testing.assert_close(log_prob.double(), expected, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize('parallel', [True, False])
+def test_entropy_and_kl_ignore_filtered_ids(parallel):
+    # -inf logits (a top-k filter) have zero probability: finite entropy and KL
+    groups, others = random_logits(MULTI, (3,), seed=14), random_logits(MULTI, (3,), seed=15)
+    filtered = [top_k(g, min(2, g.shape[-1])) for g in groups]
+    mc = MultiCategorical(filtered, use_parallel_multi_discrete=parallel)
+    entropy, kl = mc.entropy(), mc.kl_div(MultiCategorical(others, use_parallel_multi_discrete=parallel))
+    for i, (f, o) in enumerate(zip(filtered, others)):
+        p = F.softmax(f.double(), -1)
+        kept = p > 0
+        ent = -(p[kept] * p[kept].log()).view(3, -1).sum(-1)
+        kl_ref = (p[kept] * (p[kept].log() - F.log_softmax(o.double(), -1)[kept])).view(3, -1).sum(-1)
+        torch.testing.assert_close(entropy[:, i].double(), ent, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(kl[:, i].double(), kl_ref, rtol=1e-5, atol=1e-6)
 
 
 def test_minus_infinity_logits_give_finite_entropy_and_gradients():
@@ -77,18 +169,7 @@ def test_minus_infinity_logits_give_finite_entropy_and_gradients():
         assert torch.isfinite(grad).all()
 
 
-def test_padding_is_used_only_where_it_wastes_little():
-    from discrete_continuous_embed_readout.multi_categorical import pads_cheaply
-
-    assert pads_cheaply((5, 5, 4, 5)) and pads_cheaply((3, 4))
-    assert not pads_cheaply((3, 7, 20, 1000)) and not pads_cheaply((6,))
-    assert MultiCategorical(groups((5, 5, 4, 5))).batched
-    assert not MultiCategorical(groups((5, 5, 4, 5)), use_parallel_multi_discrete=False).batched
-
-
 def test_log_prob_gradient_passes_gradcheck():
-    from discrete_continuous_embed_readout.multi_categorical import log_prob_at
-
     logits = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 6, (3, 4))
     assert torch.autograd.gradcheck(lambda t: log_prob_at(t, index), (logits,))

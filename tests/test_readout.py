@@ -1,7 +1,16 @@
+"""Readout forward: its table (the embed's rows plus one log-variance row per
+continuous dim), logits and continuous params as dot products with the rows,
+regression mode, the shapes of what it returns, the forward loss against
+calculate_loss, the table-free ParameterlessReadout and the attributes
+downstream code reads."""
+
 import pytest
 import torch
+from helpers import MEAN_STD
 
 from discrete_continuous_embed_readout import DiscreteContinuous, EmbedAndReadout, ParameterlessReadout, Readout
+
+# the table and the projections
 
 
 def test_table_is_a_superset_of_the_embeds():
@@ -37,6 +46,9 @@ def test_continuous_params_use_the_mean_and_log_var_rows():
     torch.testing.assert_close(out.continuous[..., 1], x @ table[7:10].T)
 
 
+# regression mode
+
+
 def test_regression_mode_predicts_the_mean_only():
     readout = Readout(8, num_continuous=3, continuous_log_var_embed=False)
     x = torch.randn(6, 8)
@@ -46,10 +58,14 @@ def test_regression_mode_predicts_the_mean_only():
 
 
 def test_regression_sample_is_denormalised():
-    mean_std = torch.tensor([[2.0, 3.0]])
+    mean_std = MEAN_STD[:1]
     readout = Readout(8, num_continuous=1, continuous_log_var_embed=False, continuous_mean_std=mean_std)
     pred = readout(torch.randn(5, 8))
-    torch.testing.assert_close(readout.sample(pred), pred * 3.0 + 2.0)
+    mean, std = mean_std[0]
+    torch.testing.assert_close(readout.sample(pred), pred * std + mean)
+
+
+# what forward returns
 
 
 def test_return_only_discrete_or_continuous_false_gives_a_pair():
@@ -69,20 +85,7 @@ def test_calculate_loss_equals_forward_loss():
     torch.testing.assert_close(forward.continuous, again.continuous)
 
 
-def test_concatenated_logits_are_accepted_for_several_groups():
-    readout = ParameterlessReadout(num_discrete=(3, 4))
-    flat = torch.randn(5, 7)
-    ids = torch.stack([torch.randint(0, 3, (5,)), torch.randint(0, 4, (5,))], -1)
-    torch.testing.assert_close(readout.log_prob(flat, ids), readout.log_prob(flat.split([3, 4], -1), ids))
-
-
-def test_entropy_and_log_prob_concat_shapes_and_values():
-    readout = ParameterlessReadout(num_discrete=(3, 4), num_continuous=2)
-    dist = ((torch.randn(5, 3), torch.randn(5, 4)), torch.randn(5, 2, 2))
-    ent = readout.entropy(dist, concat=True)
-    cat = [torch.distributions.Categorical(logits=g).entropy() for g in dist[0]]
-    normal = torch.distributions.Normal(dist[1][..., 0], dist[1][..., 1].mul(0.5).exp()).entropy()
-    torch.testing.assert_close(ent, torch.cat((torch.stack(cat, -1), normal), -1))
+# the parameterless readout and attributes
 
 
 def test_parameterless_readout_needs_no_table():
@@ -102,26 +105,3 @@ def test_attributes_downstream_projects_use():
     selector = readout.get_selector()
     assert selector.has_discrete and selector.has_continuous
     assert readout.get_selector(selector_config=[0, 1]).has_discrete is False
-
-
-def test_original_module_path_reexports():
-    from discrete_continuous_embed_readout.discrete_continuous_embed_readout import (
-        CONTINUOUS_DISTRIBUTIONS,
-        ContinuousDistribution,
-        DiscreteContinuous,
-        Embed,
-        EmbedAndReadout,
-        MultiCategorical,
-        Readout,
-        exists,
-        segmented_softmax,
-    )
-
-    assert exists(0) and not exists(None)
-    assert issubclass(CONTINUOUS_DISTRIBUTIONS['gaussian'], ContinuousDistribution)
-    assert DiscreteContinuous(1, 2).continuous == 2
-    assert {Embed, EmbedAndReadout, MultiCategorical, Readout}
-    flat, lengths = torch.randn(4, 9), [2, 3, 4]
-    expected = torch.cat([s.softmax(-1) for s in flat.split(lengths, -1)], -1)
-    torch.testing.assert_close(segmented_softmax(flat, lengths), expected)
-    torch.testing.assert_close(segmented_softmax(flat, torch.tensor(lengths)), expected)

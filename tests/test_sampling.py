@@ -1,6 +1,8 @@
-"""Sampling (SPEC §8, §9): draws against softmax(logits / T), greedy decoding,
-straight-through Gumbel-softmax, logit filters, MultiCategorical against
-torch.distributions, and reproducibility with a torch.Generator.
+"""Discrete sampling (SPEC §8, §9): draws against softmax(logits / T) for one group
+and several (both paths), greedy decoding, straight-through Gumbel-softmax, logit
+filters, the temperature of a mixed readout's discrete part, and reproducible
+draws with a ``torch.Generator`` (discrete and continuous) that leave the global
+RNG alone.
 
 Frequencies are checked per category: each empirical frequency must lie within
 NUM_SIGMA standard errors sqrt(p (1 - p) / N) of its probability. With N = 100k
@@ -13,61 +15,26 @@ while a correct sampler fails one comparison with probability ~6e-7.
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Categorical, kl_divergence
+from helpers import NUM_SIGMA, as_dist, assert_frequencies, discrete_readout, random_logits, top_k, with_group_axis
 
 from discrete_continuous_embed_readout import MultiCategorical, ParameterlessReadout, Readout
 
-NUM_SIGMA = 5.0
 BATCH = (250, 400)  # 100k draws
+
+
 TEMPERATURES = (1.0, 0.5, 2.0)
+
+
 SINGLE = (6,)
+
+
 MULTI = (3, 7, 2)
-
-
-# helpers
 
 
 def fixed_logits(sizes, seed=0, scale=1.5, dtype=torch.float32):
     """One logit vector per group, drawn from a seeded generator."""
     gen = torch.Generator().manual_seed(seed)
     return [(torch.randn(n, generator=gen, dtype=torch.float64) * scale).to(dtype) for n in sizes]
-
-
-def random_logits(sizes, batch, seed=0, dtype=torch.float32):
-    gen = torch.Generator().manual_seed(seed)
-    return [torch.randn(*batch, n, generator=gen, dtype=dtype) * 2 for n in sizes]
-
-
-def as_dist(groups):
-    """What a readout takes: a bare tensor for one group, a tuple for several."""
-    return groups[0] if len(groups) == 1 else tuple(groups)
-
-
-def readout_for(sizes, parallel=True):
-    readout = ParameterlessReadout(num_discrete=sizes[0] if len(sizes) == 1 else tuple(sizes))
-    readout.use_parallel_multi_discrete = parallel
-    return readout
-
-
-def ids_per_group(ids, sizes):
-    """``(..., g)`` ids; a single group's ``(...)`` ids gain the group axis."""
-    return ids.unsqueeze(-1) if len(sizes) == 1 else ids
-
-
-def assert_frequencies(ids, probs, what=''):
-    """Every category's empirical frequency within NUM_SIGMA standard errors."""
-    ids, probs = ids.reshape(-1), probs.double()
-    assert ids.min() >= 0 and ids.max() < probs.numel(), f'{what}: ids outside [0, {probs.numel()})'
-    freq = torch.bincount(ids, minlength=probs.numel()).double() / ids.numel()
-    tol = NUM_SIGMA * (probs * (1 - probs) / ids.numel()).sqrt()
-    bad = (freq - probs).abs() > tol + 1e-12
-    assert not bad.any(), f'{what}: frequencies {freq.tolist()} vs probabilities {probs.tolist()}'
-
-
-def top_k(logits, k):
-    """Keep the k largest logits of the last axis, the rest to -inf."""
-    kth = logits.topk(k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth, float('-inf'))
 
 
 def per_output_jacobian(y, leaf):
@@ -103,7 +70,7 @@ def test_single_group_frequencies_follow_tempered_softmax(source, temperature):
 def test_multi_discrete_frequencies_follow_tempered_softmax_per_group(parallel, temperature):
     torch.manual_seed(1)
     groups = fixed_logits(MULTI, seed=1)
-    readout = readout_for(MULTI, parallel)
+    readout = discrete_readout(MULTI, parallel)
     ids = readout.sample(tuple(g.expand(*BATCH, -1) for g in groups), temperature=temperature)
     assert ids.shape == (*BATCH, len(MULTI))
     probs = [F.softmax(g.double() / temperature, -1) for g in groups]
@@ -121,12 +88,12 @@ def test_parallel_and_sequential_paths_draw_identical_samples(temperature, diffe
     draws = []
     for parallel in (True, False):
         torch.manual_seed(3)
-        draws.append(readout_for(MULTI, parallel).sample(tuple(groups), temperature=temperature, differentiable=differentiable))
+        draws.append(discrete_readout(MULTI, parallel).sample(tuple(groups), temperature=temperature, differentiable=differentiable))
     torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
     # and they are draws, not a constant: a fresh seed gives other ids somewhere
     if temperature > 0:
         torch.manual_seed(4)
-        other = readout_for(MULTI, True).sample(tuple(groups), temperature=temperature, differentiable=differentiable)
+        other = discrete_readout(MULTI, True).sample(tuple(groups), temperature=temperature, differentiable=differentiable)
         assert not torch.equal(other, draws[0])
 
 
@@ -139,12 +106,12 @@ def test_parallel_and_sequential_paths_draw_identical_samples(temperature, diffe
 def test_nonpositive_temperature_is_argmax(sizes, parallel, temperature):
     torch.manual_seed(5)
     groups = random_logits(sizes, (8, 5), seed=5)
-    ids = readout_for(sizes, parallel).sample(as_dist(groups), temperature=temperature)
+    ids = discrete_readout(sizes, parallel).sample(as_dist(groups), temperature=temperature)
     expected = torch.stack([g.argmax(-1) for g in groups], dim=-1)
-    assert torch.equal(ids_per_group(ids, sizes), expected)
+    assert torch.equal(with_group_axis(ids, sizes), expected)
     assert ids.shape == ((8, 5) if len(sizes) == 1 else (8, 5, len(sizes)))
     mc = MultiCategorical(as_dist(groups), use_parallel_multi_discrete=parallel)
-    assert torch.equal(ids_per_group(mc.sample(temperature=temperature), sizes), expected)
+    assert torch.equal(with_group_axis(mc.sample(temperature=temperature), sizes), expected)
 
 
 # straight-through Gumbel-softmax
@@ -168,7 +135,7 @@ def test_differentiable_sample_is_straight_through_gumbel_softmax(sizes, paralle
     num_rows = 20_000
     base = torch.cat(fixed_logits(sizes, seed=6, dtype=torch.float64))
     flat = base.expand(num_rows, -1).clone().requires_grad_()
-    y = readout_for(sizes, parallel).sample(as_dist(flat.split(sizes, -1)), temperature=tau, differentiable=True)
+    y = discrete_readout(sizes, parallel).sample(as_dist(flat.split(sizes, -1)), temperature=tau, differentiable=True)
     assert y.shape == (num_rows, sum(sizes))
     jac = per_output_jacobian(y, flat)  # (b, s, s)
 
@@ -212,13 +179,21 @@ def test_differentiable_sample_at_zero_temperature_is_argmax_one_hot(sizes, para
     torch.manual_seed(7)
     flat = torch.cat(random_logits(sizes, (6, 3), seed=7), dim=-1).requires_grad_()
     groups = flat.split(sizes, -1)
-    y = readout_for(sizes, parallel).sample(as_dist(groups), temperature=0.0, differentiable=True)
+    y = discrete_readout(sizes, parallel).sample(as_dist(groups), temperature=0.0, differentiable=True)
     expected = torch.cat([F.one_hot(g.argmax(-1), n).to(flat.dtype) for g, n in zip(groups, sizes)], dim=-1)
     assert not y.isnan().any()
     torch.testing.assert_close(y, expected, rtol=0, atol=1e-6)
     weights = torch.randn(y.shape)
     (y * weights).sum().backward()
     assert torch.isfinite(flat.grad).all() and flat.grad.abs().sum() > 0
+
+
+def test_differentiable_greedy_sample_of_one_group_is_the_argmax_one_hot():
+    logits = torch.randn(6, 5, requires_grad=True)
+    one_hot = ParameterlessReadout(num_discrete=5).sample(logits, temperature=0.0, differentiable=True)
+    assert torch.equal(one_hot.detach(), F.one_hot(logits.argmax(-1), 5).float())
+    (one_hot * torch.randn(6, 5)).sum().backward()
+    assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
 # filters
@@ -230,7 +205,7 @@ def test_differentiable_sample_at_zero_temperature_is_argmax_one_hot(sizes, para
 def test_top_k_filter_never_draws_outside_the_top_k(api, sizes, parallel):
     torch.manual_seed(8)
     k, temperature = 2, 0.7
-    readout = readout_for(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
 
     def draw(groups):
         if api == 'sample':
@@ -239,14 +214,14 @@ def test_top_k_filter_never_draws_outside_the_top_k(api, sizes, parallel):
 
     # per row: different logits, different top-k sets
     groups = random_logits(sizes, (2000,), seed=8)
-    ids = ids_per_group(draw(groups), sizes)
+    ids = with_group_axis(draw(groups), sizes)
     for i, g in enumerate(groups):
         allowed = g.topk(min(k, g.shape[-1]), dim=-1).indices
         assert (allowed == ids[:, i : i + 1]).any(-1).all(), f'group {i} drew outside its top {k}'
 
     # frequencies: the tempered softmax renormalised over the top k
     groups = fixed_logits(sizes, seed=9)
-    ids = ids_per_group(draw([g.expand(*BATCH, -1) for g in groups]), sizes)
+    ids = with_group_axis(draw([g.expand(*BATCH, -1) for g in groups]), sizes)
     for i, g in enumerate(groups):
         kept = top_k(g.double(), min(k, g.numel()))
         assert_frequencies(ids[..., i], F.softmax(kept / temperature, -1), f'top-{k} group {i}')
@@ -274,72 +249,12 @@ def test_mixed_sample_passes_temperature_to_the_discrete_part(temperature):
         assert_frequencies(discrete, F.softmax(logits[0, 0].double() / temperature, -1), f'T={temperature}')
 
 
-# MultiCategorical against torch.distributions.Categorical
-
-
-@pytest.mark.parametrize('parallel', [True, False])
-def test_multi_categorical_single_tensor_has_no_group_axis(parallel):
-    torch.manual_seed(11)
-    logits, other = torch.randn(4, 5, 6), torch.randn(4, 5, 6)
-    mc = MultiCategorical(logits, use_parallel_multi_discrete=parallel)
-    ref = Categorical(logits=logits)
-    value = torch.randint(0, 6, (4, 5))
-    assert mc.param is logits
-    assert mc.sample().shape == (4, 5)
-    torch.testing.assert_close(mc.log_prob(value), ref.log_prob(value))
-    torch.testing.assert_close(mc.entropy(), ref.entropy())
-    kl = mc.kl_div(MultiCategorical(other, use_parallel_multi_discrete=parallel))
-    torch.testing.assert_close(kl, kl_divergence(ref, Categorical(logits=other)))
-
-
-@pytest.mark.parametrize('parallel', [True, False])
-def test_multi_categorical_groups_match_torch_categorical(parallel):
-    torch.manual_seed(12)
-    groups, others = random_logits(MULTI, (4, 5), seed=12), random_logits(MULTI, (4, 5), seed=13)
-    mc = MultiCategorical(groups, use_parallel_multi_discrete=parallel)
-    value = torch.stack([torch.randint(0, n, (4, 5)) for n in MULTI], dim=-1)
-    value[0, 0, 1] = -1  # ignore_index scores 0
-    log_prob, entropy = mc.log_prob(value), mc.entropy()
-    kl = mc.kl_div(MultiCategorical(others, use_parallel_multi_discrete=parallel))
-    assert log_prob.shape == entropy.shape == kl.shape == (4, 5, len(MULTI))
-    for i, (g, o) in enumerate(zip(groups, others)):
-        ref = Categorical(logits=g)
-        expected = ref.log_prob(value[..., i].clamp(min=0)).masked_fill(value[..., i] == -1, 0.0)
-        torch.testing.assert_close(log_prob[..., i], expected)
-        torch.testing.assert_close(entropy[..., i], ref.entropy())
-        torch.testing.assert_close(kl[..., i], kl_divergence(ref, Categorical(logits=o)))
-    assert log_prob[0, 0, 1] == 0
-
-
-@pytest.mark.parametrize('sizes', [(3,), MULTI], ids=['one_group', 'three_groups'])
-@pytest.mark.parametrize('parallel', [True, False])
-def test_log_prob_far_below_the_max_does_not_saturate(sizes, parallel):
-    # in every group the target sits 60 nats below the group's max logit
-    groups = [torch.zeros(2, n) for n in sizes]
-    for g in groups:
-        g[:, 0], g[:, -1] = 5.0, -55.0
-    target = torch.tensor([n - 1 for n in sizes]).expand(2, -1)
-    mc = MultiCategorical(as_dist(groups), use_parallel_multi_discrete=parallel)
-    log_prob = ids_per_group(mc.log_prob(target[..., 0] if len(sizes) == 1 else target), sizes)
-    expected = torch.stack([F.log_softmax(g.double(), -1)[:, -1] for g in groups], dim=-1)
-    assert (expected <= -60).all()  # far beyond the ~-46 floor of log(clamp(softmax))
-    torch.testing.assert_close(log_prob.double(), expected, rtol=1e-6, atol=1e-5)
-
-
-@pytest.mark.parametrize('parallel', [True, False])
-def test_entropy_and_kl_ignore_filtered_ids(parallel):
-    # -inf logits (a top-k filter) have zero probability: finite entropy and KL
-    groups, others = random_logits(MULTI, (3,), seed=14), random_logits(MULTI, (3,), seed=15)
-    filtered = [top_k(g, min(2, g.shape[-1])) for g in groups]
-    mc = MultiCategorical(filtered, use_parallel_multi_discrete=parallel)
-    entropy, kl = mc.entropy(), mc.kl_div(MultiCategorical(others, use_parallel_multi_discrete=parallel))
-    for i, (f, o) in enumerate(zip(filtered, others)):
-        p = F.softmax(f.double(), -1)
-        kept = p > 0
-        ent = -(p[kept] * p[kept].log()).view(3, -1).sum(-1)
-        kl_ref = (p[kept] * (p[kept].log() - F.log_softmax(o.double(), -1)[kept])).view(3, -1).sum(-1)
-        torch.testing.assert_close(entropy[:, i].double(), ent, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(kl[:, i].double(), kl_ref, rtol=1e-5, atol=1e-6)
+def test_a_mixed_greedy_sample_takes_the_argmax_of_the_discrete_part():
+    readout = ParameterlessReadout(num_discrete=6, num_continuous=2)
+    logits = torch.randn(500, 6)
+    params = torch.randn(500, 2, 2)
+    sampled = readout.sample((logits, params), temperature=0.0)
+    assert torch.equal(sampled.discrete, logits.argmax(-1))
 
 
 # generators
@@ -351,7 +266,7 @@ def test_entropy_and_kl_ignore_filtered_ids(parallel):
 def test_sampling_with_a_generator_is_reproducible(sizes, parallel, differentiable):
     torch.manual_seed(16)
     groups = as_dist(random_logits(sizes, (32, 8), seed=16))
-    readout = readout_for(sizes, parallel)
+    readout = discrete_readout(sizes, parallel)
 
     def draw(seed, how='sample'):
         gen = torch.Generator().manual_seed(seed)
@@ -370,3 +285,37 @@ def test_sampling_with_a_generator_is_reproducible(sizes, parallel, differentiab
     assert torch.equal(draw(123, 'sample_discrete'), first)
     assert torch.equal(draw(123, 'multi_categorical'), first)
     assert not torch.equal(draw(124), first)
+
+
+HEADS = {
+    'gaussian': {},
+    'squashed': dict(continuous_squashed=True),
+    'beta': dict(continuous_dist_type='beta'),
+    'kumaraswamy': dict(continuous_dist_type='kumaraswamy'),
+}
+
+
+@pytest.mark.parametrize('head', list(HEADS))
+@pytest.mark.parametrize('differentiable', [False, True])
+def test_same_generator_seed_same_samples(head, differentiable):
+    readout = ParameterlessReadout(num_discrete=(3, 5), num_continuous=2, **HEADS[head])
+    dist = ((torch.randn(64, 3), torch.randn(64, 5)), torch.randn(64, 2, 2))
+    global_state = torch.get_rng_state()
+
+    def draw(seed, **kwargs):
+        return readout.sample(dist, differentiable=differentiable, generator=torch.Generator().manual_seed(seed), **kwargs)
+
+    a, b, c = draw(11), draw(11), draw(12)
+    assert torch.equal(a.discrete, b.discrete) and torch.equal(a.continuous, b.continuous)
+    assert not torch.equal(a.continuous, c.continuous)
+    assert torch.equal(global_state, torch.get_rng_state())
+    # with the log-prob and a rescale too
+    (s1, lp1), (s2, lp2) = draw(5, return_log_prob=True), draw(5, return_log_prob=True)
+    assert torch.equal(s1.continuous, s2.continuous) and torch.equal(lp1.continuous, lp2.continuous)
+
+
+def test_generator_draws_follow_the_distribution():
+    readout = ParameterlessReadout(num_continuous=1)
+    params = torch.tensor([[[1.5, 2 * torch.log(torch.tensor(0.5))]]]).expand(20000, 1, 2)
+    sampled = readout.sample(params, generator=torch.Generator().manual_seed(0))
+    assert abs(sampled.mean().item() - 1.5) < 0.02 and abs(sampled.std().item() - 0.5) < 0.02

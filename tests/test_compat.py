@@ -1,8 +1,9 @@
-"""Code written against 0.2.7 ... 0.2.12 runs unchanged (SPEC section 13), in the
-order of that section: the old module path, the 0.2.x Readout methods, the
-selector objects, the conventions. Values are checked against torch itself
-(``F.log_softmax``, ``torch.distributions``) or against our new-style calls,
-which the rest of the suite checks against torch."""
+"""Compatibility with 0.2.x: code written against 0.2.7 ... 0.2.12 runs unchanged
+(SPEC section 13), in the order of that section: the old module path (its names
+and its re-exports), the 0.2.x Readout methods, the selector objects, the
+conventions. Values are checked against torch itself (``F.log_softmax``,
+``torch.distributions``) or against our new-style calls, which the rest of the
+suite checks against torch."""
 
 import math
 import warnings
@@ -10,22 +11,17 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import MEAN_STD, MIXED_SELECTORS, mixed_pair
+from helpers.internals import built_selector
 from torch.distributions import Normal
 
 import discrete_continuous_embed_readout as package
 from discrete_continuous_embed_readout import EmbedAndReadout, ParameterlessReadout, Readout
 from discrete_continuous_embed_readout import discrete_continuous_embed_readout as legacy
 
-MEAN_STD = torch.tensor([[1.0, 2.0], [0.0, 0.5], [3.0, 1.5], [-1.0, 4.0]])
-SELECTORS = [([[0, 1, 2, 3]], [0, 1, 2]), ([[4, 5], [6, 7, 8]], [3])]
-
 
 def close(a, b, tol=1e-5):
     torch.testing.assert_close(a, b, rtol=tol, atol=tol)
-
-
-def mixed(**kwargs):
-    return EmbedAndReadout(8, num_discrete=9, num_continuous=4, continuous_mean_std=MEAN_STD, selectors=SELECTORS, **kwargs)
 
 
 # the module path: every public name of 0.2.12's module
@@ -43,6 +39,29 @@ LEGACY_NAMES = (
 def test_every_0_2_name_imports_from_the_old_module_path(name):
     assert hasattr(legacy, name)
     exec(f'from discrete_continuous_embed_readout.discrete_continuous_embed_readout import {name}', {})
+
+
+def test_original_module_path_reexports():
+    from discrete_continuous_embed_readout.discrete_continuous_embed_readout import (
+        CONTINUOUS_DISTRIBUTIONS,
+        ContinuousDistribution,
+        DiscreteContinuous,
+        Embed,
+        EmbedAndReadout,
+        MultiCategorical,
+        Readout,
+        exists,
+        segmented_softmax,
+    )
+
+    assert exists(0) and not exists(None)
+    assert issubclass(CONTINUOUS_DISTRIBUTIONS['gaussian'], ContinuousDistribution)
+    assert DiscreteContinuous(1, 2).continuous == 2
+    assert {Embed, EmbedAndReadout, MultiCategorical, Readout}
+    flat, lengths = torch.randn(4, 9), [2, 3, 4]
+    expected = torch.cat([s.softmax(-1) for s in flat.split(lengths, -1)], -1)
+    torch.testing.assert_close(segmented_softmax(flat, lengths), expected)
+    torch.testing.assert_close(segmented_softmax(flat, torch.tensor(lengths)), expected)
 
 
 def test_the_legacy_names_stay_out_of_the_top_level():
@@ -161,7 +180,7 @@ def test_sample_discrete_takes_the_0_2_argument_names():
 
 @pytest.mark.parametrize('selector_index', [0, 1])
 def test_continuous_methods_agree_with_the_new_calls(selector_index):
-    _, readout = mixed()
+    _, readout = mixed_pair()
     selector = readout.get_selector(selector_index)
     hidden = torch.randn(3, 5, 8)
     dist, other = readout(hidden, selector_index=selector_index), readout(torch.randn(3, 5, 8), selector_index=selector_index)
@@ -172,7 +191,7 @@ def test_continuous_methods_agree_with_the_new_calls(selector_index):
     close(readout.entropy_continuous(params, selector=selector), readout.entropy(dist, **new).continuous)
     close(readout.kl_div_continuous(params, other.continuous, selector=selector), readout.kl_div(dist, other, **new).continuous)
     # independent: the normal density in original units, log N(x; m * s + mu, exp(lv / 2) * s)
-    mean, std = MEAN_STD[list(SELECTORS[selector_index][1])].unbind(-1)
+    mean, std = MEAN_STD[list(MIXED_SELECTORS[selector_index][1])].unbind(-1)
     normal = Normal(params[..., 0] * std + mean, (0.5 * params[..., 1]).exp() * std)
     close(readout.log_prob_continuous(params, values, selector=selector), normal.log_prob(values))
     close(readout.entropy_continuous(params, selector=selector), normal.entropy())
@@ -237,7 +256,7 @@ def test_methods_reject_a_selector_of_another_kind():
 
 @pytest.mark.parametrize('module_index', [0, 1])
 def test_selector_objects_carry_the_0_2_attributes(module_index):
-    module = mixed()[module_index]
+    module = mixed_pair()[module_index]
     is_readout = module_index == 1
     selector = module.get_selector(1)
     table = module.embeddings.weight
@@ -302,7 +321,7 @@ def test_selector_index_zero_without_selectors_is_the_default_selector():
     assert torch.equal(hidden, embed((ids, values)))
     out = readout(hidden, selector_index=0)
     close(readout(hidden, (ids, values), selector_index=0).discrete, F.cross_entropy(out.discrete, ids))
-    assert readout.get_selector(0).selector is readout.get_selector().selector
+    assert built_selector(readout, 0) is built_selector(readout)
     with pytest.raises(IndexError, match='only 0, the default selector'):
         readout(hidden, selector_index=1)
 

@@ -1,8 +1,9 @@
-"""An x-transformers Decoder between Embed and Readout, for every modality:
-embed -> decoder -> readout loss -> backward -> a few optimizer steps.
+"""Training end to end: an x-transformers Decoder between Embed and Readout, for
+every modality: embed -> decoder -> readout loss -> backward -> optimizer steps,
+with tied and untied tables.
 
 Each loss is recomputed from the logits / params the readout returns, with
-F.cross_entropy and torch.distributions.Normal, and each gradient is checked
+F.cross_entropy and the gaussian NLL (``helpers.gaussian_nll``), and each gradient is checked
 against where it must land in the table layout of SPEC §2.
 """
 
@@ -11,22 +12,12 @@ against where it must land in the table layout of SPEC §2.
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Normal
-
-from discrete_continuous_embed_readout import EmbedAndReadout
+from helpers import MODALITIES, build_pair, gaussian_nll
 
 x_transformers = pytest.importorskip('x_transformers')
 Decoder = x_transformers.Decoder
 
 DIM, BATCH, SEQ = 32, 2, 6
-MEAN_STD = torch.tensor([[1.0, 2.0], [-3.0, 0.5], [0.0, 4.0]])
-
-MODALITIES = {
-    'discrete': dict(num_discrete=50),
-    'multi_discrete': dict(num_discrete=(5, 7, 3)),
-    'continuous': dict(num_continuous=3, continuous_mean_std=MEAN_STD),
-    'mixed': dict(num_discrete=11, num_continuous=2),
-}
 
 
 def group_sizes(kwargs):
@@ -54,20 +45,20 @@ def make_sequence(modality, gen):
     return tuple(inputs), tuple(targets)
 
 
-def build(modality, seed=0, **extra):
-    torch.manual_seed(seed)
-    embed, readout = EmbedAndReadout(DIM, **MODALITIES[modality], **extra)
+def transformer_stack(modality, seed=0, **extra):
+    """Embed, a one-layer Decoder and the readout of a modality, from one seed."""
+    embed, readout = build_pair(DIM, seed, **MODALITIES[modality], **extra)
     decoder = Decoder(dim=DIM, depth=1, heads=2, attn_dim_head=16)
     return embed, decoder, readout
 
 
-def gaussian_nll(params, target, mean_std=None):
+def params_nll(params, target, mean_std=None):
     """-log N(target; mean, exp(log_var)) per entry, in the target's units."""
     mean, log_var = params.unbind(-1)
     if mean_std is None:
-        return -Normal(mean, (0.5 * log_var).exp()).log_prob(target)
+        return gaussian_nll(mean, log_var, target)
     shift, std = mean_std.unbind(-1)
-    return -Normal(mean, (0.5 * log_var).exp()).log_prob((target - shift) / std) + std.log()
+    return gaussian_nll(mean, log_var, (target - shift) / std) + std.log()
 
 
 def reference_losses(modality, out, targets):
@@ -78,10 +69,10 @@ def reference_losses(modality, out, targets):
         per_group = [F.cross_entropy(g.reshape(-1, g.shape[-1]), targets[..., i].reshape(-1), reduction='none') for i, g in enumerate(out)]
         return (torch.cat(per_group).mean(),)  # mean over (position, group) entries
     if modality == 'continuous':
-        return (gaussian_nll(out, targets, MEAN_STD).mean(),)
+        return (params_nll(out, targets, MODALITIES['continuous']['continuous_mean_std']).mean(),)
     logits, params = out
     ids, values = targets
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)), gaussian_nll(params, values).mean()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids.reshape(-1)), params_nll(params, values).mean()
 
 
 def as_tuple(loss):
@@ -114,7 +105,7 @@ def run(embed, decoder, readout, inputs, targets):
 
 @pytest.mark.parametrize('modality', list(MODALITIES))
 def test_loss_matches_reference_and_gradients_reach_both_tables(modality):
-    embed, decoder, readout = build(modality)
+    embed, decoder, readout = transformer_stack(modality)
     inputs, targets = make_sequence(modality, torch.Generator().manual_seed(1))
     out, loss = run(embed, decoder, readout, inputs, targets)
     losses, expected = as_tuple(loss), reference_losses(modality, out, targets)
@@ -146,7 +137,7 @@ def test_loss_matches_reference_and_gradients_reach_both_tables(modality):
 
 @pytest.mark.parametrize('modality', list(MODALITIES))
 def test_backward_fills_table_grads(modality):
-    embed, decoder, readout = build(modality, seed=2)
+    embed, decoder, readout = transformer_stack(modality, seed=2)
     inputs, targets = make_sequence(modality, torch.Generator().manual_seed(3))
     _, loss = run(embed, decoder, readout, inputs, targets)
     sum(as_tuple(loss)).backward()
@@ -156,7 +147,7 @@ def test_backward_fills_table_grads(modality):
 
 @pytest.mark.parametrize('modality', list(MODALITIES))
 def test_adam_steps_on_a_fixed_batch_reduce_the_loss(modality):
-    embed, decoder, readout = build(modality, seed=4)
+    embed, decoder, readout = transformer_stack(modality, seed=4)
     inputs, targets = make_sequence(modality, torch.Generator().manual_seed(5))
     opt = torch.optim.Adam(unique_params(embed, decoder, readout), lr=3e-3)
     history = []
@@ -174,7 +165,7 @@ def test_adam_steps_on_a_fixed_batch_reduce_the_loss(modality):
 
 @pytest.mark.parametrize('modality', ['discrete', 'mixed'])
 def test_weight_tie_shares_one_parameter_through_an_optimizer_step(modality):
-    embed, decoder, readout = build(modality, seed=6, weight_tie=True)
+    embed, decoder, readout = transformer_stack(modality, seed=6, weight_tie=True)
     inputs, targets = make_sequence(modality, torch.Generator().manual_seed(7))
     shared = readout.embeddings.weight
     assert embed.embeddings.weight is shared
@@ -182,7 +173,7 @@ def test_weight_tie_shares_one_parameter_through_an_optimizer_step(modality):
     assert len(tied) == 1 and tied[0] is shared
 
     # an untied twin with the same values: the tied gradient is the sum of both tables' gradients
-    twin_embed, twin_decoder, twin_readout = build(modality, seed=6)
+    twin_embed, twin_decoder, twin_readout = transformer_stack(modality, seed=6)
     num_embed_rows = twin_embed.embeddings.weight.shape[0]
     with torch.no_grad():
         twin_embed.embeddings.weight.copy_(shared[:num_embed_rows])
@@ -216,7 +207,7 @@ def test_weight_tie_shares_one_parameter_through_an_optimizer_step(modality):
 
 
 def test_weight_tied_model_trains_with_adam():
-    embed, decoder, readout = build('discrete', seed=8, weight_tie=True)
+    embed, decoder, readout = transformer_stack('discrete', seed=8, weight_tie=True)
     inputs, targets = make_sequence('discrete', torch.Generator().manual_seed(9))
     opt = torch.optim.Adam(unique_params(embed, decoder, readout), lr=3e-3)
     history = []

@@ -1,0 +1,121 @@
+"""Every loss path (``forward`` with the table, ``calculate_loss`` on logits /
+params) of every head, with every loss option (loss mask, ignore_index, action
+mask, unreduced, all at once), against an independent float64 computation
+(torch.distributions / F.cross_entropy through the documented table layout),
+and float64 ``gradcheck`` of each with respect to the embeddings and the table."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import pack
+from helpers.loss_cases import BATCH, LOSS_CASES, D, LossCase, partial_mask, parts, reference_loss, split
+from torch.func import functional_call
+
+# the loss-option matrix
+
+
+def allowed_actions(case, d_t, batch=BATCH):
+    """A random action mask that allows every target (and some other ids)."""
+    ids = d_t.unsqueeze(-1) if case.single else d_t
+    masks = []
+    for g, n in enumerate(case.sizes):
+        m = torch.rand(*batch, n) < 0.5
+        masks.append(m | F.one_hot(ids[..., g].clamp(min=0), n).bool())
+    return torch.cat(masks, -1)
+
+
+OPTIONS = ['plain', 'loss_mask', 'ignore_index', 'action_mask', 'unreduced', 'all']
+
+
+def setup(case, option, dtype=torch.float64):
+    """Targets and the loss options of one matrix entry."""
+    targets = case.targets(dtype=dtype)
+    d_t, c_t = split(case, targets)
+    loss_mask = action_mask = None
+    if option in ('ignore_index', 'all'):
+        if case.single:
+            d_t[0, 0] = d_t[1, 1] = -1
+        else:
+            d_t[0, 0, 1] = -1
+            d_t[1, 2, :] = -1
+    if option in ('loss_mask', 'all'):
+        loss_mask = partial_mask()
+    if option in ('action_mask', 'all'):
+        action_mask = allowed_actions(case, d_t)
+    unreduced = option in ('unreduced', 'all')
+    return pack(d_t, c_t), loss_mask, action_mask, unreduced
+
+
+def matrix():
+    for name in LOSS_CASES:
+        for option in OPTIONS:
+            case = LossCase(name)
+            if option in ('ignore_index', 'action_mask', 'all') and not case.has_discrete:
+                continue
+            for via in ('forward', 'calculate_loss'):
+                yield pytest.param(name, option, via, id=f'{name}-{option}-{via}')
+
+
+def loss_fn(case, option, via, dtype=torch.float64):
+    """``(f(x, weight) -> loss, reference(x, weight), x, weight)`` for one matrix entry."""
+    targets, loss_mask, action_mask, unreduced = setup(case, option, dtype)
+    if via == 'forward':
+        readout = case.readout(dtype)
+
+        def f(x, w):
+            return functional_call(
+                readout, {'embeddings.weight': w}, (x, targets),
+                dict(loss_mask=loss_mask, action_mask=action_mask, return_unreduced_loss=unreduced),
+            )  # fmt: skip
+
+        weight = readout.embeddings.weight.detach().clone()
+    else:
+        table = case.readout(dtype)
+        readout = case.readout(dtype, table=False)
+
+        def f(x, w):
+            logits = case.as_logits(*case.outputs(w, x))
+            return readout.calculate_loss(logits, targets, mask=loss_mask, action_mask=action_mask, return_unreduced_loss=unreduced)
+
+        weight = table.embeddings.weight.detach().clone()
+
+    def reference(x, w):
+        return reference_loss(case, *case.outputs(w, x), targets, loss_mask, action_mask, unreduced)
+
+    x = torch.randn(*BATCH, D, dtype=dtype)
+    return f, reference, x, weight
+
+
+# values and gradients
+
+
+@pytest.mark.parametrize('name, option, via', list(matrix()))
+def test_loss_matches_independent_computation(name, option, via):
+    """Reduced losses are the mean over the kept entries (partly masked / ignored
+    entries left out), unreduced ones the per-entry losses with masked entries zeroed."""
+    case = LossCase(name)
+    f, reference, x, w = loss_fn(case, option, via)
+    out, expected = f(x, w), reference(x, w)
+    assert isinstance(out, tuple) == isinstance(expected, tuple)
+    for got, want in zip(parts(out), parts(expected)):
+        assert got.shape == want.shape
+        # float32-level tolerance: this checks what is averaged; the float64 precision of
+        # the fused path is test_fused_discrete_loss_keeps_float64_precision's business
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize('name, option, via', list(matrix()))
+def test_gradcheck_float64(name, option, via):
+    """Analytical gradients of every loss path match finite differences in float64,
+    with respect to the input embeddings and to the table."""
+    case = LossCase(name)
+    f, _, x, w = loss_fn(case, option, via)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+
+    def fn(x, w):
+        out = f(x, w)
+        return tuple(out) if isinstance(out, tuple) else out
+
+    # the full Jacobian for the plain forward loss, a random projection of it (fast mode) elsewhere
+    assert torch.autograd.gradcheck(fn, (x, w), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=(option, via) != ('plain', 'forward'))
