@@ -238,6 +238,22 @@ def warn_once_clamped(head, name: str) -> None:
     )  # fmt: skip
 
 
+def check_logit_groups(groups, single: bool):
+    """At least one floating ``(..., n_g)`` group, ``n_g > 0``, all with one leading
+    shape (``single``: one tensor was passed): returns that shape."""
+    if len(groups) == 0:
+        raise ValueError('logits must hold at least one group, got an empty sequence')
+    for i, g in enumerate(groups):
+        check_floating(g, f'logits[{i}]' if not single else 'logits')
+        if g.ndim == 0 or g.shape[-1] == 0:
+            raise ValueError(f'logits group {i} needs a non-empty last axis, got {describe(g)}')
+    batch = groups[0].shape[:-1]
+    for i, g in enumerate(groups[1:], 1):
+        if g.shape[:-1] != batch:
+            raise ValueError(f'logits group {i} has leading shape {tuple(g.shape[:-1])}, group 0 has {tuple(batch)}')
+    return batch
+
+
 # what users pass to a readout, parsed against a selector
 
 

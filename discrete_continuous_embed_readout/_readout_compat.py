@@ -17,7 +17,7 @@ from ._utils import DiscreteContinuous, exists, identity
 from .continuous_part import ContinuousPart, head_for, rescale_map
 from .distributions import Gaussian, SquashedGaussian
 from .multi_categorical import MultiCategorical
-from .readout_distribution import DistConfig, ReadoutDistribution
+from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat
 
 
 class ReadoutCompat:
@@ -161,6 +161,20 @@ class ReadoutCompat:
         if not isinstance(like, Tensor) or selector.group_sizes_t.device == like.device or selector in self.selectors or selector is self.default_selector:
             return selector
         return self._cached_selector(selector.parsed, like.device, selector.squashed)  # index tables on the params' device
+
+    def maybe_concat(self, output, concat: bool = False):
+        """With ``concat``, join a (discrete, continuous) pair of per-entry results
+        along the last axis ``(..., G + c)`` (a squeezed single group counts as one
+        column) in the continuous part's dtype; else ``output`` unchanged.
+
+        Args:
+            output: a tensor or a pair of per-entry results (log-probs, entropies, KL).
+            concat: join.
+
+        Returns:
+            ``output``, the part that is not ``None``, or ``(..., G + c)``.
+        """
+        return maybe_concat(output, concat)
 
     # continuous ranges
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_floating, check_ids_in_range, check_integer, check_last_dim, check_temperature, describe
+from ._checks import check_ids_in_range, check_integer, check_last_dim, check_logit_groups, check_temperature, describe
 from ._utils import exists, identity, upcast
 
 
@@ -153,16 +153,7 @@ class MultiCategorical:
     def __init__(self, logits, use_parallel_multi_discrete: bool = True, ignore_index: int | None = -1):
         self.is_single = isinstance(logits, Tensor)
         groups = (logits,) if self.is_single else tuple(logits)
-        if len(groups) == 0:
-            raise ValueError('logits must hold at least one group, got an empty sequence')
-        for i, g in enumerate(groups):
-            check_floating(g, f'logits[{i}]' if not self.is_single else 'logits')
-            if g.ndim == 0 or g.shape[-1] == 0:
-                raise ValueError(f'logits group {i} needs a non-empty last axis, got {describe(g)}')
-        batch = groups[0].shape[:-1]
-        for i, g in enumerate(groups[1:], 1):
-            if g.shape[:-1] != batch:
-                raise ValueError(f'logits group {i} has leading shape {tuple(g.shape[:-1])}, group 0 has {tuple(batch)}')
+        batch = check_logit_groups(groups, self.is_single)
         self.param = self.logits = logits
         self.groups = groups
         self.sizes = [g.shape[-1] for g in groups]
@@ -292,16 +283,8 @@ class MultiCategorical:
             kl = torch.stack([(lp.exp() * zero_where_impossible(lp, lp - lq)).sum(-1) for lp, lq in zip(p, q)], dim=-1)
         return kl if keep_num_actions_dim else self._squeeze(kl)
 
-    def sample(
-        self,
-        temperature: float = 1.0,
-        differentiable: bool = False,
-        eps: float = 1e-20,
-        filter_fn=identity,
-        filter_kwargs: dict | None = None,
-        generator: torch.Generator | None = None,
-        hard: bool = True,
-    ) -> Tensor:
+    def sample(self, temperature: float = 1.0, differentiable: bool = False, eps: float = 1e-20, filter_fn=identity,
+               filter_kwargs: dict | None = None, generator: torch.Generator | None = None, hard: bool = True) -> Tensor:  # fmt: skip
         """Draw ids from ``softmax(logits / temperature)`` (Gumbel-max).
 
         Args:

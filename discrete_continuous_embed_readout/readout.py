@@ -21,7 +21,7 @@ from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take
 from .heads import build_continuous_dist
-from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat
+from .readout_distribution import DistConfig, ReadoutDistribution
 
 __all__ = ['NoTableError', 'Readout']
 
@@ -36,48 +36,44 @@ class Readout(ReadoutCompat, SharedTable):
         num_discrete: vocabulary size, or one size per group; with selectors, the
             total discrete capacity (an int).
         num_continuous: number of continuous dims ``C``.
-        selector: one selector config to register.
-        selectors: several selector configs, chosen per call by ``selector_index``.
-        continuous_log_var_embed: predict (mean, log-variance) per dim; ``False``
-            predicts the mean only, trained by regression.
+        selector, selectors: one / several selector configs to register (chosen
+            per call by ``selector_index``).
+        continuous_log_var_embed: predict (mean, log-variance) per dim; ``False``:
+            the mean only, trained by regression (``regression_loss_type``: ``'mse'`` / ``'l1'``).
         continuous_mean_std: ``(C, 2)`` (mean, std): targets are normalised,
             samples de-normalised, densities reported in original units.
         use_parallel_multi_discrete: batched multi-group ops instead of a loop
-            (identical results; settable after construction).
+            (identical results; settable).
         return_only_discrete_or_continuous: with only one modality, return the
             bare tensor rather than a pair.
-        continuous_dist_type: a key of ``CONTINUOUS_DISTRIBUTIONS``
-            (``'gaussian'``, ``'beta'``, ``'kumaraswamy'`` or one you add).
-        continuous_dist_kwargs: passed to that class (``log_var_clamp_range``;
-            ``unimodal``, ``clip``, ``clip_eps``).
-        continuous_squashed: tanh-squashed gaussian (gaussian only).
-        regression_loss_type: ``'mse'`` or ``'l1'`` (regression mode).
+        continuous_dist_type, continuous_dist_kwargs: a key of
+            ``CONTINUOUS_DISTRIBUTIONS`` (``'gaussian'``, ``'beta'``, ``'kumaraswamy'``
+            or yours) and its options (``log_var_clamp_range``; ``unimodal``, ``clip``, ``clip_eps``).
+        continuous_squashed: tanh-squashed gaussian.
+        regression_loss_type: see ``continuous_log_var_embed``.
         eps: numerical floor.
-        return_one_discrete_logits: a single group's logits come as a bare
-            tensor, not a one-element tuple (default: when there is one group).
+        return_one_discrete_logits: a single group's logits come as a bare tensor,
+            not a one-element tuple (default: when there is one group).
         auto_squeeze_single_output: a single group's ids, log-probs, entropies
             and losses carry no group axis.
         ignore_index: target id that contributes no loss (``None``: none).
-        fused_cross_entropy: compute the discrete loss of ``forward`` chunk by
-            chunk from the embeddings, never holding the ``(tokens, vocab)``
-            logits (settable after construction). Unreduced losses, action masks
-            and multi-discrete readouts with a group smaller than
-            ``FUSED_MIN_GROUP_SIZE`` use the logits.
+        fused_cross_entropy: the discrete loss of ``forward`` chunk by chunk from
+            the embeddings, never holding the ``(tokens, vocab)`` logits (settable;
+            not for unreduced losses, action masks, or groups under 4096 ids).
 
     Arguments shared by the methods:
         dist: what ``forward`` returns: logits ``(..., n)``, per-group logits
             ``(..., n_g)`` (a tuple, or concatenated ``(..., sum n_g)``), params
             ``(..., c, 2)`` (``(..., c)`` in regression mode), or a
             ``(discrete, continuous)`` pair (``None`` for a part left out).
-        selector_index: a registered selector; selector_config: a selector
+        selector_index, selector_config: a registered selector, or a selector
             config for this call only (see ``get_selector``).
         action_mask: bool, True = allowed: ``(..., n)``, ``(..., sum n_g)`` or one
-            mask per group. Disallowed actions get logit ``-inf``: never drawn,
-            log-prob ``-inf``, no share of entropies and KL.
-        rescale_range: ``(lo, hi)``, numbers or per-dim sequences / tensors (a
-            gymnasium ``Box``'s ``low`` and ``high``): continuous values live in
-            ``(lo, hi)``, mapped linearly from the head's native range (beta /
-            kumaraswamy ``(0, 1)``, squashed ``(-1, 1)``) instead of de-normalised.
+            mask per group. Disallowed actions get logit ``-inf``.
+        rescale_range: ``(lo, hi)``, numbers or per-dim bounds (a gymnasium
+            ``Box``'s ``low`` and ``high``): continuous values live in ``(lo, hi)``,
+            mapped linearly from the head's native range (beta / kumaraswamy
+            ``(0, 1)``, squashed ``(-1, 1)``) instead of de-normalised.
         concat: join the parts of a pair along the last axis (``maybe_concat``).
 
     Example:
@@ -162,12 +158,13 @@ class Readout(ReadoutCompat, SharedTable):
         dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
         return dist.loss(targets, mask=mask, unreduced=unreduced, return_only=return_only)
 
-    def _project(self, embed: Tensor, selector: Selector):
-        """``(groups, params)``, each ``None`` where the selector has no such part (one matmul)."""
-        weight = take(self.embeddings.weight, selector.readout_rows)
+    def _project(self, embed: Tensor, selector: Selector, discrete: bool = True):
+        """``(groups, params)`` in one matmul, each ``None`` where the selector has no
+        such part (or ``discrete=False``)."""
+        weight = take(self.embeddings.weight, selector.readout_rows if discrete else selector.continuous_readout_rows)
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
-        num_d = selector.num_discrete_rows
-        groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete else None
+        num_d = selector.num_discrete_rows if discrete else 0
+        groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete and discrete else None
         return DiscreteContinuous(groups, self._as_params(out[..., num_d:]) if selector.has_continuous else None)
 
     def _as_params(self, flat: Tensor) -> Tensor:
@@ -198,9 +195,7 @@ class Readout(ReadoutCompat, SharedTable):
             weight, squeeze = take(self.embeddings.weight, selector.discrete_rows), self.auto_squeeze_single_output and selector.num_groups == 1
             d_loss = fused_discrete_loss(embed, weight, selector, d_target, mask, self.ignore_index, squeeze)
         if exists(c_target):
-            weight = take(self.embeddings.weight, selector.continuous_readout_rows)
-            params = self._as_params(F.linear(_as_dtype_of(embed, weight), weight))
-            dist = ReadoutDistribution(DiscreteContinuous(None, params), selector, DistConfig.of(self), name='logits')
+            dist = ReadoutDistribution(self._project(embed, selector, discrete=False), selector, DistConfig.of(self), name='logits')
             c_loss = dist.loss(DiscreteContinuous(None, c_target), mask=mask)
         return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only)
 
@@ -224,38 +219,22 @@ class Readout(ReadoutCompat, SharedTable):
         selector = self._selector(selector_index, selector_config, first_tensor(outputs).device)
         return ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, rescale_range=rescale_range, name=name)
 
-
     def sample(self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
                rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
                action_mask=None, hard: bool = True, return_log_prob: bool = False):  # fmt: skip
-        """Draw from the distribution(s) ``dist``.
+        """Draw from ``dist``: ``self.dist(dist, ...).sample(...)`` (see
+        ``ReadoutDistribution.sample`` for what each option does per head).
 
         Args:
             dist, selector_index, selector_config, rescale_range, action_mask: see the class docstring.
-            temperature: divides the logits; scales the std of a gaussian (squashed:
-                the pre-tanh one); divides beta concentrations by its square;
-                kumaraswamy knows only 0 and 1 (others sample at 1, with a warning).
-                ``<= 0`` gives the mode. Regression mode returns the prediction.
-            differentiable: straight-through Gumbel-softmax one-hots (discrete),
-                reparameterised samples (continuous).
-            filter_fn, filter_kwargs: applied to each group's logits first (top-k, ...).
-            generator: a ``torch.Generator``: the same state gives the same samples.
-            hard: with ``differentiable``, the straight-through one-hot (True) or
-                the relaxed (Concrete) sample on the simplex (False).
-            return_log_prob: also return the sample's ``log_prob`` under the
-                untempered ``dist``; with ``differentiable`` its gradient is the
-                reparameterised one (through the pre-tanh draw when squashed).
+            temperature, differentiable, filter_fn, filter_kwargs, generator, hard,
+                return_log_prob: see ``ReadoutDistribution.sample``.
 
         Returns:
             ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``
             (``differentiable``: one-hots concatenated ``(..., sum n_g)``); values
             ``(..., c)`` in original units (or ``rescale_range``'s); a pair for both
             parts; with ``return_log_prob``, ``(sample, log_prob)``.
-
-        Raises:
-            TypeError, ValueError: a temperature that is not a finite number;
-                ``rescale_range`` for an unbounded gaussian; ``return_log_prob`` in
-                regression mode or with relaxed samples.
         """
         check_temperature(temperature)
         return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist').sample(
@@ -327,13 +306,8 @@ class Readout(ReadoutCompat, SharedTable):
         return true.kl_div(self._dist(dist_pred, selector_index, selector_config, action_mask, None, 'dist_pred'), concat=concat)
 
     def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None):
-        """``torch.distributions`` objects for ``dist_params``: ``Categorical`` (one
-        group) or ``MultiCategoricalDistribution`` (``event_shape (G,)``);
-        ``Independent`` over the dims of a ``Normal``, a tanh-transformed normal,
-        ``Beta`` or ``Kumaraswamy`` (affinely mapped to your units); a
-        ``DiscreteContinuous`` pair when mixed. They are views of ``dist``: their
-        ``log_prob`` / ``entropy`` sum the readout's over groups / dims, ``sample``,
-        ``rsample`` and ``mode`` match it. For tensordict:
+        """``torch.distributions`` views of ``dist_params`` (see
+        ``ReadoutDistribution.get_dist``), e.g. for tensordict's
         ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
 
         Args:
@@ -343,20 +317,6 @@ class Readout(ReadoutCompat, SharedTable):
             a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair of them.
         """
         return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params').get_dist()
-
-    def maybe_concat(self, output, concat: bool = False):
-        """With ``concat``, join a (discrete, continuous) pair of per-entry results
-        along the last axis ``(..., G + c)`` (a squeezed single group counts as one
-        column) in the continuous part's dtype; else ``output`` unchanged.
-
-        Args:
-            output: a tensor or a pair of per-entry results (log-probs, entropies, KL).
-            concat: join.
-
-        Returns:
-            ``output``, the part that is not ``None``, or ``(..., G + c)``.
-        """
-        return maybe_concat(output, concat)
 
 
 class NoTableError(ValueError, RuntimeError):

@@ -135,18 +135,30 @@ class ReadoutDistribution:
         """Draw from the distribution.
 
         Args:
-            temperature: discrete: divides the logits; continuous: as the head
-                defines it (``<= 0``: the mode).
-            differentiable: straight-through one-hots / reparameterised values.
-            filter_fn, filter_kwargs: applied to each group's logits first.
-            generator: a ``torch.Generator`` (continuous heads sample under the
-                global RNG seeded from it, restored afterwards).
-            hard: with ``differentiable``, one-hots (True) or relaxed samples (False).
-            return_log_prob: also the sample's log-prob under the untempered distribution.
+            temperature: divides the logits; scales the std of a gaussian (squashed:
+                the pre-tanh one); divides beta concentrations by its square;
+                kumaraswamy knows only 0 and 1 (others sample at 1, with a warning
+                once). ``<= 0`` gives the mode. Regression mode returns the prediction.
+            differentiable: straight-through Gumbel-softmax one-hots (discrete),
+                reparameterised samples (continuous).
+            filter_fn, filter_kwargs: applied to each group's logits first (top-k, ...).
+            generator: a ``torch.Generator``: the same state gives the same samples
+                (continuous heads sample under the global RNG seeded from it, restored afterwards).
+            hard: with ``differentiable``, the straight-through one-hot (True) or
+                the relaxed (Concrete) sample on the simplex (False).
+            return_log_prob: also the sample's log-prob under the untempered
+                distribution, exactly ``log_prob`` of the returned sample; with
+                ``differentiable`` its gradient is the reparameterised one (through
+                the pre-tanh draw when squashed).
 
         Returns:
-            ids / one-hots, values, or a pair; with ``return_log_prob`` ``(sample, log_prob)``
-            (shapes as ``Readout.sample``).
+            ids / one-hots, values, or a pair (shapes as ``Readout.sample``); with
+            ``return_log_prob``, ``(sample, log_prob)``.
+
+        Raises:
+            TypeError, ValueError: a temperature that is not a finite number;
+                ``rescale_range`` for an unbounded gaussian; ``return_log_prob`` in
+                regression mode or with relaxed samples.
         """
         check_temperature(temperature)
         d = d_lp = c = c_lp = None
@@ -252,11 +264,16 @@ class ReadoutDistribution:
         return pack(d_loss, c_loss, self.mixed, default(return_only, self.config.return_only))
 
     def get_dist(self):
-        """``torch.distributions`` views of this distribution.
+        """``torch.distributions`` views of this distribution: ``Categorical`` (one
+        group) or ``MultiCategoricalDistribution`` (``event_shape (G,)``);
+        ``Independent`` over the dims of a ``Normal``, a tanh-transformed normal,
+        ``Beta`` or ``Kumaraswamy``, in the user's units. Their ``log_prob`` /
+        ``entropy`` sum this distribution's over groups / dims; ``sample``,
+        ``rsample`` and ``mode`` match it.
 
         Returns:
-            ``Categorical`` / ``MultiCategoricalDistribution`` and / or an
-            ``Independent`` continuous distribution in the user's units, or a pair.
+            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a
+            ``DiscreteContinuous`` pair of them.
         """
         d = None
         if exists(self.groups):

@@ -2,10 +2,10 @@
 public API and may move when the package is restructured. Tests reach them only
 through these functions (and the conftest.py fixtures built on them).
 
-- ``losses.MIN_CHUNK_ROWS``, ``losses.CHUNK_ELEMENTS``: chunking of the fused loss;
-- ``readout.FUSED_MIN_GROUP_SIZE``: the group size from which the fused loss is used;
-- ``Readout._can_fuse``: whether a forward loss takes the fused path;
-- ``losses._LinearCrossEntropySum``: the fused loss's gradient-computing function;
+- ``_losses.MIN_CHUNK_ROWS``, ``_losses.CHUNK_ELEMENTS``: chunking of the fused loss;
+- ``_losses.FUSED_MIN_GROUP_SIZE``: the group size from which the fused loss is used;
+- ``_losses.can_fuse``: whether a forward loss takes the fused path;
+- ``_losses._LinearCrossEntropySum``: the fused loss's gradient-computing function;
 - ``multi_categorical.pads_cheaply``, ``multi_categorical.log_prob_at``, ``MultiCategorical.batched``:
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
@@ -23,24 +23,24 @@ def _module(name: str):
 
 def use_small_fused_chunks(monkeypatch) -> None:
     """Several fused-loss chunks (the last one partial), and multi-discrete groups fused."""
-    monkeypatch.setattr(_module('losses'), 'MIN_CHUNK_ROWS', 4)
-    monkeypatch.setattr(_module('losses'), 'CHUNK_ELEMENTS', 1)
+    monkeypatch.setattr(_module('_losses'), 'MIN_CHUNK_ROWS', 4)
+    monkeypatch.setattr(_module('_losses'), 'CHUNK_ELEMENTS', 1)
     set_fused_min_group_size(monkeypatch, 2)
 
 
 def set_fused_min_group_size(monkeypatch, size: int) -> None:
     """Fuse the loss of groups from ``size`` ids on."""
-    monkeypatch.setattr(_module('readout'), 'FUSED_MIN_GROUP_SIZE', size)
+    monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_GROUP_SIZE', size)
 
 
 def forbid_fused_gradient_function(monkeypatch, replacement) -> None:
     """Replace ``apply`` of the fused loss's gradient-computing autograd function (by one that fails)."""
-    monkeypatch.setattr(_module('losses')._LinearCrossEntropySum, 'apply', replacement)
+    monkeypatch.setattr(_module('_losses')._LinearCrossEntropySum, 'apply', replacement)
 
 
 def fused_path_taken(readout, **selector) -> bool:
     """Whether ``readout``'s forward loss takes the fused (logits-free) path."""
-    return readout._can_fuse(readout.get_selector(**selector))
+    return _module('_losses').can_fuse(readout.fused_cross_entropy, readout.get_selector(**selector).selector)
 
 
 def pads_cheaply(sizes) -> bool:
