@@ -30,20 +30,25 @@ def public_functions(tree):
                     yield f'{node.name}.{item.name}', item
 
 
-def main() -> int:
-    offenders = []
+def offenders() -> list[str]:
+    found = []
     for path in sorted(PACKAGE.glob('*.py')):
         text = path.read_text()
         lines = len(text.splitlines())
         if lines > MAX_LINES:
-            offenders.append(f'{path.name}: {lines} lines')
+            found.append(f'{path.name}: {lines} lines')
         if path.name.startswith('_') and path.name != '__init__.py':
             continue  # an internal module: no public methods
         for name, node in public_functions(ast.parse(text)):
             if body_lines(node) > MAX_BODY:
-                offenders.append(f'{path.name}: {name} body {body_lines(node)} lines')
-    print('\n'.join(offenders) or 'layout ok')
-    return 1 if offenders else 0
+                found.append(f'{path.name}: {name} body {body_lines(node)} lines')
+    return found
+
+
+def main() -> int:
+    found = offenders()
+    print('\n'.join(found) or 'layout ok')
+    return 1 if found else 0
 
 
 if __name__ == '__main__':

@@ -50,15 +50,21 @@ def route(calls: list[tuple[str, str]]) -> list[str]:
     return steps
 
 
+def acting_call():
+    """The call traced, ready to run (and run once: first-call work is not the route)."""
+    torch.manual_seed(0)
+    readout = Readout(16, num_discrete=8, num_continuous=3, selectors=[([[0, 1, 2], [3, 4, 5, 6, 7]], [0, 1, 2])], continuous_squashed=True)
+    outputs = readout(torch.randn(4, 16), selector_index=0)
+    call = lambda: readout.sample(outputs, selector_index=0, return_log_prob=True)  # noqa: E731
+    call()
+    return call
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--calls', action='store_true', help='print every call')
     args = parser.parse_args()
-    torch.manual_seed(0)
-    readout = Readout(16, num_discrete=8, num_continuous=3, selectors=[([[0, 1, 2], [3, 4, 5, 6, 7]], [0, 1, 2])], continuous_squashed=True)
-    outputs = readout(torch.randn(4, 16), selector_index=0)
-    readout.sample(outputs, selector_index=0, return_log_prob=True)  # warm-up: first-call work is not the route
-    calls = trace(lambda: readout.sample(outputs, selector_index=0, return_log_prob=True))
+    calls = trace(acting_call())
     if args.calls:
         for module, name in calls:
             print(f'{module:28s} {name}')

@@ -12,6 +12,8 @@ from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair, take
 
+__all__ = ['Embed']
+
 
 class Embed(SharedTable):
     """Embeds discrete ids, continuous values, or both, with one shared table.

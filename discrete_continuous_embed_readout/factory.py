@@ -10,6 +10,8 @@ from ._utils import exists
 from .embed import Embed
 from .readout import Readout
 
+__all__ = ['EmbedAndReadout', 'EmbedReadoutPair', 'ParameterlessReadout']
+
 
 class EmbedReadoutPair(NamedTuple):
     """What ``EmbedAndReadout`` returns: unpack it as ``embed, readout = ...``.

@@ -21,6 +21,8 @@ from torch import Tensor
 from ._checks import check_ids_in_range, check_integer, check_last_dim, check_logit_groups, check_temperature, describe
 from ._utils import exists, identity, upcast
 
+__all__ = ['MultiCategorical', 'PAD_WASTE_LIMIT', 'gumbel_noise', 'log_prob_at', 'pads_cheaply', 'segmented_softmax', 'zero_where_impossible']
+
 
 def zero_where_impossible(logp: Tensor, value: Tensor | None = None) -> Tensor:
     """``value`` (default ``logp``) with 0 where ``logp`` is ``-inf`` (padding, masked or
