@@ -254,6 +254,27 @@ def check_logit_groups(groups, single: bool):
     return batch
 
 
+def check_positive(value, name: str) -> float:
+    """A finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f'{name} must be a finite number > 0, got {value!r}')
+    return float(value)
+
+
+def check_loss_options(label_smoothing, z_loss_weight, logit_softcap) -> tuple[float, float, float | None]:
+    """``0 <= label_smoothing < 1``, ``z_loss_weight >= 0``, ``logit_softcap`` ``None`` or ``> 0``."""
+    for name, value in (('label_smoothing', label_smoothing), ('z_loss_weight', z_loss_weight), ('logit_softcap', logit_softcap)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise TypeError(f'{name} must be a finite number, got {describe(value)}')
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f'label_smoothing must lie in [0, 1), got {label_smoothing}')
+    if z_loss_weight < 0:
+        raise ValueError(f'z_loss_weight must be >= 0, got {z_loss_weight}')
+    if logit_softcap is not None and logit_softcap <= 0:
+        raise ValueError(f'logit_softcap must be None or > 0, got {logit_softcap}')
+    return float(label_smoothing), float(z_loss_weight), None if logit_softcap is None else float(logit_softcap)
+
+
 # what users pass to a readout, parsed against a selector
 
 

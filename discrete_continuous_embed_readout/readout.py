@@ -14,8 +14,20 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from ._checks import check_floating, check_last_dim, check_temperature, split_pair, typecheck
-from ._losses import can_fuse, fused_discrete_loss
+from ._checks import (
+    check_floating,
+    check_ids_in_range,
+    check_last_dim,
+    check_loss_options,
+    check_positive,
+    check_temperature,
+    discrete_values,
+    split_pair,
+    typecheck,
+)
+from ._fused_loss import linear_kl_divs, linear_log_probs
+from ._linear_softmax import apply_softcap
+from ._losses import can_fuse, check_loss_mask, fused_discrete_loss
 from ._readout_compat import ReadoutCompat
 from ._selectors import Selector
 from ._table import SharedTable
@@ -59,7 +71,13 @@ class Readout(ReadoutCompat, SharedTable):
         ignore_index: target id that contributes no loss (``None``: none).
         fused_cross_entropy: the discrete loss of ``forward`` chunk by chunk from
             the embeddings, never holding the ``(tokens, vocab)`` logits (settable;
-            not for unreduced losses, action masks, or groups under 4096 ids).
+            not for action masks or groups under 4096 ids).
+        label_smoothing: the discrete loss's, as ``F.cross_entropy``'s (settable).
+        z_loss_weight: adds ``weight * logsumexp(logits)^2`` per entry to the
+            discrete loss (PaLM's z-loss; ``forward(..., return_z_loss=True)``
+            reports its mean; settable).
+        logit_softcap: ``c``: every discrete logit the readout produces is
+            ``c * tanh(logits / c)`` (Gemma 2), fused paths included.
 
     Arguments shared by the methods:
         dist: what ``forward`` returns: logits ``(..., n)``, per-group logits
@@ -88,7 +106,8 @@ class Readout(ReadoutCompat, SharedTable):
                  use_parallel_multi_discrete: bool = True, return_only_discrete_or_continuous: bool = True,
                  continuous_dist_type: str = 'gaussian', continuous_dist_kwargs: dict | None = None, continuous_squashed: bool = False,
                  regression_loss_type: str = 'mse', eps: float = 1e-6, return_one_discrete_logits: bool | None = None,
-                 auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True):  # fmt: skip
+                 auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True,
+                 label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None):  # fmt: skip
         super().__init__(
             dim=dim, num_discrete=num_discrete, num_continuous=num_continuous, selector=selector, selectors=selectors,
             continuous_mean_std=continuous_mean_std, use_parallel_multi_discrete=use_parallel_multi_discrete,
@@ -103,6 +122,7 @@ class Readout(ReadoutCompat, SharedTable):
         self.auto_squeeze_single_output = auto_squeeze_single_output
         self.ignore_index = ignore_index
         self.fused_cross_entropy = fused_cross_entropy
+        self.label_smoothing, self.z_loss_weight, self.logit_softcap = check_loss_options(label_smoothing, z_loss_weight, logit_softcap)
         self.continuous_dist = None
         if self.has_continuous:
             self.continuous_dist = build_continuous_dist(
@@ -114,7 +134,7 @@ class Readout(ReadoutCompat, SharedTable):
 
     def forward(self, embed: Tensor, targets=None, return_loss: bool | None = None, return_unreduced_loss: bool = False,
                 loss_mask: Tensor | None = None, return_only_discrete_or_continuous: bool | None = None,
-                selector_index: int | None = None, selector_config=None, *, action_mask=None):  # fmt: skip
+                selector_index: int | None = None, selector_config=None, *, action_mask=None, return_z_loss: bool = False):  # fmt: skip
         """Logits / params, or the loss against ``targets``.
 
         Args:
@@ -125,6 +145,9 @@ class Readout(ReadoutCompat, SharedTable):
             loss_mask: ``(...)`` bool, True = count this position.
             return_only_discrete_or_continuous: overrides the module default.
             selector_index, selector_config, action_mask: see the class docstring.
+            return_z_loss: with a loss, ``(loss, z_loss)``: the mean (or per-entry)
+                ``logsumexp^2`` of the discrete logits, for logging (the loss
+                already holds ``z_loss_weight`` times it).
 
         Returns:
             Discrete: logits ``(..., n)`` or a tuple of ``(..., n_g)``. Continuous:
@@ -135,7 +158,7 @@ class Readout(ReadoutCompat, SharedTable):
         selector = self._forward_selector(embed, targets, return_loss, selector_index, selector_config)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
         if default(return_loss, exists(targets)):
-            return self._loss(embed, targets, selector, loss_mask, return_unreduced_loss, return_only, action_mask)
+            return self._loss(embed, targets, selector, loss_mask, return_unreduced_loss, return_only, action_mask, return_z_loss)
         groups, params = self._project(embed, selector)
         if exists(action_mask):
             groups = ReadoutDistribution(DiscreteContinuous(groups, params), selector, DistConfig.of(self), action_mask=action_mask).groups
@@ -152,11 +175,12 @@ class Readout(ReadoutCompat, SharedTable):
             raise ValueError('return_loss=True needs targets, got targets=None' if return_loss else 'targets were given with return_loss=False: drop the targets or ask for the loss')
         return self._selector(selector_index, selector_config, embed.device)
 
-    def _loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask):
-        if not unreduced and action_mask is None and can_fuse(self.fused_cross_entropy, selector):
-            return self._fused_loss(embed, targets, selector, mask, return_only)
+    def _loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss):
+        if action_mask is None and can_fuse(self.fused_cross_entropy, selector):
+            loss, z_loss = self._fused_loss(embed, targets, selector, mask, return_only, unreduced)
+            return (loss, z_loss) if return_z_loss else loss
         dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
-        return dist.loss(targets, mask=mask, unreduced=unreduced, return_only=return_only)
+        return dist.loss(targets, mask=mask, unreduced=unreduced, return_only=return_only, return_z_loss=return_z_loss)
 
     def _project(self, embed: Tensor, selector: Selector, discrete: bool = True):
         """``(groups, params)`` in one matmul, each ``None`` where the selector has no
@@ -164,7 +188,7 @@ class Readout(ReadoutCompat, SharedTable):
         weight = take(self.embeddings.weight, selector.readout_rows if discrete else selector.continuous_readout_rows)
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
         num_d = selector.num_discrete_rows if discrete else 0
-        groups = out[..., :num_d].split(list(selector.group_sizes), dim=-1) if selector.has_discrete and discrete else None
+        groups = apply_softcap(out[..., :num_d], self.logit_softcap).split(list(selector.group_sizes), dim=-1) if selector.has_discrete and discrete else None
         return DiscreteContinuous(groups, self._as_params(out[..., num_d:]) if selector.has_continuous else None)
 
     def _as_params(self, flat: Tensor) -> Tensor:
@@ -188,16 +212,83 @@ class Readout(ReadoutCompat, SharedTable):
         dist = self._dist(logits, selector_index, selector_config, action_mask, None, 'logits')
         return dist.loss(targets, mask=mask, unreduced=return_unreduced_loss)
 
-    def _fused_loss(self, embed, targets, selector, mask, return_only):
+    def _fused_loss(self, embed, targets, selector, mask, return_only, unreduced):
         d_target, c_target = split_pair(targets, selector, 'targets')
-        d_loss = c_loss = None
+        d_loss = c_loss = z_loss = None
         if exists(d_target):
             weight, squeeze = take(self.embeddings.weight, selector.discrete_rows), self.auto_squeeze_single_output and selector.num_groups == 1
-            d_loss = fused_discrete_loss(embed, weight, selector, d_target, mask, self.ignore_index, squeeze)
+            d_loss, z_loss = fused_discrete_loss(embed, weight, selector, d_target, mask, self.ignore_index, squeeze, DistConfig.of(self).loss_options, unreduced)
         if exists(c_target):
             dist = ReadoutDistribution(self._project(embed, selector, discrete=False), selector, DistConfig.of(self), name='logits')
-            c_loss = dist.loss(DiscreteContinuous(None, c_target), mask=mask)
-        return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only)
+            c_loss = dist.loss(DiscreteContinuous(None, c_target), mask=mask, unreduced=unreduced)
+        return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only), z_loss
+
+    # per-token log-probs, entropies and KL from the embeddings (one discrete group)
+
+    def log_prob_from_embeds(self, embeds: Tensor, targets: Tensor, *, temperature: float = 1.0, return_entropy: bool = False,
+                             loss_mask: Tensor | None = None, selector_index=None, selector_config=None):  # fmt: skip
+        """Per-token ``log softmax(logits / temperature)[target]`` straight from the
+        embeddings, chunk by chunk: the ``(tokens, vocab)`` logits never exist.
+        Differentiable wrt ``embeds`` and the table (twice), with any per-token
+        upstream gradient (PPO's ``ratio * advantage``, an entropy bonus).
+
+        Args:
+            embeds: ``(..., D)``.
+            targets: ids ``(...)``; ``ignore_index`` gives 0.
+            temperature: divides the (soft-capped) logits.
+            return_entropy: also the per-token entropy of the same distribution.
+            loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0 and are never computed.
+            selector_index, selector_config: see the class docstring (one discrete group).
+
+        Returns:
+            ``(...)`` log-probs, or ``(log_probs, entropies)``.
+        """
+        weight, ids, keep = self._token_inputs(embeds, targets, loss_mask, selector_index, selector_config)
+        log_probs, entropy = linear_log_probs(embeds, weight, ids, keep, softcap=self.logit_softcap, temperature=check_positive(temperature, 'temperature'))
+        return (log_probs, entropy) if return_entropy else log_probs
+
+    def kl_div_from_embeds(self, embeds_true: Tensor, embeds_pred: Tensor, *, readout_true: Readout | None = None, temperature: float = 1.0,
+                           loss_mask: Tensor | None = None) -> Tensor:  # fmt: skip
+        """Per-token KL(true || pred) without the logits: the true distribution is
+        ``readout_true``'s (a teacher, a frozen reference policy; default this
+        readout) for ``embeds_true``, the predicted one this readout's for
+        ``embeds_pred``. Gradients reach the pred side, and the true side where
+        it requires them.
+
+        Args:
+            embeds_true: ``(..., D_true)``; embeds_pred: ``(..., D)``, the same leading shape.
+            readout_true: a readout with one discrete group of the same size.
+            temperature: divides both sides' (soft-capped) logits.
+            loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0.
+
+        Returns:
+            ``(...)``.
+        """
+        teacher = default(readout_true, self)
+        weights = [r._token_inputs(x, None, loss_mask, None, None)[0] for r, x in ((teacher, embeds_true), (self, embeds_pred))]
+        keep = check_loss_mask(loss_mask, embeds_pred.shape[:-1])
+        if weights[0].shape[0] != weights[1].shape[0] or embeds_true.shape[:-1] != embeds_pred.shape[:-1]:
+            raise ValueError(f'embeds_true {tuple(embeds_true.shape)} and embeds_pred {tuple(embeds_pred.shape)} need the same leading shape, '
+                             f'and both readouts the same vocabulary ({weights[0].shape[0]} vs {weights[1].shape[0]})')
+        keep = default(keep, torch.ones(embeds_pred.shape[:-1], dtype=torch.bool, device=embeds_pred.device))
+        softcaps = (teacher.logit_softcap, self.logit_softcap)
+        return linear_kl_divs(embeds_true, weights[0], embeds_pred, weights[1], keep, softcaps=softcaps, temperature=check_positive(temperature, 'temperature'))
+
+    def _token_inputs(self, embeds, targets, loss_mask, selector_index, selector_config):
+        """The rows of a single discrete group, and checked ids and keep mask (``None``
+        without targets)."""
+        selector = self._forward_selector(embeds, None, None, selector_index, selector_config)
+        if selector.num_groups != 1:
+            raise ValueError(f'per-token log-probs and KL from embeddings need one discrete group, this readout (or selector) has {selector.num_groups}')
+        weight = take(self.embeddings.weight, selector.discrete_rows)
+        if targets is None:
+            return weight, None, None
+        ids = discrete_values(targets, selector, embeds.shape[:-1], True, 'targets').squeeze(-1)
+        check_ids_in_range(ids[..., None], selector.group_sizes_t, 'targets', self.ignore_index, True)
+        keep = ids != self.ignore_index if exists(self.ignore_index) else torch.ones_like(ids, dtype=torch.bool)
+        mask = check_loss_mask(loss_mask, ids.shape)
+        keep = keep & mask if exists(mask) else keep
+        return weight, ids.masked_fill(~keep, 0), keep
 
     # the distribution of outputs, and what is done with it
 

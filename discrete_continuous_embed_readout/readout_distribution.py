@@ -25,6 +25,7 @@ from torch.distributions import Categorical
 
 from ._action_masks import mask_logits, split_action_mask
 from ._checks import check_temperature, continuous_params, discrete_values, logit_groups, split_pair
+from ._fused_loss import NO_OPTIONS, LossOptions
 from ._losses import check_loss_mask, entry_mask, masked_loss
 from ._utils import DiscreteContinuous, default, exists, identity, pack, upcast
 from .continuous_part import ContinuousPart
@@ -47,6 +48,7 @@ class DistConfig(NamedTuple):
     return_only: bool
     mean_std: Tensor | None  # (C, 2) of the whole table
     eps: float
+    loss_options: LossOptions = NO_OPTIONS
 
     @classmethod
     def of(cls, readout) -> DistConfig:
@@ -54,7 +56,7 @@ class DistConfig(NamedTuple):
         return cls(
             readout.continuous_dist, readout.continuous_log_var_embed, readout.regression_loss_type, readout.ignore_index,
             readout.use_parallel_multi_discrete, readout.auto_squeeze_single_output, readout.return_only_discrete_or_continuous,
-            readout.continuous_mean_std, readout.eps,
+            readout.continuous_mean_std, readout.eps, LossOptions(readout.label_smoothing, readout.z_loss_weight, readout.logit_softcap),
         )  # fmt: skip
 
 
@@ -235,33 +237,54 @@ class ReadoutDistribution:
             c = self.continuous.kl_div(other.continuous)
         return maybe_concat(self._pack(d, c), concat)
 
-    def loss(self, targets, *, mask=None, unreduced: bool = False, return_only: bool | None = None):
-        """The loss against ``targets``: the negative log-prob (regression mode: the
-        regression loss in normalised units), masked.
+    def loss(self, targets, *, mask=None, unreduced: bool = False, return_only: bool | None = None, return_z_loss: bool = False):
+        """The loss against ``targets``: the negative log-prob with the readout's
+        label smoothing and z-loss (regression mode: the regression loss in
+        normalised units), masked.
 
         Args:
             targets: ids, values or a pair.
             mask: ``(...)`` bool, True = count this position.
             unreduced: per-entry losses (masked entries zeroed) instead of the mean.
             return_only: bare results with one part missing (default: the readout's).
+            return_z_loss: also the discrete logits' ``logsumexp^2``, reduced alike
+                (``None`` without a discrete part).
 
         Returns:
-            a scalar per part (mean over the kept entries), or the per-entry losses.
+            a scalar per part (mean over the kept entries), or the per-entry losses;
+            with ``return_z_loss``, ``(loss, z_loss)``.
         """
         d_target, c_target = split_pair(targets, self.selector, 'targets')
-        d_loss = c_loss = None
+        d_loss = c_loss = z_loss = None
         if exists(self.groups) and exists(d_target):
-            batch = self.groups[0].shape[:-1]
-            ids = discrete_values(d_target, self.selector, batch, self.squeeze, 'targets')
-            nll = -self.categorical._log_prob(ids, 'targets', self.squeeze)  # (..., g)
-            keep = ids != self.config.ignore_index if exists(self.config.ignore_index) else None
-            d_loss = self._squeezed(masked_loss(nll, entry_mask(nll, check_loss_mask(mask, batch), keep), reduce=not unreduced), not unreduced)
+            d_loss, z_loss = self._discrete_loss(d_target, mask, unreduced, return_z_loss)
         if exists(self._build_continuous) and exists(c_target):
             per_entry = self.continuous.loss(c_target)
             c_loss = masked_loss(per_entry, entry_mask(per_entry, check_loss_mask(mask, self.continuous.batch_shape)), reduce=not unreduced)
         if not exists(d_loss) and not exists(c_loss):
             raise ValueError('targets and logits share no part: nothing to compute a loss on')
-        return pack(d_loss, c_loss, self.mixed, default(return_only, self.config.return_only))
+        loss = pack(d_loss, c_loss, self.mixed, default(return_only, self.config.return_only))
+        return (loss, z_loss) if return_z_loss else loss
+
+    def _discrete_loss(self, targets, mask, unreduced: bool, want_z: bool):
+        """``(loss, z_loss)``: ``-(1 - eps) log p[t] + eps (lse - mean logit) + w lse^2``
+        and ``lse^2`` per entry (``None`` unless wanted), masked and reduced."""
+        batch = self.groups[0].shape[:-1]
+        ids = discrete_values(targets, self.selector, batch, self.squeeze, 'targets')
+        loss = -self.categorical._log_prob(ids, 'targets', self.squeeze)  # (..., g)
+        eps, w, _ = self.config.loss_options
+        if not (eps or w or want_z):
+            return self._squeezed(masked_loss(loss, self._keep(loss, ids, mask), reduce=not unreduced), not unreduced), None
+        lse = torch.stack([torch.logsumexp(upcast(g), -1) for g in self.groups], dim=-1)
+        if eps:
+            loss = (1.0 - eps) * loss + eps * (lse - torch.stack([upcast(g).mean(-1) for g in self.groups], dim=-1))
+        loss = loss + w * lse.square() if w else loss
+        keep = self._keep(loss, ids, mask)
+        return tuple(self._squeezed(masked_loss(t, keep, reduce=not unreduced), not unreduced) for t in (loss, lse.square()))
+
+    def _keep(self, per_entry: Tensor, ids: Tensor, mask) -> Tensor | None:
+        ignored = ids != self.config.ignore_index if exists(self.config.ignore_index) else None
+        return entry_mask(per_entry, check_loss_mask(mask, ids.shape[:-1]), ignored)
 
     def get_dist(self):
         """``torch.distributions`` views of this distribution: ``Categorical`` (one

@@ -23,8 +23,8 @@ def _module(name: str):
 
 def use_small_fused_chunks(monkeypatch) -> None:
     """Several fused-loss chunks (the last one partial), and multi-discrete groups fused."""
-    monkeypatch.setattr(_module('_losses'), 'MIN_CHUNK_ROWS', 4)
-    monkeypatch.setattr(_module('_losses'), 'CHUNK_ELEMENTS', 1)
+    monkeypatch.setattr(_module('_linear_softmax'), 'MIN_CHUNK_ROWS', 4)
+    monkeypatch.setattr(_module('_linear_softmax'), 'CHUNK_ELEMENTS', 1)
     set_fused_min_group_size(monkeypatch, 2)
 
 
@@ -35,7 +35,7 @@ def set_fused_min_group_size(monkeypatch, size: int) -> None:
 
 def forbid_fused_gradient_function(monkeypatch, replacement) -> None:
     """Replace ``apply`` of the fused loss's gradient-computing autograd function (by one that fails)."""
-    monkeypatch.setattr(_module('_losses')._LinearCrossEntropySum, 'apply', replacement)
+    monkeypatch.setattr(_module('_fused_loss')._LinearCrossEntropySum, 'apply', replacement)
 
 
 def fused_path_taken(readout, **selector) -> bool:

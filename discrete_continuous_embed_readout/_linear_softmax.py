@@ -1,0 +1,230 @@
+"""Per-token softmax statistics of ``x @ W.T`` without the ``(tokens, vocab)`` logits.
+
+``linear_softmax_stats`` returns, for each row of ``x``, the log-prob of its target,
+the log-normaliser, the mean logit and the entropy of ``softmax(z)``, where
+``z = softcap(x @ W.T) / temperature``, computed chunk by chunk; ``linear_kl_div``
+returns KL(p || q) per row for the logits of two tables. Their backward recomputes
+each chunk's logits and forms the gradient of any per-token function of the
+outputs (the per-token upstream gradients of PPO-style objectives). Both are
+differentiable twice (under ``create_graph`` backward runs on tracked ops) and take
+the plain formulation under ``torch.func`` transforms.
+"""
+
+# n - rows (tokens), v - vocabulary, d - model dim
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import functorch_active
+
+__all__ = ['apply_softcap', 'chunk_logits', 'chunk_rows', 'linear_kl_div', 'linear_softmax_stats', 'softmax_dtype']
+
+MIN_CHUNK_ROWS = 256  # fewer rows per chunk make the table-gradient updates memory bound
+CHUNK_ELEMENTS = 1 << 21
+
+
+def chunk_rows(num_rows: int, vocab: int) -> int:
+    return max(1, min(num_rows, max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(vocab, 1))))
+
+
+def softmax_dtype(weight: Tensor) -> torch.dtype:
+    return torch.promote_types(weight.dtype, torch.float32)  # float32, or float64 for float64 models
+
+
+def chunk_logits(xc: Tensor, weight: Tensor, buffer: Tensor | None) -> Tensor:
+    """``xc @ weight.T`` in the softmax dtype, into ``buffer`` (a fresh tensor for ``None``)."""
+    if buffer is None:
+        return F.linear(xc, weight).to(softmax_dtype(weight))
+    logits = buffer[: xc.shape[0]]
+    if xc.dtype == buffer.dtype:
+        return torch.mm(xc, weight.T, out=logits)
+    return logits.copy_(F.linear(xc, weight))  # half precision matmul, float32 softmax
+
+
+def apply_softcap(logits: Tensor, softcap: float | None) -> Tensor:
+    """``c * tanh(logits / c)`` (Gemma-2's logit soft-capping), or ``logits`` for ``None``."""
+    return logits if softcap is None else torch.tanh(logits / softcap) * softcap
+
+
+def _tempered(s: Tensor, softcap: float | None, temperature: float) -> Tensor:
+    """Raw logits ``s`` to ``softcap(s) / temperature``, in place."""
+    if softcap is not None:
+        s.div_(softcap).tanh_().mul_(softcap)
+    return s.div_(temperature) if temperature != 1.0 else s
+
+
+def _chain(dz: Tensor, z: Tensor, softcap: float | None, temperature: float) -> Tensor:
+    """The gradient wrt ``z`` as the gradient wrt the raw logits, in place."""
+    if temperature != 1.0:
+        dz.div_(temperature)
+    if softcap is not None:  # d/ds c tanh(s / c) = 1 - (capped / c)^2, capped = z * temperature
+        dz.mul_(1.0 - (z * (temperature / softcap)) ** 2)
+    return dz
+
+
+def _logits(x: Tensor, weight: Tensor, softcap, temperature: float) -> Tensor:
+    """Tracked logits (the plain formulation and the double-backward path)."""
+    return apply_softcap(F.linear(x.to(weight.dtype), weight).to(softmax_dtype(weight)), softcap) / temperature
+
+
+def _plain_stats(x, weight, targets, softcap, temperature):
+    z = _logits(x, weight, softcap, temperature)
+    log_p = z.log_softmax(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return log_p.gather(-1, targets[:, None]).squeeze(-1), torch.logsumexp(z, -1), z.mean(-1), entropy
+
+
+def _plain_kl(x_p, weight_p, x_q, weight_q, softcaps, temperature):
+    log_p = _logits(x_p, weight_p, softcaps[0], temperature).log_softmax(-1)
+    log_q = _logits(x_q, weight_q, softcaps[1], temperature).log_softmax(-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def _rows(n: int, rows: int):
+    return (slice(start, start + rows) for start in range(0, n, rows))
+
+
+class _LinearSoftmaxStats(torch.autograd.Function):
+    """``(log p[target], logsumexp, mean logit, entropy)`` per row, chunked."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, softcap, temperature: float, rows: int):
+        dtype = softmax_dtype(weight)
+        buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device)
+        out = torch.empty(4, x.shape[0], dtype=dtype, device=x.device)
+        for sl in _rows(x.shape[0], rows):
+            z = _tempered(chunk_logits(x[sl], weight, buffer), softcap, temperature)
+            top = z.amax(-1, keepdim=True)
+            e = torch.exp(z - top)  # the chunk's second (v)-sized array
+            norm = e.sum(-1)
+            lse = top.squeeze(-1) + norm.log()
+            out[0, sl] = z.gather(1, targets[sl, None]).squeeze(1) - lse
+            out[1, sl], out[2, sl] = lse, z.mean(-1)
+            out[3, sl] = lse - e.mul_(z).sum(-1) / norm
+        ctx.save_for_backward(x, weight, targets, out[1], out[3])
+        ctx.softcap, ctx.temperature, ctx.rows = softcap, temperature, rows
+        return out[0], out[1], out[2], out[3]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        x, weight, targets, lse, entropy = ctx.saved_tensors
+        grads = [torch.zeros_like(lse) if g is None else g.to(lse.dtype) for g in grads]
+        if torch.is_grad_enabled():  # create_graph=True: tracked ops, so that the gradients are differentiable
+            surrogate = lambda sl: sum((g[sl] * s).sum() for g, s in zip(grads, _plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature)))  # noqa: E731
+            return (*_tracked_grads(ctx, (x, weight), x.shape[0], surrogate), None, None, None, None)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None
+        buffer = torch.empty(min(ctx.rows, x.shape[0]), weight.shape[0], dtype=lse.dtype, device=x.device)
+        for sl in _rows(x.shape[0], ctx.rows):
+            z = _tempered(chunk_logits(x[sl], weight, buffer), ctx.softcap, ctx.temperature)
+            g_logp, g_lse, g_mean, g_entropy = (g[sl, None] for g in grads)
+            # d/dz: log p[t] -> onehot - p; lse -> p; mean -> 1 / v; entropy -> -p (z - lse + entropy)
+            p = torch.exp(z - lse[sl, None])
+            dz = (z - (lse[sl] - entropy[sl])[:, None]).mul_(-g_entropy).add_(g_lse - g_logp).mul_(p)
+            dz.add_(g_mean / weight.shape[0]).scatter_add_(1, targets[sl, None], g_logp)
+            dz = _chain(dz, z, ctx.softcap, ctx.temperature).to(weight.dtype)
+            if need_x:
+                torch.mm(dz, weight, out=grad_x[sl])
+            if need_w:
+                grad_w.add_(dz.T @ x[sl])
+        return grad_x, grad_w.to(weight.dtype) if need_w else None, None, None, None, None
+
+
+class _LinearKL(torch.autograd.Function):
+    """KL(softmax(z_p) || softmax(z_q)) per row, chunked."""
+
+    @staticmethod
+    def forward(ctx, x_p, weight_p, x_q, weight_q, softcaps, temperature: float, rows: int):
+        kl = torch.empty(x_q.shape[0], dtype=softmax_dtype(weight_q), device=x_q.device)
+        for sl in _rows(x_q.shape[0], rows):
+            log_p, log_q = (_tempered(chunk_logits(x[sl], w, None), c, temperature).log_softmax(-1) for x, w, c in ((x_p, weight_p, softcaps[0]), (x_q, weight_q, softcaps[1])))
+            kl[sl] = (log_p.exp() * (log_p - log_q)).sum(-1)
+        ctx.save_for_backward(x_p, weight_p, x_q, weight_q, kl)
+        ctx.softcaps, ctx.temperature, ctx.rows = softcaps, temperature, rows
+        return kl
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_p, weight_p, x_q, weight_q, kl = ctx.saved_tensors
+        grad = grad.to(kl.dtype)
+        if torch.is_grad_enabled():
+            surrogate = lambda sl: (grad[sl] * _plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature)).sum()  # noqa: E731
+            return (*_tracked_grads(ctx, (x_p, weight_p, x_q, weight_q), x_q.shape[0], surrogate), None, None, None)
+        need = ctx.needs_input_grad[:4]
+        grads = [torch.zeros(t.shape, dtype=kl.dtype, device=t.device) if n else None for t, n in zip((x_p, weight_p, x_q, weight_q), need)]
+        for sl in _rows(x_q.shape[0], ctx.rows):
+            z_p, z_q = (_tempered(chunk_logits(x[sl], w, None), c, ctx.temperature) for x, w, c in ((x_p, weight_p, ctx.softcaps[0]), (x_q, weight_q, ctx.softcaps[1])))
+            log_p, log_q = z_p.log_softmax(-1), z_q.log_softmax(-1)
+            p, g = log_p.exp(), grad[sl, None]
+            d_q = (log_q.exp() - p).mul_(g)  # d KL / d z_q = q - p
+            d_p = (log_p - log_q).sub_(kl[sl, None]).mul_(p).mul_(g)  # d KL / d z_p = p (log p - log q - KL)
+            for i, (dz, z, x, w) in enumerate(((d_p, z_p, x_p, weight_p), (d_q, z_q, x_q, weight_q))):
+                dz = _chain(dz, z, ctx.softcaps[i], ctx.temperature)
+                if need[2 * i]:
+                    grads[2 * i][sl] = dz.to(w.dtype) @ w
+                if need[2 * i + 1]:
+                    grads[2 * i + 1].add_(dz.T @ x[sl].to(dz.dtype))
+        return (*(g.to(t.dtype) if g is not None else None for g, t in zip(grads, (x_p, weight_p, x_q, weight_q))), None, None, None)
+
+
+def _tracked_grads(ctx, inputs, n: int, surrogate):
+    """Gradients of ``sum over chunks of surrogate(chunk)`` wrt the inputs that need
+    one, with ``create_graph``: backward as tracked ops, chunk by chunk."""
+    wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
+    total = sum(surrogate(sl) for sl in _rows(n, ctx.rows))
+    found = iter(torch.autograd.grad(total, wanted, create_graph=True, allow_unused=True)) if wanted else iter(())
+    return tuple(next(found) if need else None for need in ctx.needs_input_grad[: len(inputs)])
+
+
+def _in_compute_dtype(*tensors):
+    """Under autocast, the autocast dtype for the matmuls (softmax stays float32)."""
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        return tuple(t.to(torch.get_autocast_dtype(device)) for t in tensors)
+    return tensors
+
+
+def linear_softmax_stats(x: Tensor, weight: Tensor, targets: Tensor, *, softcap: float | None = None, temperature: float = 1.0):
+    """Per-row ``(log p[target], logsumexp, mean logit, entropy)`` of
+    ``softmax(softcap(x @ weight.T) / temperature)``, without the logits.
+
+    Args:
+        x: ``(n, d)``; weight: ``(v, d)``; targets: ``(n,)`` ids in ``[0, v)``.
+        softcap: ``c`` of ``c * tanh(logits / c)``, or ``None``.
+        temperature: divides the (capped) logits.
+
+    Returns:
+        four ``(n,)`` tensors in float32 (float64 for a float64 table).
+    """
+    x, weight = _in_compute_dtype(x, weight)
+    x = x.to(weight.dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        if functorch_active():
+            return _plain_stats(x, weight, targets, softcap, temperature)
+        return _LinearSoftmaxStats.apply(x, weight, targets, softcap, float(temperature), chunk_rows(x.shape[0], weight.shape[0]))
+
+
+def linear_kl_div(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor, *, softcaps=(None, None), temperature: float = 1.0) -> Tensor:
+    """Per-row KL(p || q), ``p = softmax(z(x_p, weight_p))``, ``q = softmax(z(x_q, weight_q))``,
+    ``z = softcap(x @ weight.T) / temperature``, chunk by chunk.
+
+    Args:
+        x_p, weight_p: the true side, ``(n, d)`` and ``(v, d)``.
+        x_q, weight_q: the predicted side, ``(n, d')`` and ``(v, d')``.
+        softcaps: each side's ``c`` of ``c * tanh(logits / c)``, or ``None``.
+        temperature: divides the (capped) logits of both.
+
+    Returns:
+        ``(n,)``, differentiable wrt all four inputs (twice).
+    """
+    x_p, weight_p, x_q, weight_q = _in_compute_dtype(x_p, weight_p, x_q, weight_q)
+    x_p, x_q = x_p.to(weight_p.dtype), x_q.to(weight_q.dtype)
+    with torch.autocast(x_q.device.type, enabled=False):
+        if functorch_active():
+            return _plain_kl(x_p, weight_p, x_q, weight_q, softcaps, temperature)
+        rows = chunk_rows(x_q.shape[0], 2 * weight_q.shape[0])
+        return _LinearKL.apply(x_p, weight_p, x_q, weight_q, tuple(softcaps), float(temperature), rows)
