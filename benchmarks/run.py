@@ -40,6 +40,7 @@ class Case:
     setup: Callable[[], tuple[Callable, Callable]]  # -> (ours, baseline)
     memory: bool = False
     reps: int = 7
+    floor: Callable[[], Callable] | None = None  # the matmuls the case needs at least (a column "/ floor")
 
 
 # LM loss: readout(embeds, labels) against F.cross_entropy(x @ W.T, y)
@@ -85,6 +86,103 @@ def torch_linear_cross_entropy(vocab: int, tokens: int = 2048, dim: int = 512):
             F.linear_cross_entropy(x, weight, y, options=options).backward()
 
         return torchs, baseline
+
+    return setup
+
+
+def matmul_floor(vocab: int, tokens: int = 2048, dim: int = 512):
+    """The three matmuls of a linear + softmax loss with its gradients: ``x @ W.T``,
+    ``grad @ W`` and ``grad.T @ x`` (the logits stand in for the gradient)."""
+
+    def setup():
+        torch.manual_seed(0)
+        x, weight = torch.randn(tokens, dim), torch.randn(vocab, dim) * 0.01
+
+        def floor():
+            logits = x @ weight.T
+            logits @ weight, logits.T @ x
+
+        return floor
+
+    return setup
+
+
+def floor_row(vocab: int):
+    def setup():
+        _, logits_path = lm_loss(vocab)()
+        return matmul_floor(vocab)(), logits_path
+
+    return setup
+
+
+def lm_ignored(vocab: int, tokens: int = 2048, dim: int = 512, ignored: float = 0.5):
+    """Our loss with a fraction of the targets ignored against the same with none."""
+
+    def setup():
+        ours_all, _ = lm_loss(vocab, tokens, dim)()
+        torch.manual_seed(0)
+        _, readout = EmbedAndReadout(dim, num_discrete=vocab)
+        x = torch.randn(tokens, dim, requires_grad=True)
+        y = torch.randint(0, vocab, (tokens,)).masked_fill(torch.rand(tokens) < ignored, -1)
+
+        def ours():
+            x.grad = readout.embeddings.weight.grad = None
+            readout(x, y).backward()
+
+        return ours, ours_all
+
+    return setup
+
+
+def lm_token_log_probs(vocab: int, tokens: int = 2048, dim: int = 512):
+    """Per-token log-probs and entropies with per-token upstream gradients (PPO's
+    ``ratio * advantage`` plus an entropy bonus) against the logits path."""
+
+    def setup():
+        torch.manual_seed(0)
+        _, readout = EmbedAndReadout(dim, num_discrete=vocab)
+        x = torch.randn(tokens, dim, requires_grad=True)
+        weight = readout.embeddings.weight
+        y = torch.randint(0, vocab, (tokens,))
+        advantage, bonus = torch.randn(tokens), torch.randn(tokens)
+
+        def ours():
+            x.grad = weight.grad = None
+            log_p, entropy = readout.log_prob_from_embeds(x, y, return_entropy=True)
+            (log_p * advantage + entropy * bonus).sum().backward()
+
+        def baseline():
+            x.grad = weight.grad = None
+            log_p = (x @ weight.T).log_softmax(-1)
+            entropy = -(log_p.exp() * log_p).sum(-1)
+            (log_p.gather(-1, y[:, None]).squeeze(-1) * advantage + entropy * bonus).sum().backward()
+
+        return ours, baseline
+
+    return setup
+
+
+def lm_kl(vocab: int, tokens: int = 2048, dim: int = 512):
+    """Per-token KL to a frozen reference from the embeddings against the logits path."""
+
+    def setup():
+        torch.manual_seed(0)
+        _, student = EmbedAndReadout(dim, num_discrete=vocab)
+        _, teacher = EmbedAndReadout(dim, num_discrete=vocab)
+        teacher.requires_grad_(False)
+        x, x_ref = torch.randn(tokens, dim, requires_grad=True), torch.randn(tokens, dim)
+        weight, weight_ref = student.embeddings.weight, teacher.embeddings.weight
+
+        def ours():
+            x.grad = weight.grad = None
+            student.kl_div_from_embeds(x_ref, x, readout_true=teacher).sum().backward()
+
+        def baseline():
+            x.grad = weight.grad = None
+            log_p, log_q = (x_ref @ weight_ref.T).log_softmax(-1), (x @ weight.T).log_softmax(-1)
+            (log_p.exp() * (log_p - log_q)).sum().backward()
+
+        return ours, baseline
 
     return setup
 
@@ -212,8 +310,13 @@ MD_A = (3, 7, 20, 50, 120, 300, 600, 1000)
 MD_B = (20000, 20000, 17)
 
 CASES = [
-    Case('lm loss fwd+bwd, V=32k', lm_loss(32000), memory=True),
-    Case('lm loss fwd+bwd, V=128k', lm_loss(128000), memory=True, reps=3),
+    Case('lm floor: 3 matmuls vs logits path, V=32k', floor_row(32000)),
+    Case('lm loss fwd+bwd, V=32k', lm_loss(32000), memory=True, floor=matmul_floor(32000)),
+    Case('lm loss fwd+bwd, V=128k', lm_loss(128000), memory=True, reps=3, floor=matmul_floor(128000)),
+    Case('lm loss, half the targets ignored vs none, V=32k', lm_ignored(32000)),
+    Case('lm log_prob_from_embeds + entropy fwd+bwd, V=32k', lm_token_log_probs(32000), memory=True, floor=matmul_floor(32000)),
+    Case('lm log_prob_from_embeds + entropy fwd+bwd, V=128k', lm_token_log_probs(128000), memory=True, reps=3, floor=matmul_floor(128000)),
+    Case('lm kl_div_from_embeds fwd+bwd, V=32k', lm_kl(32000), memory=True, floor=matmul_floor(32000)),
     Case('lm loss no_grad, V=32k', lm_loss(32000, grad=False), memory=True),
     Case('lm: torch F.linear_cross_entropy, V=32k', torch_linear_cross_entropy(32000), memory=True),
     *[Case(f'multi-discrete A {op}', multi_discrete(MD_A, 4096, op)) for op in ('loss', 'sample', 'log_prob', 'entropy', 'kl_div')],
@@ -250,17 +353,20 @@ def measure_memory(name: str, which: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def measure_times(case: Case, reps: int) -> tuple[float, float]:
+def measure_times(case: Case, reps: int) -> tuple[float, float, float | None]:
+    """Medians (ms) of ours, the baseline and the floor, run in alternation."""
     ours, baseline = case.setup()
-    for fn in (ours, baseline, ours, baseline):  # warm up
+    fns = {'ours': ours, 'baseline': baseline, **({'floor': case.floor()} if case.floor else {})}
+    for fn in (*fns.values(), *fns.values()):  # warm up
         fn()
-    times = {'ours': [], 'baseline': []}
+    times = {label: [] for label in fns}
     for _ in range(reps):
-        for label, fn in (('ours', ours), ('baseline', baseline)):
+        for label, fn in fns.items():
             start = time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - start)
-    return statistics.median(times['ours']) * 1e3, statistics.median(times['baseline']) * 1e3
+    medians = {label: statistics.median(t) * 1e3 for label, t in times.items()}
+    return medians['ours'], medians['baseline'], medians.get('floor')
 
 
 def _embed_logits_loss(embed, readout, inp):
@@ -284,7 +390,7 @@ def compile_row() -> str:
             explained = dynamo.explain(fn)()
             breaks += explained.graph_break_count
             graphs += 1
-    return f'| torch.compile graph breaks (embed, logits, loss x 4 modalities) | {breaks} in {graphs} functions | 0.2.7: 6-8 per loss | | |'
+    return f'| torch.compile graph breaks (embed, logits, loss x 4 modalities) | {breaks} in {graphs} functions | 0.2.7: 6-8 per loss | | | |'
 
 
 def main():
@@ -304,18 +410,19 @@ def main():
 
     cpu = platform.processor() or platform.machine()
     print(f'# {time.strftime("%Y-%m-%d")}, torch {torch.__version__}, CPU ({cpu}), {THREADS} threads\n')
-    print('| case | ours (ms) | baseline (ms) | ratio | peak memory ours / baseline |')
-    print('|---|---|---|---|---|')
+    print('| case | ours (ms) | baseline (ms) | ratio | ours / floor | peak memory ours / baseline |')
+    print('|---|---|---|---|---|---|')
     for case in CASES:
         if not case.name.startswith(args.only):
             continue
         reps = 3 if args.quick else case.reps
-        ours_ms, base_ms = measure_times(case, reps)
+        ours_ms, base_ms, floor_ms = measure_times(case, reps)
+        floor = f'{ours_ms / floor_ms:.2f}x (floor {floor_ms:.0f} ms)' if floor_ms else ''
         memory = ''
         if case.memory:
             mine, theirs = measure_memory(case.name, 'ours'), measure_memory(case.name, 'baseline')
             memory = f'{mine:.0f} / {theirs:.0f} MB ({mine / theirs:.0%})'
-        print(f'| {case.name} | {ours_ms:.1f} | {base_ms:.1f} | {ours_ms / base_ms:.2f}x | {memory} |', flush=True)
+        print(f'| {case.name} | {ours_ms:.1f} | {base_ms:.1f} | {ours_ms / base_ms:.2f}x | {floor} | {memory} |', flush=True)
     if not args.only or 'compile'.startswith(args.only):
         print(compile_row(), flush=True)
 
