@@ -15,7 +15,6 @@ from ._legacy import DiscreteContinuousSelector
 from ._selectors import Selector
 from ._utils import DiscreteContinuous, exists, identity
 from .continuous_part import ContinuousPart, head_for, rescale_map
-from .distributions import Gaussian, SquashedGaussian
 from .multi_categorical import MultiCategorical
 from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat
 
@@ -223,7 +222,3 @@ class ReadoutCompat:
         """
         selector = self._selector(selector_index, selector_config, t.device)
         return rescale_map(self._native_range(selector), source_range, 'source_range', t).inv(t)
-
-    def _check_squashable(self) -> None:
-        if exists(self.continuous_dist) and type(self.continuous_dist) not in (Gaussian, SquashedGaussian):
-            raise ValueError(f'continuous_squashed=True needs a gaussian head, this readout has {type(self.continuous_dist).__name__}')

@@ -32,6 +32,7 @@ from ._readout_compat import ReadoutCompat
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take
+from .distributions import Gaussian, SquashedGaussian
 from .heads import build_continuous_dist
 from .readout_distribution import DistConfig, ReadoutDistribution
 
@@ -409,6 +410,10 @@ class Readout(ReadoutCompat, SharedTable):
         """
         return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params').get_dist()
 
+
+    def _check_squashable(self) -> None:
+        if exists(self.continuous_dist) and type(self.continuous_dist) not in (Gaussian, SquashedGaussian):
+            raise ValueError(f'continuous_squashed=True needs a gaussian head, this readout has {type(self.continuous_dist).__name__}')
 
 class NoTableError(ValueError, RuntimeError):
     """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and
