@@ -16,18 +16,15 @@ from torch import Tensor
 
 from ._checks import (
     check_floating,
-    check_ids_in_range,
     check_last_dim,
     check_loss_options,
-    check_positive,
     check_temperature,
-    discrete_values,
     split_pair,
     typecheck,
 )
-from ._fused_loss import linear_kl_divs, linear_log_probs
+from ._embeds_paths import token_kl_divs, token_log_probs
 from ._linear_softmax import apply_softcap
-from ._losses import can_fuse, check_loss_mask, fused_discrete_loss
+from ._losses import can_fuse, fused_discrete_loss
 from ._readout_compat import ReadoutCompat
 from ._selectors import Selector
 from ._table import SharedTable
@@ -244,8 +241,7 @@ class Readout(ReadoutCompat, SharedTable):
         Returns:
             ``(...)`` log-probs, or ``(log_probs, entropies)``.
         """
-        weight, ids, keep = self._token_inputs(embeds, targets, loss_mask, selector_index, selector_config)
-        log_probs, entropy = linear_log_probs(embeds, weight, ids, keep, softcap=self.logit_softcap, temperature=check_positive(temperature, 'temperature'))
+        log_probs, entropy = token_log_probs(self, embeds, targets, temperature, loss_mask, selector_index, selector_config)
         return (log_probs, entropy) if return_entropy else log_probs
 
     def kl_div_from_embeds(self, embeds_true: Tensor, embeds_pred: Tensor, *, readout_true: Readout | None = None, temperature: float = 1.0,
@@ -257,7 +253,8 @@ class Readout(ReadoutCompat, SharedTable):
         it requires them.
 
         Args:
-            embeds_true: ``(..., D_true)``; embeds_pred: ``(..., D)``, the same leading shape.
+            embeds_true: ``(..., D_true)``.
+            embeds_pred: ``(..., D)``, the same leading shape.
             readout_true: a readout with one discrete group of the same size.
             temperature: divides both sides' (soft-capped) logits.
             loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0.
@@ -265,31 +262,7 @@ class Readout(ReadoutCompat, SharedTable):
         Returns:
             ``(...)``.
         """
-        teacher = default(readout_true, self)
-        weights = [r._token_inputs(x, None, loss_mask, None, None)[0] for r, x in ((teacher, embeds_true), (self, embeds_pred))]
-        keep = check_loss_mask(loss_mask, embeds_pred.shape[:-1])
-        if weights[0].shape[0] != weights[1].shape[0] or embeds_true.shape[:-1] != embeds_pred.shape[:-1]:
-            raise ValueError(f'embeds_true {tuple(embeds_true.shape)} and embeds_pred {tuple(embeds_pred.shape)} need the same leading shape, '
-                             f'and both readouts the same vocabulary ({weights[0].shape[0]} vs {weights[1].shape[0]})')
-        keep = default(keep, torch.ones(embeds_pred.shape[:-1], dtype=torch.bool, device=embeds_pred.device))
-        softcaps = (teacher.logit_softcap, self.logit_softcap)
-        return linear_kl_divs(embeds_true, weights[0], embeds_pred, weights[1], keep, softcaps=softcaps, temperature=check_positive(temperature, 'temperature'))
-
-    def _token_inputs(self, embeds, targets, loss_mask, selector_index, selector_config):
-        """The rows of a single discrete group, and checked ids and keep mask (``None``
-        without targets)."""
-        selector = self._forward_selector(embeds, None, None, selector_index, selector_config)
-        if selector.num_groups != 1:
-            raise ValueError(f'per-token log-probs and KL from embeddings need one discrete group, this readout (or selector) has {selector.num_groups}')
-        weight = take(self.embeddings.weight, selector.discrete_rows)
-        if targets is None:
-            return weight, None, None
-        ids = discrete_values(targets, selector, embeds.shape[:-1], True, 'targets').squeeze(-1)
-        check_ids_in_range(ids[..., None], selector.group_sizes_t, 'targets', self.ignore_index, True)
-        keep = ids != self.ignore_index if exists(self.ignore_index) else torch.ones_like(ids, dtype=torch.bool)
-        mask = check_loss_mask(loss_mask, ids.shape)
-        keep = keep & mask if exists(mask) else keep
-        return weight, ids.masked_fill(~keep, 0), keep
+        return token_kl_divs(default(readout_true, self), embeds_true, self, embeds_pred, temperature, loss_mask)
 
     # the distribution of outputs, and what is done with it
 

@@ -1,0 +1,55 @@
+"""Per-token log-probs, entropies and KL straight from the embeddings, for
+``Readout.log_prob_from_embeds`` and ``Readout.kl_div_from_embeds``: the inputs
+checked against a single discrete group, then the chunked ops of ``_fused_loss``."""
+
+# d - model dim
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._checks import check_floating, check_ids_in_range, check_last_dim, check_positive, discrete_values
+from ._fused_loss import linear_kl_divs, linear_log_probs
+from ._losses import check_loss_mask
+from ._utils import exists, take
+
+__all__ = ['token_kl_divs', 'token_log_probs']
+
+
+def token_log_probs(readout, embeds: Tensor, targets, temperature: float, loss_mask, selector_index, selector_config):
+    """``(log p[target], entropy)`` per token, 0 where ``ignore_index`` or ``loss_mask`` drops it."""
+    weight, selector = _single_group(readout, embeds, 'embeds', selector_index, selector_config)
+    ids = discrete_values(targets, selector, embeds.shape[:-1], True, 'targets').squeeze(-1)
+    check_ids_in_range(ids[..., None], selector.group_sizes_t, 'targets', readout.ignore_index, True)
+    keep = ids != readout.ignore_index if exists(readout.ignore_index) else torch.ones_like(ids, dtype=torch.bool)
+    mask = check_loss_mask(loss_mask, ids.shape)
+    keep = keep & mask if exists(mask) else keep
+    temperature = check_positive(temperature, 'temperature')
+    return linear_log_probs(embeds, weight, ids.masked_fill(~keep, 0), keep, softcap=readout.logit_softcap, temperature=temperature)
+
+
+def token_kl_divs(readout_true, embeds_true: Tensor, readout_pred, embeds_pred: Tensor, temperature: float, loss_mask) -> Tensor:
+    """KL(true || pred) per token, 0 where ``loss_mask`` drops it."""
+    weight_true, _ = _single_group(readout_true, embeds_true, 'embeds_true', None, None)
+    weight_pred, _ = _single_group(readout_pred, embeds_pred, 'embeds_pred', None, None)
+    if weight_true.shape[0] != weight_pred.shape[0] or embeds_true.shape[:-1] != embeds_pred.shape[:-1]:
+        raise ValueError(f'embeds_true {tuple(embeds_true.shape)} and embeds_pred {tuple(embeds_pred.shape)} need the same leading shape, '
+                         f'and both readouts the same vocabulary ({weight_true.shape[0]} vs {weight_pred.shape[0]})')
+    keep = check_loss_mask(loss_mask, embeds_pred.shape[:-1])
+    keep = keep if exists(keep) else torch.ones(embeds_pred.shape[:-1], dtype=torch.bool, device=embeds_pred.device)
+    softcaps = (readout_true.logit_softcap, readout_pred.logit_softcap)
+    return linear_kl_divs(embeds_true, weight_true, embeds_pred, weight_pred, keep, softcaps=softcaps, temperature=check_positive(temperature, 'temperature'))
+
+
+def _single_group(readout, embeds: Tensor, name: str, selector_index, selector_config):
+    """The rows of the readout's one discrete group (under the selector), after
+    checking ``embeds``."""
+    if not exists(readout.embeddings):
+        raise ValueError('this readout has no table (dim is None): there are no rows to score embeddings against')
+    check_floating(embeds, name)
+    check_last_dim(embeds, readout.dim, name, 'the readout dim')
+    selector = readout._selector(selector_index, selector_config, embeds.device)
+    if selector.num_groups != 1:
+        raise ValueError(f'per-token log-probs and KL from embeddings need one discrete group, this readout (or selector) has {selector.num_groups}')
+    return take(readout.embeddings.weight, selector.discrete_rows), selector
