@@ -133,14 +133,20 @@ def _tracked_grads(x, weight, targets, keep, ctx):
 
 
 def _nll_sums(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, options: LossOptions, rows: int):
-    """The forward of ``_LinearCrossEntropySum`` alone: no gradient is wanted."""
+    """The forward of ``_LinearCrossEntropySum`` alone (no gradient is wanted), in
+    place in one chunk buffer."""
+    eps, w, cap = options
     buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=softmax_dtype(weight), device=x.device)
     total, z_total = (torch.zeros((), dtype=buffer.dtype, device=x.device) for _ in range(2))
     for start in range(0, x.shape[0], rows):
-        z = _capped(chunk_logits(x[start : start + rows], weight, buffer), options.softcap)
-        ce, lse = token_losses(z, targets[start : start + rows], options)
+        z = chunk_logits(x[start : start + rows], weight, buffer)
+        if cap is not None:
+            z.div_(cap).tanh_().mul_(cap)
+        picked, top, mean = z.gather(1, targets[start : start + rows, None]).squeeze(1), z.amax(dim=-1), z.mean(-1) if eps else None
+        lse = top + z.sub_(top[:, None]).exp_().sum(dim=-1).log()
+        ce = lse - picked if not eps else (1.0 - eps) * (lse - picked) + eps * (lse - mean)
         k = keep[start : start + rows]
-        total, z_total = total + ((ce + options.z_loss_weight * lse.square()) * k).sum(), z_total + (lse.square() * k).sum()
+        total, z_total = total + ((ce + w * lse.square()) * k).sum(), z_total + (lse.square() * k).sum()
     return total, z_total
 
 

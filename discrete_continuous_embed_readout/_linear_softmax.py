@@ -22,7 +22,7 @@ from ._checks import functorch_active
 
 __all__ = ['apply_softcap', 'chunk_logits', 'chunk_rows', 'linear_kl_div', 'linear_softmax_stats', 'softmax_dtype']
 
-MIN_CHUNK_ROWS = 256  # fewer rows per chunk make the table-gradient updates memory bound
+MIN_CHUNK_ROWS = 512  # fewer rows per chunk make the matmuls less efficient and the table-gradient updates memory bound
 CHUNK_ELEMENTS = 1 << 21
 
 
@@ -88,17 +88,19 @@ def _rows(n: int, rows: int):
 
 
 class _LinearSoftmaxStats(torch.autograd.Function):
-    """``(log p[target], logsumexp, mean logit, entropy)`` per row, chunked."""
+    """``(log p[target], logsumexp, mean logit, entropy)`` per row, chunked. Two
+    chunk buffers are reused (fresh chunk-sized tensors would page-fault on every
+    chunk); backward skips the terms whose upstream gradient is absent."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, softcap, temperature: float, rows: int):
         dtype = softmax_dtype(weight)
-        buffer = torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device)
+        z_buffer, e_buffer = (torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device) for _ in range(2))
         out = torch.empty(4, x.shape[0], dtype=dtype, device=x.device)
         for sl in _rows(x.shape[0], rows):
-            z = _tempered(chunk_logits(x[sl], weight, buffer), softcap, temperature)
+            z = _tempered(chunk_logits(x[sl], weight, z_buffer), softcap, temperature)
             top = z.amax(-1, keepdim=True)
-            e = torch.exp(z - top)  # the chunk's second (v)-sized array
+            e = torch.sub(z, top, out=e_buffer[: z.shape[0]]).exp_()
             norm = e.sum(-1)
             lse = top.squeeze(-1) + norm.log()
             out[0, sl] = z.gather(1, targets[sl, None]).squeeze(1) - lse
@@ -111,38 +113,58 @@ class _LinearSoftmaxStats(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         x, weight, targets, lse, entropy = ctx.saved_tensors
-        grads = [torch.zeros_like(lse) if g is None else g.to(lse.dtype) for g in grads]
         if torch.is_grad_enabled():  # create_graph=True: tracked ops, so that the gradients are differentiable
-            surrogate = lambda sl: sum((g[sl] * s).sum() for g, s in zip(grads, _plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature)))  # noqa: E731
+            full = [torch.zeros_like(lse) if g is None else g.to(lse.dtype) for g in grads]
+            surrogate = lambda sl: sum((g[sl] * s).sum() for g, s in zip(full, _plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature)))  # noqa: E731
             return (*_tracked_grads(ctx, (x, weight), x.shape[0], surrogate), None, None, None, None)
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None
-        buffer = torch.empty(min(ctx.rows, x.shape[0]), weight.shape[0], dtype=lse.dtype, device=x.device)
+        z_buffer, p_buffer = (torch.empty(min(ctx.rows, x.shape[0]), weight.shape[0], dtype=lse.dtype, device=x.device) for _ in range(2))
         for sl in _rows(x.shape[0], ctx.rows):
-            z = _tempered(chunk_logits(x[sl], weight, buffer), ctx.softcap, ctx.temperature)
-            g_logp, g_lse, g_mean, g_entropy = (g[sl, None] for g in grads)
-            # d/dz: log p[t] -> onehot - p; lse -> p; mean -> 1 / v; entropy -> -p (z - lse + entropy)
-            p = torch.exp(z - lse[sl, None])
-            dz = (z - (lse[sl] - entropy[sl])[:, None]).mul_(-g_entropy).add_(g_lse - g_logp).mul_(p)
-            dz.add_(g_mean / weight.shape[0]).scatter_add_(1, targets[sl, None], g_logp)
-            dz = _chain(dz, z, ctx.softcap, ctx.temperature).to(weight.dtype)
+            z = _tempered(chunk_logits(x[sl], weight, z_buffer), ctx.softcap, ctx.temperature)
+            dz = _stats_grad(z, torch.sub(z, lse[sl, None], out=p_buffer[: z.shape[0]]).exp_(), targets[sl], lse[sl], entropy[sl], grads, sl, ctx)
             if need_x:
                 torch.mm(dz, weight, out=grad_x[sl])
-            if need_w:
+            if need_w and dz.dtype == grad_w.dtype:
+                grad_w.addmm_(dz.T, x[sl])
+            elif need_w:
                 grad_w.add_(dz.T @ x[sl])
         return grad_x, grad_w.to(weight.dtype) if need_w else None, None, None, None, None
 
 
+def _stats_grad(z: Tensor, p: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor, grads, sl: slice, ctx) -> Tensor:
+    """The chunk's gradient wrt the raw logits, in the buffers of ``z`` and ``p``:
+    d/dz of log p[t] is onehot - p; of lse, p; of the mean logit, 1 / v; of the
+    entropy, -p (z - lse + entropy)."""
+    g_logp, g_lse, g_mean, g_entropy = (None if g is None else g[sl, None].to(p.dtype) for g in grads)
+    chain = None if ctx.softcap is None else 1.0 - (z * (ctx.temperature / ctx.softcap)) ** 2  # before z is overwritten
+    scale = torch.zeros_like(lse)[:, None]
+    scale = scale - g_logp if g_logp is not None else scale
+    scale = scale + g_lse if g_lse is not None else scale
+    if g_entropy is not None:  # into z's buffer: p * (scale - g_entropy * (z - lse + entropy))
+        dz = z.sub_((lse - entropy)[:, None]).mul_(-g_entropy).add_(scale).mul_(p)
+    else:
+        dz = p.mul_(scale)
+    if g_mean is not None:
+        dz.add_(g_mean / z.shape[-1])
+    if g_logp is not None:
+        dz.scatter_add_(1, targets[:, None], g_logp)
+    if ctx.temperature != 1.0:
+        dz.div_(ctx.temperature)
+    return (dz.mul_(chain) if chain is not None else dz).to(ctx.saved_tensors[1].dtype)
+
+
 class _LinearKL(torch.autograd.Function):
-    """KL(softmax(z_p) || softmax(z_q)) per row, chunked."""
+    """KL(softmax(z_p) || softmax(z_q)) per row, chunked, in three reused chunk buffers."""
 
     @staticmethod
     def forward(ctx, x_p, weight_p, x_q, weight_q, softcaps, temperature: float, rows: int):
-        kl = torch.empty(x_q.shape[0], dtype=softmax_dtype(weight_q), device=x_q.device)
+        buffers = _kl_buffers(x_q, weight_q, rows)
+        kl = torch.empty(x_q.shape[0], dtype=buffers[0].dtype, device=x_q.device)
         for sl in _rows(x_q.shape[0], rows):
-            log_p, log_q = (_tempered(chunk_logits(x[sl], w, None), c, temperature).log_softmax(-1) for x, w, c in ((x_p, weight_p, softcaps[0]), (x_q, weight_q, softcaps[1])))
-            kl[sl] = (log_p.exp() * (log_p - log_q)).sum(-1)
+            log_p, log_q, p = _kl_chunk(x_p[sl], weight_p, x_q[sl], weight_q, softcaps, temperature, buffers)
+            kl[sl] = log_p.sub_(log_q).mul_(p).sum(-1)
         ctx.save_for_backward(x_p, weight_p, x_q, weight_q, kl)
         ctx.softcaps, ctx.temperature, ctx.rows = softcaps, temperature, rows
         return kl
@@ -154,21 +176,40 @@ class _LinearKL(torch.autograd.Function):
         if torch.is_grad_enabled():
             surrogate = lambda sl: (grad[sl] * _plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature)).sum()  # noqa: E731
             return (*_tracked_grads(ctx, (x_p, weight_p, x_q, weight_q), x_q.shape[0], surrogate), None, None, None)
-        need = ctx.needs_input_grad[:4]
-        grads = [torch.zeros(t.shape, dtype=kl.dtype, device=t.device) if n else None for t, n in zip((x_p, weight_p, x_q, weight_q), need)]
+        inputs, need = (x_p, weight_p, x_q, weight_q), ctx.needs_input_grad[:4]
+        grads = [torch.zeros(t.shape, dtype=kl.dtype, device=t.device) if n else None for t, n in zip(inputs, need)]
+        buffers = _kl_buffers(x_q, weight_q, ctx.rows)
         for sl in _rows(x_q.shape[0], ctx.rows):
-            z_p, z_q = (_tempered(chunk_logits(x[sl], w, None), c, ctx.temperature) for x, w, c in ((x_p, weight_p, ctx.softcaps[0]), (x_q, weight_q, ctx.softcaps[1])))
-            log_p, log_q = z_p.log_softmax(-1), z_q.log_softmax(-1)
-            p, g = log_p.exp(), grad[sl, None]
-            d_q = (log_q.exp() - p).mul_(g)  # d KL / d z_q = q - p
-            d_p = (log_p - log_q).sub_(kl[sl, None]).mul_(p).mul_(g)  # d KL / d z_p = p (log p - log q - KL)
-            for i, (dz, z, x, w) in enumerate(((d_p, z_p, x_p, weight_p), (d_q, z_q, x_q, weight_q))):
-                dz = _chain(dz, z, ctx.softcaps[i], ctx.temperature)
+            chains = [None if c is None else 1.0 - (_tempered(chunk_logits(x[sl], w, None), c, 1.0) / c) ** 2 for x, w, c in ((x_p, weight_p, ctx.softcaps[0]), (x_q, weight_q, ctx.softcaps[1]))]
+            log_p, log_q, p = _kl_chunk(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature, buffers)
+            g = grad[sl, None]
+            d_p = log_p.sub_(log_q).sub_(kl[sl, None]).mul_(p).mul_(g)  # d KL / d z_p = p (log p - log q - KL)
+            d_q = log_q.exp_().sub_(p).mul_(g)  # d KL / d z_q = q - p
+            for i, (dz, x, w) in enumerate(((d_p, x_p, weight_p), (d_q, x_q, weight_q))):
+                if not (need[2 * i] or need[2 * i + 1]):
+                    continue
+                dz = dz.div_(ctx.temperature) if ctx.temperature != 1.0 else dz
+                dz = dz.mul_(chains[i]) if chains[i] is not None else dz
                 if need[2 * i]:
                     grads[2 * i][sl] = dz.to(w.dtype) @ w
                 if need[2 * i + 1]:
-                    grads[2 * i + 1].add_(dz.T @ x[sl].to(dz.dtype))
-        return (*(g.to(t.dtype) if g is not None else None for g, t in zip(grads, (x_p, weight_p, x_q, weight_q))), None, None, None)
+                    grads[2 * i + 1].addmm_(dz.T, x[sl].to(dz.dtype))
+        return (*(g.to(t.dtype) if g is not None else None for g, t in zip(grads, inputs)), None, None, None)
+
+
+def _kl_buffers(x_q: Tensor, weight_q: Tensor, rows: int):
+    return tuple(torch.empty(min(rows, x_q.shape[0]), weight_q.shape[0], dtype=softmax_dtype(weight_q), device=x_q.device) for _ in range(3))
+
+
+def _kl_chunk(x_p, weight_p, x_q, weight_q, softcaps, temperature, buffers):
+    """``(log p, log q, p)`` of one chunk, in the three buffers."""
+    out = []
+    for x, w, c, buffer in ((x_p, weight_p, softcaps[0], buffers[0]), (x_q, weight_q, softcaps[1], buffers[1])):
+        z = _tempered(chunk_logits(x, w, buffer), c, temperature)
+        top = z.amax(-1, keepdim=True)
+        norm = torch.sub(z, top, out=buffers[2][: z.shape[0]]).exp_().sum(-1, keepdim=True)
+        out.append(z.sub_(top.add_(norm.log_())))
+    return out[0], out[1], torch.exp(out[0], out=buffers[2][: out[0].shape[0]])
 
 
 def _tracked_grads(ctx, inputs, n: int, surrogate):

@@ -76,7 +76,7 @@ def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, targets, mask, 
     keep = entry_mask(ids, check_loss_mask(mask, ids.shape[:-1]), ids != ignore_index if exists(ignore_index) else None)
     keep = default(keep, torch.ones_like(ids, dtype=torch.bool))
     safe = ids.masked_fill(~keep, 0)
-    weights = weight.split(list(selector.group_sizes))
+    weights = weight.split(list(selector.group_sizes)) if selector.num_groups > 1 else (weight,)
     if unreduced:
         per_group = [linear_token_losses(embed, w, safe[..., g], keep[..., g], options) for g, w in enumerate(weights)]
         loss, z_loss = (torch.stack(parts, dim=-1) for parts in zip(*per_group))

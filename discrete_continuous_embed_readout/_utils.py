@@ -44,6 +44,8 @@ def take(t, index, dim: int = 0):
     """Rows (``dim=0``) or columns (``dim=-1``) of ``t`` at ``index``: a ``slice``
     (a view) or a 1-D index tensor (a gather)."""
     if isinstance(index, slice):
+        if index.start == 0 and index.stop == t.shape[dim]:
+            return t  # all of it: no view, whose backward would copy the whole gradient
         return t[index] if dim == 0 else t[..., index]
     return t.index_select(dim, index)
 

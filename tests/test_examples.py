@@ -255,3 +255,16 @@ def test_train_char_lm_learns_and_samples():
     # the fixed seed makes the run reproducible, sample included
     again = example.main(CHAR_LM_TINY)
     assert again['final_val_loss'] == metrics['final_val_loss'] and again['sample'] == sample
+
+
+# rl_lm.py: GRPO on the character LM with per-token log-probs and a KL from the embeddings
+
+
+RL_LM_TINY = ['--pretrain-steps', '20', '--rounds', '4', '--prompts', '2', '--group', '4', '--length', '8', '--dim', '32', '--depth', '1', '--threads', '1']
+
+
+def test_rl_lm_runs_grpo_with_per_token_log_probs_and_a_kl_to_the_reference():
+    metrics = load_example('rl_lm').main(RL_LM_TINY)
+    assert 0.0 <= metrics['reward_before'] <= 1.0 and 0.0 <= metrics['reward_after'] <= 1.0
+    assert metrics['kl'] >= 0.0 and metrics['kl'] < 1.0  # the policy moved, not far from the reference
+    assert 0.0 < metrics['entropy'] <= math.log(71) + 1e-4  # at most the uniform entropy over the vocabulary
