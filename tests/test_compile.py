@@ -62,3 +62,27 @@ def test_fullgraph_compile_matches_eager(modality):
     for what in ('embed', 'logits'):
         for a, b in zip(flat(torch.compile(fns[what], fullgraph=True, backend='aot_eager')()), flat(fns[what]()), strict=True):
             torch.testing.assert_close(a, b)
+
+
+def test_per_token_log_probs_and_kl_compile_without_graph_breaks_and_match_eager():
+    embed, readout = build_pair(16, num_discrete=50, logit_softcap=5.0)
+    ids = torch.randint(0, 50, (2, 5))
+    mask = torch.rand(2, 5) > 0.3
+
+    def per_token():
+        hidden = embed(ids)
+        log_p, entropy = readout.log_prob_from_embeds(hidden, ids, return_entropy=True, loss_mask=mask)
+        return log_p, entropy, readout.kl_div_from_embeds(hidden.detach(), hidden, loss_mask=mask)
+
+    dynamo.reset()
+    explained = dynamo.explain(per_token)()
+    assert explained.graph_break_count == 0, explained.break_reasons
+    params = list(readout.parameters())
+    eager = per_token()
+    eager_grads = torch.autograd.grad(sum(t.sum() for t in eager), params)
+    dynamo.reset()
+    compiled = torch.compile(per_token, fullgraph=True, backend='aot_eager')()
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(torch.autograd.grad(sum(t.sum() for t in compiled), params), eager_grads, strict=True):
+        torch.testing.assert_close(a, b)
