@@ -261,6 +261,13 @@ def check_positive(value, name: str) -> float:
     return float(value)
 
 
+def check_unit_fraction(value, name: str) -> float:
+    """A number in ``[0, 1)``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f'{name} must be a number in [0, 1), got {value!r}')
+    return float(value)
+
+
 def check_loss_options(label_smoothing, z_loss_weight, logit_softcap) -> tuple[float, float, float | None]:
     """``0 <= label_smoothing < 1``, ``z_loss_weight >= 0``, ``logit_softcap`` ``None`` or ``> 0``."""
     for name, value in (('label_smoothing', label_smoothing), ('z_loss_weight', z_loss_weight), ('logit_softcap', logit_softcap)):

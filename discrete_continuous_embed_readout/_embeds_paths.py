@@ -45,6 +45,8 @@ def token_kl_divs(readout_true, embeds_true: Tensor, readout_pred, embeds_pred: 
 def _single_group(readout, embeds: Tensor, name: str, selector_index, selector_config):
     """The rows of the readout's one discrete group (under the selector), after
     checking ``embeds``."""
+    if readout.unimix:
+        raise ValueError(f'{name}: the per-token paths from embeddings compute plain softmaxes; with unimix={readout.unimix} score the logits (readout.log_prob)')
     if not exists(readout.embeddings):
         raise ValueError('this readout has no table (dim is None): there are no rows to score embeddings against')
     check_floating(embeds, name)

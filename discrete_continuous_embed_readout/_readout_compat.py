@@ -16,7 +16,7 @@ from ._selectors import Selector
 from ._utils import DiscreteContinuous, exists, identity
 from .continuous_part import ContinuousPart, head_for, rescale_map
 from .multi_categorical import MultiCategorical
-from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat
+from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat, unimix_logits
 
 
 class ReadoutCompat:
@@ -65,7 +65,7 @@ class ReadoutCompat:
         Returns:
             ``(...)`` for a tensor, ``(..., g)`` for a sequence.
         """
-        return MultiCategorical(discrete_logits, self.use_parallel_multi_discrete, self.ignore_index).log_prob(sampled)
+        return MultiCategorical(self._unimixed(discrete_logits), self.use_parallel_multi_discrete, self.ignore_index).log_prob(sampled)
 
     def log_prob_continuous(self, continuous_dist_params, sampled, selector=None, soft_validate_range: bool = False) -> Tensor:
         """``log_prob`` of the continuous part only.
@@ -93,7 +93,7 @@ class ReadoutCompat:
         Returns:
             ``(...)`` for a tensor, ``(..., g)`` for a sequence.
         """
-        return MultiCategorical(discrete_logits, self.use_parallel_multi_discrete, self.ignore_index).entropy()
+        return MultiCategorical(self._unimixed(discrete_logits), self.use_parallel_multi_discrete, self.ignore_index).entropy()
 
     def entropy_continuous(self, continuous_dist_params, selector=None) -> Tensor:
         """``entropy`` of the continuous part only (original units).
@@ -117,7 +117,7 @@ class ReadoutCompat:
         Returns:
             ``(...)`` for a tensor, ``(..., g)`` for a sequence.
         """
-        true, pred = (MultiCategorical(d, self.use_parallel_multi_discrete, self.ignore_index) for d in (discrete_logits_true, discrete_logits_pred))
+        true, pred = (MultiCategorical(self._unimixed(d), self.use_parallel_multi_discrete, self.ignore_index) for d in (discrete_logits_true, discrete_logits_pred))
         return true.kl_div(pred)
 
     def kl_div_continuous(self, continuous_dist_params_true, continuous_dist_params_pred, selector=None) -> Tensor:
@@ -132,6 +132,12 @@ class ReadoutCompat:
         """
         true = self._continuous_part(continuous_dist_params_true, selector, 'continuous_dist_params_true', what='kl_div_continuous')
         return true.kl_div(self._continuous_part(continuous_dist_params_pred, selector, 'continuous_dist_params_pred'))
+
+    def _unimixed(self, logits):
+        """0.2.x logits (a tensor or a sequence) with the readout's unimix applied."""
+        if not self.unimix:
+            return logits
+        return unimix_logits(logits, self.unimix) if isinstance(logits, Tensor) else [unimix_logits(g, self.unimix) for g in logits]
 
     def _continuous_part(self, params, selector, name: str, rescale_range=None, what: str | None = None) -> ContinuousPart:
         """The continuous part of ``params`` under a 0.2.x selector object. Without

@@ -94,7 +94,10 @@ class Embed(SharedTable):
 
         Args:
             inp: integer ids, floating values, or a ``(discrete, continuous)``
-                pair (either may be ``None``).
+                pair (either may be ``None``). Discrete inputs may also be float
+                one-hots or probabilities ``(..., sum n_g)`` (the layout of
+                ``sample(..., differentiable=True)``), embedded as ``probs @ rows``:
+                a float tensor into an Embed without continuous dims is read so.
             sum_discrete_sets: sum over groups ``(..., D)``, else ``(..., G, D)``.
             sum_continuous: sum over dims ``(..., D)``, else ``(..., C, D)``.
             sum_discrete_continuous: add the two parts; if any ``sum_*`` flag is
@@ -129,10 +132,11 @@ class Embed(SharedTable):
             discrete, continuous = inp
         else:
             check_tensor(inp, 'inp')
-            discrete, continuous = (inp, None) if not inp.dtype.is_floating_point else (None, inp)
+            values = inp.dtype.is_floating_point and self.has_continuous  # floats into a discrete-only Embed: soft ids
+            discrete, continuous = (None, inp) if values else (inp, None)
         if not exists(discrete) and not exists(continuous):
             raise ValueError('inp must hold discrete ids, continuous values or both, got neither')
-        if exists(discrete):
+        if exists(discrete) and not discrete.dtype.is_floating_point:
             discrete = check_integer(discrete, 'discrete input')
         if exists(continuous):
             check_floating(continuous, 'continuous input')
@@ -141,6 +145,8 @@ class Embed(SharedTable):
     def _embed_discrete(self, ids: Tensor, selector: Selector, sum_sets: bool) -> Tensor:
         if not selector.has_discrete:
             raise ValueError(f'discrete input was given but this {"selector" if self.has_discrete else "Embed"} has no discrete part')
+        if ids.dtype.is_floating_point:
+            return self._embed_soft(ids, selector, sum_sets)
         append = default(self.auto_append_discrete_set_dim, selector.num_groups == 1)
         if append:
             if selector.num_groups != 1:
@@ -153,6 +159,20 @@ class Embed(SharedTable):
             return self.embeddings(rows.squeeze(-1))  # (..., d): the plain lookup
         embeds = self.embeddings(rows)  # (..., g, d)
         return embeds.sum(-2) if sum_sets else embeds
+
+    def _embed_soft(self, probs: Tensor, selector: Selector, sum_sets: bool) -> Tensor:
+        """One-hots or probabilities ``(..., sum n_g)`` as ``probs @ rows`` per group:
+        ``embed(ids)`` for exact one-hots, differentiable wrt the probabilities (a
+        straight-through sample fed back in)."""
+        n = selector.num_discrete_rows
+        check_last_dim(probs, n, 'discrete input', f'float discrete input holds one-hots or probabilities over the {n} ids of the groups {list(selector.group_sizes)}')
+        check_finite(probs, 'discrete input')
+        rows = take(self.embeddings.weight, selector.discrete_rows)  # (sum n_g, d)
+        probs = probs.to(rows.dtype)
+        if sum_sets:
+            return probs @ rows  # (..., d): the groups' embeddings summed
+        sizes = list(selector.group_sizes)
+        return torch.stack([p @ r for p, r in zip(probs.split(sizes, -1), rows.split(sizes))], dim=-2)  # (..., g, d)
 
     def _embed_continuous(self, values: Tensor, selector: Selector, sum_dims: bool, normalize: bool | None) -> Tensor:
         if not selector.has_continuous:

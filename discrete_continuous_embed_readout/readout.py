@@ -19,6 +19,7 @@ from ._checks import (
     check_last_dim,
     check_loss_options,
     check_temperature,
+    check_unit_fraction,
     split_pair,
     typecheck,
 )
@@ -76,6 +77,9 @@ class Readout(ReadoutCompat, SharedTable):
             reports its mean; settable).
         logit_softcap: ``c``: every discrete logit the readout produces is
             ``c * tanh(logits / c)`` (Gemma 2), fused paths included.
+        unimix: ``u``: each group's distribution is ``(1 - u) softmax(logits) + u / n``
+            (over the allowed actions; DreamerV3's 1%) for sampling, scores, the loss
+            and ``get_dist`` (``forward`` still returns the logits; settable).
 
     Arguments shared by the methods:
         dist: what ``forward`` returns: logits ``(..., n)``, per-group logits
@@ -105,7 +109,7 @@ class Readout(ReadoutCompat, SharedTable):
                  continuous_dist_type: str = 'gaussian', continuous_dist_kwargs: dict | None = None, continuous_squashed: bool = False,
                  regression_loss_type: str = 'mse', eps: float = 1e-6, return_one_discrete_logits: bool | None = None,
                  auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True,
-                 label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None):  # fmt: skip
+                 label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None, unimix: float = 0.0):  # fmt: skip
         super().__init__(
             dim=dim, num_discrete=num_discrete, num_continuous=num_continuous, selector=selector, selectors=selectors,
             continuous_mean_std=continuous_mean_std, use_parallel_multi_discrete=use_parallel_multi_discrete,
@@ -121,6 +125,7 @@ class Readout(ReadoutCompat, SharedTable):
         self.ignore_index = ignore_index
         self.fused_cross_entropy = fused_cross_entropy
         self.label_smoothing, self.z_loss_weight, self.logit_softcap = check_loss_options(label_smoothing, z_loss_weight, logit_softcap)
+        self.unimix = check_unit_fraction(unimix, 'unimix')
         self.continuous_dist = None
         if self.has_continuous:
             self.continuous_dist = build_continuous_dist(
@@ -174,7 +179,7 @@ class Readout(ReadoutCompat, SharedTable):
         return self._selector(selector_index, selector_config, embed.device)
 
     def _loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss):
-        if action_mask is None and can_fuse(self.fused_cross_entropy, selector):
+        if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector):
             loss, z_loss = self._fused_loss(embed, targets, selector, mask, return_only, unreduced)
             return (loss, z_loss) if return_z_loss else loss
         dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')

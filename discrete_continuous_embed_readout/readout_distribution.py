@@ -15,6 +15,7 @@ Both parts are built on first use, so that a call runs through each module once.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import NamedTuple
@@ -33,7 +34,7 @@ from .distributions import ContinuousDistribution
 from .multi_categorical import MultiCategorical
 from .policy_distributions import MultiCategoricalDistribution
 
-__all__ = ['DistConfig', 'ReadoutDistribution', 'maybe_concat']
+__all__ = ['DistConfig', 'ReadoutDistribution', 'maybe_concat', 'unimix_logits']
 
 
 class DistConfig(NamedTuple):
@@ -49,6 +50,7 @@ class DistConfig(NamedTuple):
     mean_std: Tensor | None  # (C, 2) of the whole table
     eps: float
     loss_options: LossOptions = NO_OPTIONS
+    unimix: float = 0.0
 
     @classmethod
     def of(cls, readout) -> DistConfig:
@@ -56,7 +58,7 @@ class DistConfig(NamedTuple):
         return cls(
             readout.continuous_dist, readout.continuous_log_var_embed, readout.regression_loss_type, readout.ignore_index,
             readout.use_parallel_multi_discrete, readout.auto_squeeze_single_output, readout.return_only_discrete_or_continuous,
-            readout.continuous_mean_std, readout.eps, LossOptions(readout.label_smoothing, readout.z_loss_weight, readout.logit_softcap),
+            readout.continuous_mean_std, readout.eps, LossOptions(readout.label_smoothing, readout.z_loss_weight, readout.logit_softcap), readout.unimix,
         )  # fmt: skip
 
 
@@ -105,6 +107,8 @@ class ReadoutDistribution:
             if not exists(self.groups):
                 raise ValueError('action_mask was given but there are no discrete logits to mask')
             self.groups = mask_logits(self.groups, split_action_mask(action_mask, selector.group_sizes, self.groups[0].shape[:-1]))
+        if exists(self.groups) and config.unimix:
+            self.groups = tuple(unimix_logits(g, config.unimix) for g in self.groups)
         self._categorical = self._continuous = self._build_continuous = None
         if exists(continuous):
             params = continuous_params(continuous, default(num_continuous, selector.num_continuous), 2 if config.log_var else 0, f'{name} continuous params')
@@ -304,6 +308,15 @@ class ReadoutDistribution:
             d = Categorical(logits=logits[0], validate_args=False) if self.squeeze else MultiCategoricalDistribution(logits)
         c = self.continuous.torch_dist() if exists(self._build_continuous) else None
         return self._pack(d, c)
+
+
+def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
+    """The log-probs of ``(1 - u) softmax(logits) + u / n``, ``n`` the allowed (finite)
+    logits of each row: a masked action stays impossible (DreamerV3's unimix)."""
+    log_p = upcast(logits).log_softmax(-1)
+    allowed = ~torch.isneginf(log_p)
+    uniform = math.log(unimix) - allowed.sum(-1, keepdim=True).to(log_p.dtype).log()
+    return torch.logaddexp(log_p + math.log1p(-unimix), uniform).masked_fill(~allowed, float('-inf'))
 
 
 def maybe_concat(output, concat: bool = False):

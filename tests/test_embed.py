@@ -170,3 +170,56 @@ def test_every_integer_id_dtype_is_accepted_everywhere(dtype):
     torch.testing.assert_close(lm(hidden, y.to(dtype)), reference)
     with pytest.raises(IndexError, match='id 9'):
         embed(torch.full((2, 2), 9, dtype=dtype))
+
+
+# soft inputs: one-hots or probabilities over the ids, embedded as probs @ rows
+
+
+def one_hots(ids, sizes):
+    """(..., g) ids as their groups' one-hots concatenated (..., sum n_g)."""
+    return torch.cat([F.one_hot(ids[..., g], n).float() for g, n in enumerate(sizes)], -1)
+
+
+@pytest.mark.parametrize('sizes', [(7,), (3, 5, 4)], ids=['one group', 'three groups'])
+@pytest.mark.parametrize('sum_sets', [True, False])
+def test_one_hots_embed_exactly_as_their_ids(sizes, sum_sets):
+    embed, _ = EmbedAndReadout(8, num_discrete=sizes if len(sizes) > 1 else sizes[0])
+    ids = randint_groups(sizes, (2, 6))
+    ids_in = ids.squeeze(-1) if len(sizes) == 1 else ids
+    torch.testing.assert_close(embed(one_hots(ids, sizes), sum_discrete_sets=sum_sets), embed(ids_in, sum_discrete_sets=sum_sets), atol=1e-6, rtol=0)
+
+
+def test_probabilities_are_a_weighted_sum_of_rows_with_their_gradient():
+    embed, _ = EmbedAndReadout(8, num_discrete=(3, 5))
+    probs = torch.cat([torch.rand(4, 3).softmax(-1), torch.rand(4, 5).softmax(-1)], -1).requires_grad_()
+    out = embed(probs)
+    table = embed.embeddings.weight
+    torch.testing.assert_close(out, probs @ table[:8], atol=1e-6, rtol=0)
+    v = torch.randn(4, 8)
+    (grad,) = torch.autograd.grad((out * v).sum(), probs)
+    torch.testing.assert_close(grad, v @ table[:8].T, atol=1e-6, rtol=0)  # d (p @ W) . v / d p = W v
+
+
+def test_a_straight_through_sample_feeds_back_through_the_tied_table():
+    embed, readout = EmbedAndReadout(8, num_discrete=(3, 5), weight_tie=True)
+    logits = tuple(g.detach().requires_grad_() for g in readout(torch.randn(4, 8)))
+    sample = readout.sample(logits, differentiable=True)  # (4, 3 + 5) straight-through one-hots
+    ids = torch.stack([s.argmax(-1) for s in sample.split([3, 5], -1)], -1)
+    out = embed(sample)
+    torch.testing.assert_close(out, embed(ids), atol=1e-6, rtol=0)
+    out.sum().backward()
+    assert all(g.grad is not None and torch.isfinite(g.grad).all() and g.grad.abs().sum() > 0 for g in logits)
+    assert embed.embeddings.weight.grad is not None
+
+
+def test_soft_inputs_respect_selectors_and_mixed_pairs():
+    embed, _ = EmbedAndReadout(8, num_discrete=9, num_continuous=2, selectors=[([[4, 5], [6, 7, 8]], [1])])
+    ids, values = randint_groups((2, 3), (5,)), torch.randn(5, 1)
+    soft = embed((one_hots(ids, (2, 3)), values), selector_index=0)
+    torch.testing.assert_close(soft, embed((ids, values), selector_index=0), atol=1e-6, rtol=0)
+
+
+def test_a_float_input_of_the_wrong_width_is_a_clear_error():
+    embed, _ = EmbedAndReadout(8, num_discrete=(3, 5))
+    with pytest.raises(ValueError, match=r'discrete input must have a last axis of size 8 .*one-hots or probabilities'):
+        embed(torch.rand(4, 7))

@@ -63,7 +63,7 @@ MISTAKES = {
     'embed negative id': (lambda: Embed(8, num_discrete=5)(torch.tensor([-1])), IndexError, 'discrete input: id -1'),
     'embed id too big': (lambda: Embed(8, num_discrete=5)(torch.tensor([5])), IndexError, r'expected 0 <= id < 5'),
     'embed bool ids': (lambda: Embed(8, num_discrete=5)(torch.tensor([True])), TypeError, 'integer ids'),
-    'embed float into discrete-only': (lambda: Embed(8, num_discrete=5)(torch.randn(3)), ValueError, 'no continuous part'),
+    'embed float of the wrong width into discrete-only': (lambda: Embed(8, num_discrete=5)(torch.randn(3)), ValueError, 'last axis of size 5 .*one-hots or probabilities'),
     'embed continuous width': (lambda: Embed(8, num_continuous=2)(torch.randn(4, 3)), ValueError, 'continuous input must have a last axis of size 2'),
     'embed nothing': (lambda: Embed(8, num_discrete=3)((None, None)), ValueError, 'neither'),
     'normalise without mean_std': (lambda: Embed(8, num_continuous=2)(torch.randn(2, 2), normalize_continuous=True), ValueError, 'continuous_mean_std'),
