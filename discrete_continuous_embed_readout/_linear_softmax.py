@@ -56,15 +56,6 @@ def _tempered(s: Tensor, softcap: float | None, temperature: float) -> Tensor:
     return s.div_(temperature) if temperature != 1.0 else s
 
 
-def _chain(dz: Tensor, z: Tensor, softcap: float | None, temperature: float) -> Tensor:
-    """The gradient wrt ``z`` as the gradient wrt the raw logits, in place."""
-    if temperature != 1.0:
-        dz.div_(temperature)
-    if softcap is not None:  # d/ds c tanh(s / c) = 1 - (capped / c)^2, capped = z * temperature
-        dz.mul_(1.0 - (z * (temperature / softcap)) ** 2)
-    return dz
-
-
 def _logits(x: Tensor, weight: Tensor, softcap, temperature: float) -> Tensor:
     """Tracked logits (the plain formulation and the double-backward path)."""
     return apply_softcap(F.linear(x.to(weight.dtype), weight).to(softmax_dtype(weight)), softcap) / temperature
@@ -123,7 +114,8 @@ class _LinearSoftmaxStats(torch.autograd.Function):
         z_buffer, p_buffer = (torch.empty(min(ctx.rows, x.shape[0]), weight.shape[0], dtype=lse.dtype, device=x.device) for _ in range(2))
         for sl in _rows(x.shape[0], ctx.rows):
             z = _tempered(chunk_logits(x[sl], weight, z_buffer), ctx.softcap, ctx.temperature)
-            dz = _stats_grad(z, torch.sub(z, lse[sl, None], out=p_buffer[: z.shape[0]]).exp_(), targets[sl], lse[sl], entropy[sl], grads, sl, ctx)
+            p = torch.sub(z, lse[sl, None], out=p_buffer[: z.shape[0]]).exp_()
+            dz = _stats_grad(z, p, targets[sl], lse[sl], entropy[sl], [None if g is None else g[sl, None] for g in grads], ctx).to(weight.dtype)
             if need_x:
                 torch.mm(dz, weight, out=grad_x[sl])
             if need_w and dz.dtype == grad_w.dtype:
@@ -133,11 +125,11 @@ class _LinearSoftmaxStats(torch.autograd.Function):
         return grad_x, grad_w.to(weight.dtype) if need_w else None, None, None, None, None
 
 
-def _stats_grad(z: Tensor, p: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor, grads, sl: slice, ctx) -> Tensor:
+def _stats_grad(z: Tensor, p: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor, grads, ctx) -> Tensor:
     """The chunk's gradient wrt the raw logits, in the buffers of ``z`` and ``p``:
     d/dz of log p[t] is onehot - p; of lse, p; of the mean logit, 1 / v; of the
     entropy, -p (z - lse + entropy)."""
-    g_logp, g_lse, g_mean, g_entropy = (None if g is None else g[sl, None].to(p.dtype) for g in grads)
+    g_logp, g_lse, g_mean, g_entropy = (None if g is None else g.to(p.dtype) for g in grads)  # each (rows, 1) or None
     chain = None if ctx.softcap is None else 1.0 - (z * (ctx.temperature / ctx.softcap)) ** 2  # before z is overwritten
     scale = torch.zeros_like(lse)[:, None]
     scale = scale - g_logp if g_logp is not None else scale
@@ -152,7 +144,7 @@ def _stats_grad(z: Tensor, p: Tensor, targets: Tensor, lse: Tensor, entropy: Ten
         dz.scatter_add_(1, targets[:, None], g_logp)
     if ctx.temperature != 1.0:
         dz.div_(ctx.temperature)
-    return (dz.mul_(chain) if chain is not None else dz).to(ctx.saved_tensors[1].dtype)
+    return dz.mul_(chain) if chain is not None else dz
 
 
 class _LinearKL(torch.autograd.Function):
