@@ -8,7 +8,9 @@ The 'checks on vs off' rows time the same call with the content checks (ids in
 range, finite values) on against ``set_validate_args(False)``.
 
 Times are medians over repetitions that alternate ours and the baseline (so a
-noisy machine slows both alike); ratio = ours / baseline. Peak memory is the
+noisy machine slows both alike); ratio = ours / baseline. The language-model rows
+also time the floor, the three matmuls a linear + softmax loss with gradients needs
+(``x @ W.T``, ``grad @ W``, ``grad.T @ x``), in the same alternation: "ours / floor". Peak memory is the
 rise of the process's peak resident memory during one call, measured in a fresh
 subprocess per implementation (Linux: /proc/self/clear_refs), as ours / baseline.
 """
