@@ -164,7 +164,7 @@ class Readout(ReadoutCompat, SharedTable):
             return self._loss(embed, targets, selector, loss_mask, return_unreduced_loss, return_only, action_mask, return_z_loss)
         groups, params = self._project(embed, selector)
         if exists(action_mask):
-            groups = ReadoutDistribution(DiscreteContinuous(groups, params), selector, DistConfig.of(self), action_mask=action_mask).groups
+            groups = ReadoutDistribution(DiscreteContinuous(groups, params), selector, DistConfig.of(self)._replace(unimix=0.0), action_mask=action_mask).groups
         one = default(self.return_one_discrete_logits, True) and self.auto_squeeze_single_output and selector.num_groups == 1
         logits = (groups[0] if one else tuple(groups)) if exists(groups) else None
         return pack(logits, params, True, return_only)

@@ -103,3 +103,12 @@ def test_invalid_unimix_and_the_per_token_paths_say_so():
     readout = Readout(8, num_discrete=5, unimix=U)
     with pytest.raises(ValueError, match='unimix'):
         readout.log_prob_from_embeds(torch.randn(2, 8), torch.tensor([0, 1]))
+
+
+def test_forward_returns_the_logits_themselves_masked_or_not():
+    readout = Readout(8, num_discrete=5, unimix=U)
+    x = torch.randn(3, 8)
+    raw = x @ readout.embeddings.weight.T
+    torch.testing.assert_close(readout(x), raw)
+    mask = torch.tensor([True, False, True, True, False]).expand(3, 5)
+    torch.testing.assert_close(readout(x, action_mask=mask), raw.masked_fill(~mask, float('-inf')))
