@@ -150,12 +150,27 @@ def _nll_sums(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, options:
     return total, z_total
 
 
-def _kept_rows(x: Tensor, targets: Tensor, keep: Tensor):
-    """Rows with a loss only (a gather, skipped while compiling or under ``torch.func``)."""
+def _kept_index(keep: Tensor) -> Tensor | None:
+    """The rows to compute, or ``None`` for all of them (every row kept, or while
+    compiling / under ``torch.func``, where a data-dependent gather cannot run)."""
     if torch.compiler.is_compiling() or functorch_active() or bool(keep.all()):
+        return None
+    return keep.nonzero().squeeze(-1)
+
+
+def _kept_rows(x: Tensor, targets: Tensor, keep: Tensor):
+    """Rows with a loss only: ``(x, targets, keep, index)`` gathered at ``_kept_index``."""
+    index = _kept_index(keep)
+    if index is None:
         return x, targets, keep, None
-    index = keep.nonzero().squeeze(-1)
     return x.index_select(0, index), targets.index_select(0, index), keep.index_select(0, index), index
+
+
+def _scattered(out: Tensor, index: Tensor | None, num_rows: int) -> Tensor:
+    """Per-row results ``(..., kept)`` back at their rows ``(..., num_rows)``, 0 elsewhere."""
+    if index is None:
+        return out
+    return out.new_zeros((*out.shape[:-1], num_rows)).index_copy(-1, index, out)
 
 
 def _flat(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor):
@@ -215,9 +230,7 @@ def linear_token_losses(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor
     logp, lse, mean, _ = linear_softmax_stats(kept_x, weight, kept_targets, softcap=options.softcap)
     eps = options.label_smoothing
     loss = -(1.0 - eps) * logp + eps * (lse - mean) + options.z_loss_weight * lse.square()
-    out = torch.stack((loss * kept, lse.square() * kept))
-    if index is not None:
-        out = out.new_zeros((2, x.shape[0])).index_copy(1, index, out)
+    out = _scattered(torch.stack((loss * kept, lse.square() * kept)), index, x.shape[0])
     return out[0].reshape(shape), out[1].reshape(shape)
 
 
@@ -236,9 +249,7 @@ def linear_log_probs(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, *
     x, weight, targets, keep = _flat(x, weight, targets, keep)
     kept_x, kept_targets, kept, index = _kept_rows(x, targets, keep)
     logp, _, _, entropy = linear_softmax_stats(kept_x, weight, kept_targets, softcap=softcap, temperature=temperature)
-    out = torch.stack((logp * kept, entropy * kept))
-    if index is not None:
-        out = out.new_zeros((2, x.shape[0])).index_copy(1, index, out)
+    out = _scattered(torch.stack((logp * kept, entropy * kept)), index, x.shape[0])
     return out[0].reshape(shape), out[1].reshape(shape)
 
 
@@ -247,9 +258,9 @@ def linear_kl_divs(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor,
     ``keep`` is 0 (those rows never reach the matmuls); shaped like ``keep``."""
     shape, keep = keep.shape, keep.reshape(-1)
     x_p, x_q = x_p.reshape(-1, x_p.shape[-1]), x_q.reshape(-1, x_q.shape[-1])
-    index = None if torch.compiler.is_compiling() or functorch_active() or bool(keep.all()) else keep.nonzero().squeeze(-1)
+    index = _kept_index(keep)
     if index is not None:
         x_p, x_q = x_p.index_select(0, index), x_q.index_select(0, index)
     kl = linear_kl_div(x_p, weight_p, x_q, weight_q, softcaps=softcaps, temperature=temperature)
-    kl = kl * keep.to(kl.dtype) if index is None else kl.new_zeros(keep.shape).index_copy(0, index, kl)
+    kl = kl * keep.to(kl.dtype) if index is None else _scattered(kl, index, keep.shape[0])
     return kl.reshape(shape)

@@ -218,11 +218,12 @@ class Readout(ReadoutCompat, SharedTable):
     def _fused_loss(self, embed, targets, selector, mask, return_only, unreduced):
         d_target, c_target = split_pair(targets, selector, 'targets')
         d_loss = c_loss = z_loss = None
+        config = DistConfig.of(self)
         if exists(d_target):
             weight, squeeze = take(self.embeddings.weight, selector.discrete_rows), self.auto_squeeze_single_output and selector.num_groups == 1
-            d_loss, z_loss = fused_discrete_loss(embed, weight, selector, d_target, mask, self.ignore_index, squeeze, DistConfig.of(self).loss_options, unreduced)
+            d_loss, z_loss = fused_discrete_loss(embed, weight, selector, d_target, mask, self.ignore_index, squeeze, config.loss_options, unreduced)
         if exists(c_target):
-            dist = ReadoutDistribution(self._project(embed, selector, discrete=False), selector, DistConfig.of(self), name='logits')
+            dist = ReadoutDistribution(self._project(embed, selector, discrete=False), selector, config, name='logits')
             c_loss = dist.loss(DiscreteContinuous(None, c_target), mask=mask, unreduced=unreduced)
         return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only), z_loss
 
