@@ -109,3 +109,17 @@ def test_double_backward_of_the_fused_loss_with_options():
 def test_invalid_options_are_named(kwargs, error, match):
     with pytest.raises(error, match=match):
         Readout(DIM, num_discrete=VOCAB, **kwargs)
+
+
+@pytest.mark.parametrize('fused', [True, False], ids=['fused', 'logits'])
+def test_a_fully_masked_or_empty_batch_gives_zero_loss_and_zero_gradients_with_options(fused):
+    readout, x, targets, _, _ = setup(**OPTIONS['all'])
+    readout.fused_cross_entropy = fused
+    loss, z = readout(x, targets, loss_mask=torch.zeros(4, 8, dtype=torch.bool), return_z_loss=True)
+    assert loss.item() == 0.0 and z.item() == 0.0
+    assert torch.autograd.grad(loss, x)[0].abs().max() == 0.0
+    empty = torch.zeros(0, DIM, dtype=torch.float64, requires_grad=True)
+    loss = readout(empty, torch.zeros(0, dtype=torch.long))
+    assert loss.item() == 0.0
+    (grad,) = torch.autograd.grad(loss, empty, allow_unused=True)
+    assert grad is None or grad.shape == (0, DIM)

@@ -151,3 +151,15 @@ def test_clear_errors():
         readout.log_prob_from_embeds(torch.randn(2, DIM), torch.tensor([0, 1]), temperature=0.0)
     with pytest.raises(ValueError, match='same vocabulary'):
         readout.kl_div_from_embeds(torch.randn(2, DIM), torch.randn(2, DIM), readout_true=Readout(DIM, num_discrete=VOCAB + 1))
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_embeddings_into_a_float32_readout_score_in_float32(dtype):
+    readout = Readout(DIM, num_discrete=VOCAB)
+    x, targets, mask, keep = data(torch.float32)
+    half = x.detach().to(dtype)
+    log_p, entropy = readout.log_prob_from_embeds(half, targets, return_entropy=True, loss_mask=mask)
+    assert log_p.dtype == torch.float32
+    ref_log_p, ref_entropy = reference(readout, half.float(), targets, keep)
+    torch.testing.assert_close(log_p.double(), ref_log_p, atol=1e-5, rtol=0)
+    torch.testing.assert_close(entropy.double(), ref_entropy, atol=1e-5, rtol=0)
