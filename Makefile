@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test bench lint wheel clean
+.PHONY: demo test bench bench-gpu lint wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
+
+# the language-model rows on a CUDA GPU in bf16 (with the python that has CUDA torch)
+bench-gpu:
+	PYTHONPATH=. $(PYTHON) benchmarks/gpu.py
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -207,7 +207,7 @@ def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: T
     with torch.autocast(x.device.type, enabled=False):
         if functorch_active():
             return _plain_sums(x, weight, targets, keep, options)
-        rows = chunk_rows(x.shape[0], weight.shape[0])
+        rows = chunk_rows(x.shape[0], weight.shape[0], x.device)
         if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
             return _nll_sums(x, weight, targets, keep, options, rows)
         return _LinearCrossEntropySum.apply(x, weight, targets, keep, options, rows)

@@ -23,11 +23,16 @@ from ._checks import functorch_active
 __all__ = ['apply_softcap', 'chunk_logits', 'chunk_rows', 'linear_kl_div', 'linear_softmax_stats', 'softmax_dtype']
 
 MIN_CHUNK_ROWS = 512  # fewer rows per chunk make the matmuls less efficient and the table-gradient updates memory bound
-CHUNK_ELEMENTS = 1 << 21
+# the memory budget of one chunk's float32 logits, by device type: cache-sized on a
+# CPU; on an accelerator large enough that each chunk's matmuls fill the chip
+CHUNK_BYTES = {'cpu': 8 << 20}
+ACCELERATOR_CHUNK_BYTES = 1 << 30
 
 
-def chunk_rows(num_rows: int, vocab: int) -> int:
-    return max(1, min(num_rows, max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // max(vocab, 1))))
+def chunk_rows(num_rows: int, vocab: int, device: torch.device) -> int:
+    """Rows per chunk: the device's budget over one row's float32 logits, at least ``MIN_CHUNK_ROWS``."""
+    budget = CHUNK_BYTES.get(device.type, ACCELERATOR_CHUNK_BYTES)
+    return max(1, min(num_rows, max(MIN_CHUNK_ROWS, budget // (4 * max(vocab, 1)))))
 
 
 def softmax_dtype(weight: Tensor) -> torch.dtype:
@@ -184,8 +189,10 @@ class _LinearKL(torch.autograd.Function):
                 dz = dz.mul_(chains[i]) if chains[i] is not None else dz
                 if need[2 * i]:
                     grads[2 * i][sl] = dz.to(w.dtype) @ w
-                if need[2 * i + 1]:
-                    grads[2 * i + 1].addmm_(dz.T, x[sl].to(dz.dtype))
+                if need[2 * i + 1] and x.dtype == dz.dtype:
+                    grads[2 * i + 1].addmm_(dz.T, x[sl])
+                elif need[2 * i + 1]:  # half precision: the chunk's product in half, the sum in float32
+                    grads[2 * i + 1].add_(dz.to(x.dtype).T @ x[sl])
         return (*(g.to(t.dtype) if g is not None else None for g, t in zip(grads, inputs)), None, None, None)
 
 
@@ -238,7 +245,7 @@ def linear_softmax_stats(x: Tensor, weight: Tensor, targets: Tensor, *, softcap:
     with torch.autocast(x.device.type, enabled=False):
         if functorch_active():
             return _plain_stats(x, weight, targets, softcap, temperature)
-        return _LinearSoftmaxStats.apply(x, weight, targets, softcap, float(temperature), chunk_rows(x.shape[0], weight.shape[0]))
+        return _LinearSoftmaxStats.apply(x, weight, targets, softcap, float(temperature), chunk_rows(x.shape[0], weight.shape[0], x.device))
 
 
 def linear_kl_div(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor, *, softcaps=(None, None), temperature: float = 1.0) -> Tensor:
@@ -259,5 +266,5 @@ def linear_kl_div(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor, 
     with torch.autocast(x_q.device.type, enabled=False):
         if functorch_active():
             return _plain_kl(x_p, weight_p, x_q, weight_q, softcaps, temperature)
-        rows = chunk_rows(x_q.shape[0], 2 * weight_q.shape[0])
+        rows = chunk_rows(x_q.shape[0], 2 * weight_q.shape[0], x_q.device)
         return _LinearKL.apply(x_p, weight_p, x_q, weight_q, tuple(softcaps), float(temperature), rows)

@@ -2,7 +2,7 @@
 public API and may move when the package is restructured. Tests reach them only
 through these functions (and the conftest.py fixtures built on them).
 
-- ``_losses.MIN_CHUNK_ROWS``, ``_losses.CHUNK_ELEMENTS``: chunking of the fused loss;
+- ``_linear_softmax.MIN_CHUNK_ROWS``, ``_linear_softmax.CHUNK_BYTES``: chunking of the fused loss;
 - ``_losses.FUSED_MIN_GROUP_SIZE``: the group size from which the fused loss is used;
 - ``_losses.can_fuse``: whether a forward loss takes the fused path;
 - ``_losses._LinearCrossEntropySum``: the fused loss's gradient-computing function;
@@ -24,7 +24,7 @@ def _module(name: str):
 def use_small_fused_chunks(monkeypatch) -> None:
     """Several fused-loss chunks (the last one partial), and multi-discrete groups fused."""
     monkeypatch.setattr(_module('_linear_softmax'), 'MIN_CHUNK_ROWS', 4)
-    monkeypatch.setattr(_module('_linear_softmax'), 'CHUNK_ELEMENTS', 1)
+    monkeypatch.setitem(_module('_linear_softmax').CHUNK_BYTES, 'cpu', 1)
     set_fused_min_group_size(monkeypatch, 2)
 
 
