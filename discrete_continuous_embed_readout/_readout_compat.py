@@ -29,8 +29,15 @@ class ReadoutCompat:
 
         Args:
             discrete_logits: ``(..., n)``, a tuple of ``(..., n_g)`` or their concatenation.
-            temperature, differentiable, filter_fn, filter_kwargs, generator, hard: as in ``sample``.
-            selector_index, selector_config, action_mask: see the ``Readout`` docstring.
+            temperature: as in ``sample``.
+            differentiable: as in ``sample``.
+            filter_fn: as in ``sample``.
+            filter_kwargs: as in ``sample``.
+            selector_index: a registered selector (see the ``Readout`` docstring).
+            selector_config: a selector config for this call only.
+            generator: as in ``sample``.
+            action_mask: bool, True = allowed (see the ``Readout`` docstring).
+            hard: as in ``sample``.
 
         Returns:
             ids ``(...)`` / ``(..., G)``, or one-hots ``(..., sum n_g)`` with ``differentiable``.
@@ -45,8 +52,10 @@ class ReadoutCompat:
 
         Args:
             continuous_dist_params: ``(..., c, 2)`` (``(..., c)`` in regression mode).
-            temperature, differentiable, rescale_range: as in ``sample``.
+            temperature: as in ``sample``.
+            differentiable: as in ``sample``.
             selector: from ``get_selector`` (``None``: the default selector).
+            rescale_range: as in ``sample``.
 
         Returns:
             ``(..., c)`` in original units (or in ``rescale_range``).
@@ -111,8 +120,8 @@ class ReadoutCompat:
         """KL(true || pred) of two ``MultiCategorical`` objects.
 
         Args:
-            discrete_logits_true, discrete_logits_pred: tensors ``(..., n)`` or
-                sequences of ``(..., n_g)``, the same shapes.
+            discrete_logits_true: a tensor ``(..., n)`` or a sequence of ``(..., n_g)``.
+            discrete_logits_pred: the same shapes.
 
         Returns:
             ``(...)`` for a tensor, ``(..., g)`` for a sequence.
@@ -124,7 +133,8 @@ class ReadoutCompat:
         """``kl_div`` of the continuous part only.
 
         Args:
-            continuous_dist_params_true, continuous_dist_params_pred: ``(..., c, 2)`` each.
+            continuous_dist_params_true: ``(..., c, 2)``.
+            continuous_dist_params_pred: ``(..., c, 2)``.
             selector: from ``get_selector`` (``None``: the default selector).
 
         Returns:
@@ -187,7 +197,8 @@ class ReadoutCompat:
         """The range of raw continuous samples (the head's native range).
 
         Args:
-            selector_index, selector_config: see the ``Readout`` docstring.
+            selector_index: a registered selector (see the ``Readout`` docstring).
+            selector_config: a selector config for this call only.
 
         Returns:
             ``(0, 1)`` beta / kumaraswamy, ``(-1, 1)`` squashed; ``None`` for an
@@ -204,7 +215,8 @@ class ReadoutCompat:
         Args:
             t: ``(..., c)`` values in the native range.
             target_range: ``(lo, hi)``: numbers, or per-dim sequences / tensors.
-            selector_index, selector_config: see the ``Readout`` docstring.
+            selector_index: a registered selector (see the ``Readout`` docstring).
+            selector_config: a selector config for this call only.
 
         Returns:
             ``(..., c)`` in ``target_range``.
@@ -221,7 +233,8 @@ class ReadoutCompat:
         Args:
             t: ``(..., c)`` values in ``source_range``.
             source_range: ``(lo, hi)``: numbers or per-dim bounds.
-            selector_index, selector_config: see the ``Readout`` docstring.
+            selector_index: a registered selector (see the ``Readout`` docstring).
+            selector_config: a selector config for this call only.
 
         Returns:
             ``(..., c)`` in the native range.

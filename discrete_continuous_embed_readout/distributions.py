@@ -147,7 +147,8 @@ class ContinuousDistribution(nn.Module):
         """KL(true || pred), by ``torch.distributions.kl_divergence`` here.
 
         Args:
-            params_true, params_pred: ``(..., c, 2)`` each.
+            params_true: ``(..., c, 2)``.
+            params_pred: ``(..., c, 2)``.
 
         Returns:
             ``(..., c)``.
@@ -203,7 +204,8 @@ class ContinuousDistribution(nn.Module):
 
         Args:
             params: ``(..., c, 2)``.
-            temperature, differentiable: as in ``sample``.
+            temperature: as in ``sample``.
+            differentiable: as in ``sample``.
 
         Returns:
             ``(sample, log_prob)``, each ``(..., c)``, in native units.

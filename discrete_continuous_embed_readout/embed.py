@@ -32,9 +32,11 @@ class Embed(SharedTable):
         use_parallel_multi_discrete: accepted for symmetry with Readout.
         return_only_discrete_or_continuous: with only one modality, return the
             bare tensor rather than a pair.
-        continuous_dist_type, continuous_dist_kwargs, continuous_squashed,
-            regression_loss_type: Readout arguments, accepted and ignored so that
+        continuous_dist_type: a Readout argument, accepted and ignored so that
             ``EmbedAndReadout`` can pass one set of arguments to both.
+        continuous_dist_kwargs: ignored, as ``continuous_dist_type``.
+        continuous_squashed: ignored, as ``continuous_dist_type``.
+        regression_loss_type: ignored, as ``continuous_dist_type``.
         eps: floor of the std.
         auto_append_discrete_set_dim: single-group ids come without a trailing
             group axis (default: true iff there is exactly one group).

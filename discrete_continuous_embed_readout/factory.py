@@ -36,9 +36,7 @@ def EmbedAndReadout(
     """Build an ``Embed`` and a ``Readout`` with the same arguments.
 
     Args:
-        *args, **kwargs: shared arguments (``dim``, ``num_discrete``, ...; see
-            ``Readout``); an option only one of the two takes (``ignore_index``,
-            ``auto_append_discrete_set_dim``, ...) goes to that one.
+        *args: shared positional arguments (``dim``, ``num_discrete``, ...; see ``Readout``).
         weight_tie: the Embed uses the Readout's table itself (one Parameter;
             the readout's first rows are the embed's rows).
         embed_kwargs: extra arguments for the Embed only.
@@ -46,6 +44,8 @@ def EmbedAndReadout(
         explicit_single_action_dim_given: single-group ids carry an explicit
             trailing axis of size 1, and outputs keep it (logits then come as a
             one-element tuple).
+        **kwargs: shared keyword arguments; an option only one of the two takes
+            (``ignore_index``, ``auto_append_discrete_set_dim``, ...) goes to that one.
 
     Returns:
         ``(embed, readout)``, a named tuple.

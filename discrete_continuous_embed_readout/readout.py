@@ -47,8 +47,9 @@ class Readout(ReadoutCompat, SharedTable):
         num_discrete: vocabulary size, or one size per group; with selectors, the
             total discrete capacity (an int).
         num_continuous: number of continuous dims ``C``.
-        selector, selectors: one / several selector configs to register (chosen
-            per call by ``selector_index``).
+        selector: one selector config to register.
+        selectors: several selector configs to register (chosen per call by
+            ``selector_index``).
         continuous_log_var_embed: predict (mean, log-variance) per dim; ``False``:
             the mean only, trained by regression (``regression_loss_type``: ``'mse'`` / ``'l1'``).
         continuous_mean_std: ``(C, 2)`` (mean, std): targets are normalised,
@@ -57,9 +58,10 @@ class Readout(ReadoutCompat, SharedTable):
             (identical results; settable).
         return_only_discrete_or_continuous: with only one modality, return the
             bare tensor rather than a pair.
-        continuous_dist_type, continuous_dist_kwargs: a key of
-            ``CONTINUOUS_DISTRIBUTIONS`` (``'gaussian'``, ``'beta'``, ``'kumaraswamy'``
-            or yours) and its options (``log_var_clamp_range``; ``unimodal``, ``clip``, ``clip_eps``).
+        continuous_dist_type: a key of ``CONTINUOUS_DISTRIBUTIONS`` (``'gaussian'``,
+            ``'beta'``, ``'kumaraswamy'`` or yours).
+        continuous_dist_kwargs: the head's options (``log_var_clamp_range``;
+            ``unimodal``, ``clip``, ``clip_eps``).
         continuous_squashed: tanh-squashed gaussian.
         regression_loss_type: see ``continuous_log_var_embed``.
         eps: numerical floor.
@@ -147,7 +149,9 @@ class Readout(ReadoutCompat, SharedTable):
             return_unreduced_loss: per-entry losses (masked entries zeroed).
             loss_mask: ``(...)`` bool, True = count this position.
             return_only_discrete_or_continuous: overrides the module default.
-            selector_index, selector_config, action_mask: see the class docstring.
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            action_mask: bool, True = allowed (see the class docstring).
             return_z_loss: with a loss, ``(loss, z_loss)``: the mean (or per-entry)
                 ``logsumexp^2`` of the discrete logits, for logging (the loss
                 already holds ``z_loss_weight`` times it).
@@ -206,7 +210,9 @@ class Readout(ReadoutCompat, SharedTable):
             targets: ids, values or a pair, as in ``forward``.
             mask: ``(...)`` bool loss mask, True = count.
             return_unreduced_loss: per-entry losses, masked entries zeroed.
-            selector_index, selector_config, action_mask: see the class docstring.
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            action_mask: bool, True = allowed (see the class docstring).
 
         Returns:
             a scalar per modality (a pair when both parts have targets), or the
@@ -242,7 +248,8 @@ class Readout(ReadoutCompat, SharedTable):
             temperature: divides the (soft-capped) logits.
             return_entropy: also the per-token entropy of the same distribution.
             loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0 and are never computed.
-            selector_index, selector_config: see the class docstring (one discrete group).
+            selector_index: a registered selector (one discrete group; see the class docstring).
+            selector_config: a selector config for this call only.
 
         Returns:
             ``(...)`` log-probs, or ``(log_probs, entropies)``.
@@ -279,7 +286,10 @@ class Readout(ReadoutCompat, SharedTable):
 
         Args:
             outputs: logits, params or a pair (``dist`` in the class docstring).
-            selector_index, selector_config, action_mask, rescale_range: see the class docstring.
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            action_mask: bool, True = allowed (see the class docstring).
+            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
 
         Returns:
             a ``ReadoutDistribution``.
@@ -297,9 +307,18 @@ class Readout(ReadoutCompat, SharedTable):
         ``ReadoutDistribution.sample`` for what each option does per head).
 
         Args:
-            dist, selector_index, selector_config, rescale_range, action_mask: see the class docstring.
-            temperature, differentiable, filter_fn, filter_kwargs, generator, hard,
-                return_log_prob: see ``ReadoutDistribution.sample``.
+            dist: what ``forward`` returns (see the class docstring).
+            temperature: see ``ReadoutDistribution.sample``.
+            differentiable: see ``ReadoutDistribution.sample``.
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
+            filter_fn: see ``ReadoutDistribution.sample``.
+            filter_kwargs: see ``ReadoutDistribution.sample``.
+            generator: see ``ReadoutDistribution.sample``.
+            action_mask: bool, True = allowed (see the class docstring).
+            hard: see ``ReadoutDistribution.sample``.
+            return_log_prob: see ``ReadoutDistribution.sample``.
 
         Returns:
             ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``
@@ -318,7 +337,11 @@ class Readout(ReadoutCompat, SharedTable):
         where unique and inside (0, 1), else their mean (continuous).
 
         Args:
-            dist, selector_index, selector_config, rescale_range, action_mask: see the class docstring.
+            dist: what ``forward`` returns (see the class docstring).
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
+            action_mask: bool, True = allowed (see the class docstring).
 
         Returns:
             ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair.
@@ -333,8 +356,13 @@ class Readout(ReadoutCompat, SharedTable):
         are in the values' units.
 
         Args:
-            dist, sampled: the distribution(s) and what to score.
-            selector_index, selector_config, concat, action_mask, rescale_range: see the class docstring.
+            dist: what ``forward`` returns (see the class docstring).
+            sampled: what to score: ids, values or a pair.
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            concat: join the parts of a pair along the last axis.
+            action_mask: bool, True = allowed (see the class docstring).
+            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
             soft_validate_range: clamp values ``eps`` inside a bounded head's native
                 range first (0.2.10's option); otherwise a value outside the support
                 is a ``ValueError`` (``-inf`` with content checks off).
@@ -353,7 +381,12 @@ class Readout(ReadoutCompat, SharedTable):
         variable's own from ``n`` draws.
 
         Args:
-            dist, selector_index, selector_config, concat, action_mask, rescale_range: see the class docstring.
+            dist: what ``forward`` returns (see the class docstring).
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            concat: join the parts of a pair along the last axis.
+            action_mask: bool, True = allowed (see the class docstring).
+            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
             squashed_entropy_samples: a positive int (squashed readouts only).
 
         Returns:
@@ -366,8 +399,11 @@ class Readout(ReadoutCompat, SharedTable):
         """KL(true || pred) per group and per dim.
 
         Args:
-            dist_true, dist_pred: two distributions of the same shapes.
-            selector_index, selector_config, concat: see the class docstring.
+            dist_true: what ``forward`` returns, for the true distribution.
+            dist_pred: the predicted one, of the same shapes.
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            concat: join the parts of a pair along the last axis.
             action_mask: applied to both.
 
         Returns:
@@ -382,7 +418,11 @@ class Readout(ReadoutCompat, SharedTable):
         ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
 
         Args:
-            dist_params, action_mask, selector_index, selector_config, rescale_range: see the class docstring.
+            dist_params: what ``forward`` returns (see the class docstring).
+            action_mask: bool, True = allowed (see the class docstring).
+            selector_index: a registered selector (see the class docstring).
+            selector_config: a selector config for this call only.
+            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
 
         Returns:
             a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair of them.

@@ -147,7 +147,8 @@ class ReadoutDistribution:
                 once). ``<= 0`` gives the mode. Regression mode returns the prediction.
             differentiable: straight-through Gumbel-softmax one-hots (discrete),
                 reparameterised samples (continuous).
-            filter_fn, filter_kwargs: applied to each group's logits first (top-k, ...).
+            filter_fn: applied to each group's logits first (top-k, ...).
+            filter_kwargs: keyword arguments for ``filter_fn``.
             generator: a ``torch.Generator``: the same state gives the same samples
                 (continuous heads sample under the global RNG seeded from it, restored afterwards).
             hard: with ``differentiable``, the straight-through one-hot (True) or
