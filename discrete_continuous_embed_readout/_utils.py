@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
 from itertools import accumulate
+from typing import Any, NamedTuple
 
 import torch
 
-DiscreteContinuous = namedtuple('DiscreteContinuous', ('discrete', 'continuous'))
-DiscreteContinuous.__doc__ = """A (discrete, continuous) pair: every mixed result is one.
 
-Both parts are reachable by name (``out.discrete``) or by unpacking
-(``d, c = out``); a part that does not exist is ``None``.
+class DiscreteContinuous(NamedTuple):
+    """A (discrete, continuous) pair: every mixed result is one.
 
-Attributes:
-    discrete: the discrete part (ids, logits, log-probs, ...), or ``None``.
-    continuous: the continuous part (values, params, log-probs, ...), or ``None``.
-"""
+    Both parts are reachable by name (``out.discrete``) or by unpacking
+    (``d, c = out``); a part that does not exist is ``None``.
+
+    Attributes:
+        discrete: the discrete part (ids, logits, log-probs, ...), or ``None``.
+        continuous: the continuous part (values, params, log-probs, ...), or ``None``.
+    """
+
+    discrete: Any
+    continuous: Any
 
 
 def exists(v) -> bool:

@@ -13,6 +13,10 @@ CONTINUOUS_DISTRIBUTIONS: dict[str, type[ContinuousDistribution]] = {
     'beta': BetaDistribution,
     'kumaraswamy': KumaraswamyDistribution,
 }
+"""Continuous heads by name: ``Readout(..., continuous_dist_type=name)`` builds
+``CONTINUOUS_DISTRIBUTIONS[name](**continuous_dist_kwargs, eps=eps)`` (with
+``continuous_squashed=True``, a ``SquashedGaussian``). Add your own
+``ContinuousDistribution`` subclass under a new name."""
 
 
 def build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_loss_type, eps) -> ContinuousDistribution:
