@@ -1,14 +1,15 @@
-# `make demo` runs the quickstart, `make test` the test suite, `make bench` the
-# benchmark table, `make lint` ruff, `make wheel` the packaging check. Each sets up
-# .venv itself on a fresh machine: the pinned CPU torch first (so that pip does
-# not pull the CUDA build), then this package with its test extra.
+# `make demo` runs the quickstart, `make test` the test suite, `make docs` builds the
+# documentation site, `make bench` the benchmark table, `make lint` ruff, `make wheel`
+# the packaging check. Each sets up .venv itself on a fresh machine: the pinned CPU
+# torch first (so that pip does not pull the CUDA build), then this package with its
+# test extra (`make docs` adds the docs extra).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test bench bench-gpu lint wheel clean
+.PHONY: demo test docs bench bench-gpu lint wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +18,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[docs]"
+	touch $@
+
 demo: $(VENV)/.installed
 	$(PY) examples/quickstart.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n 2
+
+# --strict: a broken reference or a docstring griffe cannot match to its signature fails
+# the build. NO_MKDOCS_2_WARNING silences mkdocs-material's banner about its successor.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
@@ -37,4 +47,4 @@ wheel: $(VENV)/.installed
 	PY=$(PY) TORCH_VERSION=$(TORCH_VERSION) bash .ci/check_wheel
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) site

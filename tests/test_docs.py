@@ -1,6 +1,7 @@
 """Documentation: every public name carries a Google-style docstring (STYLE.md,
 "Docstrings and comments"), the docstring examples run as doctests, the README
-names every export, and every python block of the README runs (its promises are code).
+names every export, and every python block of the README and of the documentation
+site's pages (docs/) runs (their promises are code).
 
 Public: each name of ``__all__`` (``SpaceAdapter``, exported lazily, included) and,
 for classes, every method and property not starting with ``_`` that is defined in this
@@ -229,21 +230,36 @@ def test_docstring_examples_run(module):
     assert result.failed == 0
 
 
-# the README: every python block runs
+# the README and the documentation site's pages: every python block runs
+
+PYTHON_BLOCK = re.compile(r'```python\n(.*?)```', re.S)
+BLOCKS = PYTHON_BLOCK.findall(README.read_text())
+DOCS = README.parent / 'docs'
+DOC_BLOCKS = {f'{path.relative_to(DOCS)}:{i}': block for path in sorted(DOCS.rglob('*.md')) for i, block in enumerate(PYTHON_BLOCK.findall(path.read_text()))}
 
 
-BLOCKS = re.findall(r'```python\n(.*?)```', README.read_text(), re.S)
+def run_block(source: str, name: str) -> None:
+    registered = dict(CONTINUOUS_DISTRIBUTIONS)
+    try:
+        exec(compile(source, name, 'exec'), {})
+    finally:
+        CONTINUOUS_DISTRIBUTIONS.clear()
+        CONTINUOUS_DISTRIBUTIONS.update(registered)
 
 
 def test_the_readme_has_examples():
     assert len(BLOCKS) >= 6
 
 
+def test_the_docs_have_examples():
+    assert len(DOC_BLOCKS) >= 10
+
+
 @pytest.mark.parametrize('index', range(len(BLOCKS)))
 def test_readme_block_runs(index):
-    registered = dict(CONTINUOUS_DISTRIBUTIONS)
-    try:
-        exec(compile(BLOCKS[index], f'README block {index}', 'exec'), {})
-    finally:
-        CONTINUOUS_DISTRIBUTIONS.clear()
-        CONTINUOUS_DISTRIBUTIONS.update(registered)
+    run_block(BLOCKS[index], f'README block {index}')
+
+
+@pytest.mark.parametrize('name', sorted(DOC_BLOCKS))
+def test_docs_block_runs(name):
+    run_block(DOC_BLOCKS[name], f'docs/{name}')
