@@ -1,20 +1,33 @@
 # `make demo` runs the quickstart, `make test` the test suite, `make docs` builds the
 # documentation site, `make bench` the benchmark table, `make lint` ruff, `make wheel`
-# the packaging check. Each sets up .venv itself on a fresh machine: the pinned CPU
-# torch first (so that pip does not pull the CUDA build), then this package with its
-# test extra (`make docs` adds the docs extra).
+# the packaging check. Each sets up .venv itself on a fresh machine: the CPU build of
+# torch first (so that pip does not pull the CUDA build; .ci/install_torch), then this
+# package with only what the target needs (`demo`, `bench`: the package; `test`,
+# `lint`, `wheel`: its test extra; `docs`: its docs extra).
+#
+#   make test TORCH_INDEX=                       # torch from your pip configuration only
+#   make test VENV_ARGS=--system-site-packages   # reuse the torch of $(PYTHON)'s environment
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+VENV_ARGS ?=
 
 .PHONY: demo test docs bench bench-gpu lint wheel clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX=$(TORCH_INDEX) bash .ci/install_torch $(PY)
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
@@ -25,7 +38,7 @@ $(VENV)/.installed-docs: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) examples/quickstart.py
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -n 2
 
 # --strict: a broken reference or a docstring griffe cannot match to its signature fails
@@ -40,11 +53,11 @@ bench: $(VENV)/.installed
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu.py
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .
 
-wheel: $(VENV)/.installed
-	PY=$(PY) TORCH_VERSION=$(TORCH_VERSION) bash .ci/check_wheel
+wheel: $(VENV)/.installed-test
+	PY=$(PY) TORCH_VERSION=$(TORCH_VERSION) TORCH_INDEX=$(TORCH_INDEX) bash .ci/check_wheel
 
 clean:
 	rm -rf $(VENV) site
