@@ -3,6 +3,7 @@ from language models to multi-discrete and continuous robot action spaces."""
 
 from ._checks import get_validate_args, set_validate_args
 from ._utils import DiscreteContinuous
+from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution, symexp, symlog
 from .distributions import ContinuousDistribution
 from .embed import Embed
 from .factory import EmbedAndReadout, EmbedReadoutPair, ParameterlessReadout
@@ -16,20 +17,25 @@ __version__ = '0.3.0'
 
 __all__ = [
     'CONTINUOUS_DISTRIBUTIONS',
+    'BinnedDistribution',
     'ContinuousDistribution',
     'DiscreteContinuous',
     'Embed',
     'EmbedAndReadout',
     'EmbedReadoutPair',
+    'HLGaussDistribution',
     'MultiCategorical',
     'MultiCategoricalDistribution',
     'ParameterlessReadout',
     'Readout',
     'ReadoutDistribution',
     'SpaceAdapter',
+    'TwoHotDistribution',
     'get_validate_args',
     'segmented_softmax',
     'set_validate_args',
+    'symexp',
+    'symlog',
 ]
 
 

@@ -268,3 +268,17 @@ def test_rl_lm_runs_grpo_with_per_token_log_probs_and_a_kl_to_the_reference():
     assert 0.0 <= metrics['reward_before'] <= 1.0 and 0.0 <= metrics['reward_after'] <= 1.0
     assert metrics['kl'] >= 0.0 and metrics['kl'] < 1.0  # the policy moved, not far from the reference
     assert 0.0 < metrics['entropy'] <= math.log(71) + 1e-4  # at most the uniform entropy over the vocabulary
+
+
+# distributional_regression.py: four heads on the same data
+
+
+def test_distributional_regression_trains_every_head_and_the_binned_ones_resist_outliers():
+    results = load_example('distributional_regression').main(['--steps', '300', '--num-train', '4000', '--quiet'])
+    assert set(results) == {'gaussian', 'student-t'}
+    for noise, by_head in results.items():
+        assert set(by_head) == {'mse', 'gaussian', 'two_hot', 'hl_gauss'}
+        for head, r in by_head.items():
+            assert r['mae'] < r['mae_before'] / 2.5, (noise, head)
+    heavy = results['student-t']
+    assert heavy['hl_gauss']['mae'] <= min(heavy['mse']['mae'], heavy['gaussian']['mae'])

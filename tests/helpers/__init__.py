@@ -228,6 +228,30 @@ def argmax_ids(weights: torch.Tensor, sizes) -> torch.Tensor:
     return torch.stack([w.argmax(-1) for w in weights.split(list(sizes), dim=-1)], dim=-1)
 
 
+def symlog64(x: torch.Tensor) -> torch.Tensor:
+    """DreamerV3's symlog in float64: sign(x) ln(1 + |x|)."""
+    x = x.double()
+    return torch.where(x < 0, -torch.log(1 - x), torch.log(1 + x))
+
+
+def two_hot_reference(values: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Two-hot weights as the triangular kernel ``max(0, 1 - |y - c_i| / step)``
+    over even bin centres (float64), ``y`` clamped to the end centres."""
+    centers = centers.double()
+    y = values.double().clamp(centers[0], centers[-1]).unsqueeze(-1)
+    step = centers[1] - centers[0]
+    return (1 - (y - centers).abs() / step).clamp(min=0)
+
+
+def hl_gauss_reference(values: torch.Tensor, edges: torch.Tensor, sigma: float) -> torch.Tensor:
+    """HL-Gauss target: the mass of N(y, sigma^2) in each bin, renormalised to
+    the edges, from the normal CDF (``torch.special.ndtr``) in float64."""
+    edges = edges.double()
+    y = values.double().clamp(edges[0], edges[-1]).unsqueeze(-1)
+    cdf = torch.special.ndtr((edges - y) / sigma)
+    return (cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])
+
+
 # --------------------------------------------------------------------------- assertions
 
 
