@@ -286,3 +286,38 @@ def test_default_bins_follow_dreamer_and_the_paper():
     assert (hl_gauss.num_bins, hl_gauss.transform, hl_gauss.sigma_to_bin_ratio) == (255, None, 0.75)
     assert math.isclose(hl_gauss.sigma, 0.75 * 40.0 / 255)
     torch.testing.assert_close(two_hot.bin_values(torch.empty(0))[[0, -1]], torch.tensor([-20.0, 20.0]))
+
+
+# modes: empty batches, double backward, torch.compile
+
+
+def test_an_empty_batch_gives_empty_results_and_a_zero_loss():
+    embed, readout = binned_pair('hl_gauss')
+    out = readout(torch.randn(0, 16))
+    assert out.shape == (0, 3, 21) and readout.sample(out).shape == (0, 3) and readout.mode(out).shape == (0, 3)
+    assert readout(torch.randn(0, 16), torch.randn(0, 3)) == 0 and embed(torch.randn(0, 3)).shape == (0, 16)
+
+
+def test_the_loss_is_twice_differentiable():
+    _, readout = binned_pair('two_hot')
+    readout.double()
+    x = torch.randn(4, 16, dtype=torch.float64, requires_grad=True)
+    targets = VALUES[:1].double().expand(4, 3)
+    assert torch.autograd.gradcheck(lambda x: readout(x, targets), (x,))
+    assert torch.autograd.gradgradcheck(lambda x: readout(x, targets), (x,))
+
+
+def test_embed_readout_and_loss_compile_without_graph_breaks():
+    embed, readout = binned_pair('hl_gauss')
+    values = VALUES
+
+    def step(values):
+        hidden = embed(values)
+        return readout(hidden, values), readout.mode(readout(hidden))
+
+    explained = torch._dynamo.explain(step)(values)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend='eager', fullgraph=True)
+    for ours, eager in zip(compiled(values), step(values)):
+        torch.testing.assert_close(ours, eager)
