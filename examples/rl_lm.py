@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--depth', type=int, default=2)
     parser.add_argument('--heads', type=int, default=2)
     parser.add_argument('--context', type=int, default=48)
-    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (more only help on an otherwise idle machine)')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
@@ -127,7 +127,15 @@ def evaluate(model: CharLM, prompts: Tensor, args, target: int, seed: int) -> fl
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's setting (e.g. a test process) as it was
+
+
+def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)

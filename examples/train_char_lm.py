@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--temperature', type=float, default=0.8)
     parser.add_argument('--top-k', type=int, default=10, help='sample only among the k most likely characters')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (more only help on an otherwise idle machine)')
     return parser.parse_args(argv)
 
 
@@ -184,6 +185,15 @@ def generate(model: CharLM, prompt: Tensor, length: int, context: int, temperatu
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's setting (e.g. a test process) as it was
+
+
+def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
