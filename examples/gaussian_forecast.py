@@ -44,6 +44,7 @@ import matplotlib
 matplotlib.use('Agg')  # no display needed; must be chosen before pyplot is imported
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter, MultipleLocator  # noqa: E402
 from torch import nn  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -172,19 +173,32 @@ def train(model, data, steps, batch_size, lr, generator):
 
 
 def plot(model, val_clean, val, num, path):
+    """The one-step-ahead forecasts of ``num`` held-out series, a panel each, on shared axes."""
     mean, std = model.forecast(val[:num])
+    targets = model.targets(val[:num])
     t = torch.arange(val.shape[1])
     t_forecast = t[model.window :]
-    fig, axes = plt.subplots(num, 1, figsize=(9, 2.4 * num), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(num, 1, figsize=(9, 2.5 * num + 0.8), sharex=True, sharey=True, squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         ax.plot(t, val_clean[i], color='0.6', lw=1, label='clean signal')
         ax.plot(t, val[i], '.', color='k', ms=3, label='observed')
         ax.plot(t_forecast, mean[i], color='C0', lw=1.5, label='forecast mean')
-        ax.fill_between(t_forecast, mean[i] - 2 * std[i], mean[i] + 2 * std[i], color='C0', alpha=0.25, label='mean +- 2 sigma')
-    axes[0, 0].legend(loc='lower left', bbox_to_anchor=(0, 1), fontsize=7, ncol=4, frameon=False)
+        ax.fill_between(t_forecast, mean[i] - 2 * std[i], mean[i] + 2 * std[i], color='C0', alpha=0.25, label='mean ± 2σ')
+        nll = gaussian_nll(targets[i], mean[i], std[i])
+        inside = ((targets[i] - mean[i]).abs() <= 2 * std[i]).float().mean().item()
+        ax.set_title(f'held-out series {i + 1}: NLL {nll:.2f} nats/value, {inside:.0%} of values inside ±2σ', fontsize=9, loc='left')
+        ax.set_ylabel('value')
+        # the same ticks and formats on every panel, so that the panels compare at a glance
+        ax.yaxis.set_major_locator(MultipleLocator(5))
+        ax.yaxis.set_major_formatter(FormatStrFormatter('%d'))
+        ax.xaxis.set_major_locator(MultipleLocator(8))
+        ax.xaxis.set_major_formatter(FormatStrFormatter('%d'))
+        ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel(f'time step (each forecast sees only the {model.window} values before it)')
     fig.suptitle('one-step-ahead gaussian forecasts on held-out series')
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc='upper center', bbox_to_anchor=(0.5, 0.955), ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # leave the top to the title and the legend
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
