@@ -13,10 +13,13 @@ public domain, CC0); its last 10% is held out for validation and the vocabulary 
 of characters in the file. The script shows a progress bar over the training steps with the
 running training loss, prints the validation loss (nats per character) before training,
 every ``--eval-every`` steps and at the end, then the uniform baseline ln(V) next to the
-final validation loss, and finally a sample generated from ``--prompt``.
+final validation loss, a sample generated from ``--prompt``, and last a ``RESULT {...}``
+line: the validation loss before and after training as JSON, for
+``benchmarks/examples_table.py``.
 """
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -224,7 +227,16 @@ def run(args: argparse.Namespace) -> dict:
 
     seconds = time.perf_counter() - started
     print(f'done in {seconds:.1f} s')
+    result = dict(
+        metric='validation loss, nats/char',
+        before=initial,
+        after=final,
+        digits=2,
+        context=f'uniform baseline ln {len(vocab)} = {uniform:.2f}',
+    )
+    print('RESULT ' + json.dumps(result))
     return dict(
+        result=result,
         uniform_loss=uniform,
         initial_val_loss=initial,
         final_val_loss=final,
