@@ -347,8 +347,8 @@ def run(args: argparse.Namespace) -> dict:
         before=initial['return'],
         after=final['return'],
         digits=2,
-        context=(f'{final["return"] / optimal["return"]:.0%} of the optimum {optimal["return"]:.2f} (random '
-                 f'{uniform["return"]:.2f}); {final["success_rate"]:.0%} of courses finished'),
+        context=(f'{final["return"] / optimal["return"]:.0%} of the optimum {optimal["return"]:.2f}, random policy '
+                 f'{uniform["return"]:.2f}; {final["success_rate"]:.0%} of courses finished'),
     )  # fmt: skip
     print('RESULT ' + json.dumps(result))
     metrics = {

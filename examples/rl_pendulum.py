@@ -15,8 +15,8 @@ It prints a line per evaluation (environment steps, mean return of recent traini
 mean deterministic return of 5 evaluation episodes), a sparkline of the training returns and the
 deterministic return over 20 episodes before and after training. Per 200-step episode, the
 untrained policy (torque near 0) scores about -1100 to -1250, random torques about -1200 to -1500,
-a good swing-up controller about -150 to -200; the default run ends near -155 (seeds 0-4: -154 to
--170). The default run takes about 25-45 s on 2 CPU cores. The last line, `RESULT {...}`, is the
+a good swing-up controller about -150 to -200; the default run ends near -148 (seeds 0-4: -148 to
+-176). The default run takes about 25-45 s on 2 CPU cores. The last line, `RESULT {...}`, is the
 deterministic return before and after training as JSON, for `benchmarks/examples_table.py`.
 
 What makes it learn in a small budget: 16 envs stepped together (cheap batched forward passes),
