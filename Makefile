@@ -1,5 +1,6 @@
 # `make demo` runs the quickstart, `make test` the test suite, `make bench` the
-# benchmark table, `make lint` ruff, `make wheel` the packaging check. Each sets up
+# benchmark table, `make examples-table` every example (rewriting the README's examples
+# table), `make lint` ruff, `make wheel` the packaging check. Each sets up
 # .venv itself on a fresh machine: the pinned CPU torch first (so that pip does
 # not pull the CUDA build), then this package with its test extra.
 
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: demo test bench bench-gpu lint wheel clean
+.PHONY: demo test bench bench-gpu examples-table lint wheel clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,10 @@ bench: $(VENV)/.installed
 # the language-model rows on a CUDA GPU in bf16 (with the python that has CUDA torch)
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu.py
+
+# every example with its defaults, its RESULT line into the README's table (several minutes)
+examples-table: $(VENV)/.installed
+	$(PY) benchmarks/examples_table.py
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -54,6 +55,7 @@ MODALITIES = {
 }
 
 EXAMPLES = Path(__file__).resolve().parents[2] / 'examples'
+BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
 README = Path(__file__).resolve().parents[2] / 'README.md'
 
 
@@ -86,8 +88,18 @@ def discrete_readout(sizes, parallel: bool = True, **kwargs) -> ParameterlessRea
 
 def load_example(name: str):
     """Import ``examples/<name>.py`` as a module (``examples/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(f'example_{name}', EXAMPLES / f'{name}.py')
+    return _load_file(EXAMPLES / f'{name}.py', f'example_{name}')
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (``benchmarks/`` is not a package either)."""
+    return _load_file(BENCHMARKS / f'{name}.py', f'benchmark_{name}')
+
+
+def _load_file(path: Path, module_name: str):
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
