@@ -18,6 +18,7 @@ __version__ = '0.3.0'
 __all__ = [
     'CONTINUOUS_DISTRIBUTIONS',
     'BinnedDistribution',
+    'CompositeActionDistribution',
     'ContinuousDistribution',
     'DiscreteContinuous',
     'Embed',
@@ -40,11 +41,16 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # SpaceAdapter needs numpy and gymnasium (optional): imported on first use
+    # SpaceAdapter needs numpy and gymnasium, CompositeActionDistribution tensordict
+    # (optional): imported on first use
     if name == 'SpaceAdapter':
         from .spaces import SpaceAdapter
 
         return SpaceAdapter
+    if name == 'CompositeActionDistribution':
+        from .composite import CompositeActionDistribution
+
+        return CompositeActionDistribution
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 

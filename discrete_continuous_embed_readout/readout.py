@@ -379,17 +379,26 @@ class Readout(ReadoutCompat, SharedTable):
         true = self._dist(dist_true, selector_index, selector_config, action_mask, None, 'dist_true')
         return true.kl_div(self._dist(dist_pred, selector_index, selector_config, action_mask, None, 'dist_pred'), concat=concat)
 
-    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None):
+    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None, composite: bool = False):
         """``torch.distributions`` views of ``dist_params`` (see
         ``ReadoutDistribution.get_dist``), e.g. for tensordict's
         ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
 
         Args:
             dist_params, action_mask, selector_index, selector_config, rescale_range: see the class docstring.
+            composite: for a mixed readout, one ``CompositeActionDistribution`` (TorchRL's
+                composite interface; needs tensordict) instead of the pair.
 
         Returns:
-            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair of them.
+            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair
+            of them, or with ``composite`` a ``CompositeActionDistribution``.
         """
+        if composite:
+            from .composite import CompositeActionDistribution  # tensordict is optional
+
+            logits, params = dist_params if isinstance(dist_params, tuple) and len(dist_params) == 2 else (dist_params, None)
+            return CompositeActionDistribution(logits, params, readout=self, action_mask=action_mask, rescale_range=rescale_range,
+                                               selector_index=selector_index, selector_config=selector_config)  # fmt: skip
         return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params').get_dist()
 
 

@@ -2,10 +2,11 @@
 "Docstrings and comments"), the docstring examples run as doctests, the README
 names every export, and every python block of the README runs (its promises are code).
 
-Public: each name of ``__all__`` (``SpaceAdapter``, exported lazily, included) and,
-for classes, every method and property not starting with ``_`` that is defined in this
-package (inherited torch / tuple members are not ours to document). A constructor is
-documented by its class docstring's ``Args:``.
+Public: each name of ``__all__`` (``SpaceAdapter`` and ``CompositeActionDistribution``,
+exported lazily, included where their optional dependency is installed) and, for
+classes, every method and property not starting with ``_`` that is defined in this
+package (inherited torch / tensordict / tuple members are not ours to document). A
+constructor is documented by its class docstring's ``Args:``.
 """
 
 import doctest
@@ -32,7 +33,8 @@ ENTRY_HEAD = re.compile(r'^\s*(\*{0,2}\w+(\s*,\s*\*{0,2}\w+)*)(\s*\([^)]*\))?\s*
 def public_objects():
     """``(qualified name, object, kind)`` for every public function, class, method and property."""
     for name in package.__all__:
-        if name == 'SpaceAdapter' and importlib.util.find_spec('gymnasium') is None:
+        optional = {'SpaceAdapter': 'gymnasium', 'CompositeActionDistribution': 'tensordict'}.get(name)
+        if optional and importlib.util.find_spec(optional) is None:
             continue  # optional dependency: documented where it is installed
         obj = getattr(package, name)
         if inspect.isclass(obj):
@@ -219,7 +221,12 @@ def test_args_parsing(doc, names):
     assert documented_names(section(doc, 'Args')) == names
 
 
-MODULES = [importlib.import_module(f'{package.__name__}.{m.name}') for m in pkgutil.iter_modules(package.__path__)]
+NEEDS = {'composite': 'tensordict'}  # modules of an optional dependency
+MODULES = [
+    importlib.import_module(f'{package.__name__}.{m.name}')
+    for m in pkgutil.iter_modules(package.__path__)
+    if m.name not in NEEDS or importlib.util.find_spec(NEEDS[m.name]) is not None
+]
 
 
 @pytest.mark.parametrize('module', MODULES, ids=lambda m: m.__name__.rsplit('.', 1)[-1])
