@@ -228,6 +228,29 @@ def test_hybrid_actions_tiny_run_learns_and_acts_inside_the_space(hybrid_metrics
     assert (metrics['result']['before'], metrics['result']['after']) == (metrics['initial_return'], metrics['eval_return'])
 
 
+# hybrid_actions_torchrl.py: the same task with TorchRL's ClipPPOLoss and a CompositeActionDistribution
+
+
+def test_hybrid_actions_torchrl_tiny_run_learns_like_the_plain_example():
+    pytest.importorskip('torchrl')
+    metrics = load_example('hybrid_actions_torchrl').main(HYBRID_TINY)
+    assert metrics['actions_in_space']
+    assert all(math.isfinite(value) for value in metrics.values() if isinstance(value, float))
+    assert len(metrics['curve']) == 2048 // (8 * 32) and 'eval_return' in metrics['curve'][-1]
+    assert metrics['random_return'] < 0.5 and metrics['initial_return'] < 0.5
+    # as hybrid_actions.py's tiny run: several jumps per course already (about 2.5-3 over seeds 0-2)
+    assert metrics['eval_return'] > metrics['random_return'] + 1.5
+    assert metrics['eval_return'] <= metrics['optimal_return'] + 1e-9
+
+
+def test_hybrid_actions_torchrl_scores_every_speed_with_torchrls_actor():
+    pytest.importorskip('torchrl')
+    flags = ['--total-steps', '512', '--num-envs', '8', '--rollout-steps', '32', '--eval-episodes', '5', '--quiet', '--score-every-speed']
+    metrics = load_example('hybrid_actions_torchrl').main(flags)
+    assert metrics['actions_in_space'] and math.isfinite(metrics['eval_return'])
+    assert len(metrics['curve']) == 2
+
+
 # rl_cartpole.py: a short PPO run with the discrete readout as policy head
 
 
