@@ -33,7 +33,16 @@ from .policy_distributions import continuous_distribution
 __all__ = ['ContinuousPart', 'head_for', 'rescale_map', 'unit_map']
 
 HALF = (torch.float16, torch.bfloat16)
-IDENTITY = AffineTransform(0.0, 1.0)
+
+
+class _Identity(AffineTransform):
+    """The identity units map, a new one per distribution rather than one shared
+    object: a transform keeps its inverse once asked (a strong reference since torch
+    2.13), and torchrl 0.14, imported later, patches ``Transform.inv`` to read that
+    cache as a weakref, which breaks every transform inverted before the import."""
+
+    def __init__(self):
+        super().__init__(0.0, 1.0)
 
 
 def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None, like: Tensor) -> AffineTransform:
@@ -44,7 +53,7 @@ def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None
         return rescale_map(native_range, rescale_range, 'rescale_range', like)
     if exists(mean_std):
         return AffineTransform(*mean_std)
-    return IDENTITY
+    return _Identity()
 
 
 def rescale_map(native_range, target_range, name: str, like: Tensor) -> AffineTransform:
@@ -65,7 +74,7 @@ def _rounding_in_native(user: Tensor, units: AffineTransform) -> Tensor | float:
 def _inside_bounds(sampled: Tensor, head: ContinuousDistribution, units: AffineTransform) -> Tensor:
     """Half precision samples rounded back inside the mapped native range (the
     nearest representable value of a bound may lie outside it)."""
-    if head.default_range is None or units is IDENTITY:
+    if head.default_range is None or isinstance(units, _Identity):
         return sampled
     ulp = torch.finfo(sampled.dtype).eps
     lo, hi = (units(torch.full_like(sampled, b, dtype=torch.float32)) for b in head.default_range)
@@ -107,7 +116,7 @@ class ContinuousPart:
 
     def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform, config, name: str):
         self.head, self.units, self.config, self.name = head, units, config, name
-        self.is_identity = units is IDENTITY
+        self.is_identity = isinstance(units, _Identity)
         self.dtype, self.params = params.dtype, upcast(params)
         self.batch_shape = params.shape[:-2] if config.log_var else params.shape[:-1]
         self.num_continuous = params.shape[-2] if config.log_var else params.shape[-1]

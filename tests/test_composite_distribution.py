@@ -8,6 +8,10 @@ errors; and use inside tensordict's and TorchRL's probabilistic modules and a fe
 
 # g - groups, c - continuous dims
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 from helpers.policy_cases import (
@@ -344,3 +348,23 @@ def test_clip_ppo_loss_steps_are_finite_and_reach_the_readout(kind):
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
         optimizer.step()
     assert losses['mean_ratio'].item() != pytest.approx(1.0, abs=1e-6)  # the policy moved
+
+
+IMPORT_ORDER_SCRIPT = textwrap.dedent("""
+    import torch
+    from discrete_continuous_embed_readout import ParameterlessReadout
+    readout = ParameterlessReadout(num_discrete=3, num_continuous=2)  # identity units
+    outputs = (torch.zeros(4, 3), torch.zeros(4, 2, 2))
+    action = readout.sample(outputs)
+    readout.log_prob(outputs, action)  # inverts the units map
+    import torchrl  # patches Transform.inv, expecting weakref-cached inverses
+    readout.log_prob(outputs, action)
+""")
+
+
+def test_torchrl_imported_after_the_readout_was_used_breaks_nothing():
+    # torch >= 2.13 caches a transform's inverse by strong reference; torchrl 0.14's import-time patch
+    # calls that cache as a weakref, so a units map shared across calls would fail after `import torchrl`
+    pytest.importorskip('torchrl')
+    done = subprocess.run([sys.executable, '-c', IMPORT_ORDER_SCRIPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
