@@ -71,6 +71,11 @@ EXAMPLES = [
         'readout through `SpaceAdapter`',
     ),
     Example(
+        'hybrid_actions_torchrl.py',
+        "the same task trained with TorchRL's `ClipPPOLoss`: one `CompositeActionDistribution` as the actor's "
+        "`distribution_class`, `continuous_used_by` scoring only the chosen move's speed",
+    ),
+    Example(
         'cross_embodiment.py',
         'behaviour cloning of two robots with different action subsets sharing one table through registered selectors, trained jointly',
     ),

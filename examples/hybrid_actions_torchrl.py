@@ -27,13 +27,14 @@ across: about 92% of the optimal return instead of 99%).
 
 It prints the optimal, random and untrained greedy returns over 100 evaluation courses, a line per
 evaluation during training, then the greedy return before -> after as a fraction of the optimal one and of
-`hybrid_actions.py`'s (its recorded default run, or with `--compare` a run with the same settings).
-Needs torchrl (`pip install torchrl`; in the `examples` and `test` extras).
+`hybrid_actions.py`'s (its recorded default run, or with `--compare` a run with the same settings); the
+last line, `RESULT {...}`, holds the same as JSON for `benchmarks/examples_table.py`. Needs torchrl (`pip install torchrl`; in the `examples` and `test` extras).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -75,7 +76,7 @@ from ppo_utils import (  # noqa: E402
 )
 
 ACTION_KEYS = (('action', 'move'), ('action', 'speed'))
-PLAIN_RETURN = 8.02  # hybrid_actions.py's final greedy return with its default settings (seed 0, 100k steps)
+PLAIN_RETURN = 8.02  # hybrid_actions.py's greedy return after its default run (seed 0, 100k steps; the README's table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -174,13 +175,27 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     with torch_threads(args.threads):
         metrics = run(args)
-        if args.compare:
-            plain = hybrid_actions.run(args)  # the same settings, seed included
-            metrics['plain_return'] = plain['eval_return']
-    plain_return = metrics.get('plain_return', PLAIN_RETURN)
+        plain = hybrid_actions.run(args)['eval_return'] if args.compare else PLAIN_RETURN  # the same settings, seed included
+    metrics['result'] = result = result_line(args, metrics, plain)
     if not args.quiet:
-        print(f'fraction of hybrid_actions.py\'s greedy return ({plain_return:.2f}): {metrics["eval_return"] / plain_return:.0%}')
+        print(f"fraction of hybrid_actions.py's greedy return ({plain:.2f}): {metrics['eval_return'] / plain:.0%}")
+    print('RESULT ' + json.dumps(result))
     return metrics
+
+
+def result_line(args: argparse.Namespace, metrics: dict, plain: float) -> dict:
+    """What `benchmarks/examples_table.py` reads: the greedy return before and after, against the optimum and
+    against hybrid_actions.py's return (a run with the same settings under `--compare`, else its recorded one)."""
+    final, optimal = metrics['eval_return'], metrics['optimal_return']
+    scored = 'every speed, ProbabilisticActor' if args.score_every_speed else "the chosen move's speed only"
+    return dict(
+        metric=f'greedy return, {args.eval_episodes} courses',
+        before=metrics['initial_return'],
+        after=final,
+        digits=2,
+        context=(f"{final / optimal:.0%} of the optimum {optimal:.2f} and {final / plain:.0%} of hybrid_actions.py's {plain:.2f}; "
+                 f'{metrics["success_rate"]:.0%} of courses finished; scored: {scored}'),
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict:

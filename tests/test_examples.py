@@ -233,7 +233,8 @@ def test_hybrid_actions_tiny_run_learns_and_acts_inside_the_space(hybrid_metrics
 
 def test_hybrid_actions_torchrl_tiny_run_learns_like_the_plain_example():
     pytest.importorskip('torchrl')
-    metrics = load_example('hybrid_actions_torchrl').main(HYBRID_TINY)
+    metrics, result = run_example('hybrid_actions_torchrl', HYBRID_TINY)
+    assert (result['before'], result['after']) == (metrics['initial_return'], metrics['eval_return'])
     assert metrics['actions_in_space']
     assert all(math.isfinite(value) for value in metrics.values() if isinstance(value, float))
     assert len(metrics['curve']) == 2048 // (8 * 32) and 'eval_return' in metrics['curve'][-1]
@@ -246,9 +247,9 @@ def test_hybrid_actions_torchrl_tiny_run_learns_like_the_plain_example():
 def test_hybrid_actions_torchrl_scores_every_speed_with_torchrls_actor():
     pytest.importorskip('torchrl')
     flags = ['--total-steps', '512', '--num-envs', '8', '--rollout-steps', '32', '--eval-episodes', '5', '--quiet', '--score-every-speed']
-    metrics = load_example('hybrid_actions_torchrl').main(flags)
+    metrics, result = run_example('hybrid_actions_torchrl', flags)
     assert metrics['actions_in_space'] and math.isfinite(metrics['eval_return'])
-    assert len(metrics['curve']) == 2
+    assert len(metrics['curve']) == 2 and 'every speed, ProbabilisticActor' in result['context']
 
 
 # rl_cartpole.py: a short PPO run with the discrete readout as policy head
