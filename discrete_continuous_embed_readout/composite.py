@@ -63,7 +63,7 @@ class _ContinuousPart(Independent):
 
     def log_prob(self, value: Tensor) -> Tensor:
         if not self._scored_alone:
-            raise RuntimeError(
+            raise ValueError(
                 'with continuous_used_by, the continuous part is scored with the discrete id it depends on: use '
                 "CompositeActionDistribution.log_prob (TorchRL's ProbabilisticActor(return_log_prob=True) scores parts alone; "
                 "tensordict's ProbabilisticTensorDictModule scores the composite)"

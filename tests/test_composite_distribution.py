@@ -265,7 +265,7 @@ def test_log_prob_of_a_bad_sample_names_it():
 
 def test_a_parameterised_continuous_part_refuses_to_be_scored_alone():
     _, _, _, dist = hybrid(continuous_used_by=torch.eye(3, dtype=torch.bool))
-    with pytest.raises(RuntimeError, match='scored with the discrete id it depends on'):
+    with pytest.raises(ValueError, match='scored with the discrete id it depends on'):
         dist[C_KEY].log_prob(dist.sample()[C_KEY])
 
 
