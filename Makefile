@@ -1,9 +1,11 @@
 # `make demo` runs the quickstart, `make test` the test suite, `make docs` builds the
-# documentation site, `make bench` the benchmark table, `make lint` ruff, `make wheel`
-# the packaging check. Each sets up .venv itself on a fresh machine: the CPU build of
-# torch first (so that pip does not pull the CUDA build; .ci/install_torch), then this
-# package with only what the target needs (`demo`, `bench`: the package; `test`,
-# `lint`, `wheel`: its test extra; `docs`: its docs extra).
+# documentation site, `make bench` the benchmark table, `make examples-table` every
+# example (rewriting the README's examples table), `make lint` ruff, `make wheel` the
+# packaging check. Each sets up .venv itself on a fresh machine: the CPU build of torch
+# first (so that pip does not pull the CUDA build; .ci/install_torch), then this package
+# with only what the target needs (`demo`: the package and tqdm; `bench`: the package;
+# `examples-table`: its examples extra; `test`, `lint`, `wheel`: its test extra; `docs`:
+# its docs extra).
 #
 #   make test TORCH_INDEX=                       # torch from your pip configuration only
 #   make test VENV_ARGS=--system-site-packages   # reuse the torch of $(PYTHON)'s environment
@@ -15,7 +17,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV_ARGS ?=
 
-.PHONY: demo test docs bench bench-gpu lint wheel clean
+.PHONY: demo test docs bench bench-gpu examples-table lint wheel clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
@@ -27,6 +29,15 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# the quickstart needs the package and tqdm (its progress bars), nothing else
+$(VENV)/.installed-demo: $(VENV)/.installed
+	$(PY) -m pip install --quiet tqdm
+	touch $@
+
+$(VENV)/.installed-examples: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[examples]"
+	touch $@
+
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
@@ -35,7 +46,7 @@ $(VENV)/.installed-docs: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[docs]"
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed-demo
 	$(PY) examples/quickstart.py
 
 test: $(VENV)/.installed-test
@@ -52,6 +63,10 @@ bench: $(VENV)/.installed
 # the language-model rows on a CUDA GPU in bf16 (with the python that has CUDA torch)
 bench-gpu:
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu.py
+
+# every example with its defaults, its RESULT line into the README's table (several minutes)
+examples-table: $(VENV)/.installed-examples
+	$(PY) benchmarks/examples_table.py
 
 lint: $(VENV)/.installed-test
 	$(PY) -m ruff check .

@@ -3,6 +3,7 @@ from language models to multi-discrete and continuous robot action spaces."""
 
 from ._checks import get_validate_args, set_validate_args
 from ._utils import DiscreteContinuous
+from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution, symexp, symlog
 from .distributions import ContinuousDistribution
 from .embed import Embed
 from .factory import EmbedAndReadout, EmbedReadoutPair, ParameterlessReadout
@@ -16,29 +17,40 @@ __version__ = '0.3.0'
 
 __all__ = [
     'CONTINUOUS_DISTRIBUTIONS',
+    'BinnedDistribution',
+    'CompositeActionDistribution',
     'ContinuousDistribution',
     'DiscreteContinuous',
     'Embed',
     'EmbedAndReadout',
     'EmbedReadoutPair',
+    'HLGaussDistribution',
     'MultiCategorical',
     'MultiCategoricalDistribution',
     'ParameterlessReadout',
     'Readout',
     'ReadoutDistribution',
     'SpaceAdapter',
+    'TwoHotDistribution',
     'get_validate_args',
     'segmented_softmax',
     'set_validate_args',
+    'symexp',
+    'symlog',
 ]
 
 
 def __getattr__(name: str):
-    # SpaceAdapter needs numpy and gymnasium (optional): imported on first use
+    # SpaceAdapter needs numpy and gymnasium, CompositeActionDistribution tensordict
+    # (optional): imported on first use
     if name == 'SpaceAdapter':
         from .spaces import SpaceAdapter
 
         return SpaceAdapter
+    if name == 'CompositeActionDistribution':
+        from .composite import CompositeActionDistribution
+
+        return CompositeActionDistribution
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 

@@ -23,12 +23,14 @@ from ._utils import exclusive_cumsum, exists
 
 
 class TableLayout(NamedTuple):
-    """Row layout of a table: ``[discrete rows][continuous rows][log-var rows]``."""
+    """Row layout of a table: ``[discrete rows][continuous rows][log-var rows][bin rows]``
+    (a binned head: ``num_bins`` rows per continuous dim, dim-major, and no log-var rows)."""
 
     num_discrete: int  # total discrete rows
     group_sizes: tuple[int, ...]  # default groups (cover all discrete rows)
     num_continuous: int
     log_var_rows: bool  # the readout's extra block
+    num_bins: int = 0  # per continuous dim, for a binned head
 
 
 class ParsedConfig(NamedTuple):
@@ -131,7 +133,8 @@ class Selector(nn.Module):
         has_discrete, has_continuous: which modalities the config uses.
         discrete_rows, continuous_rows, readout_rows, continuous_readout_rows,
             continuous_dims: the table rows (or dims) of each kind, a ``slice``
-            where contiguous, else a ``(k,)`` index buffer.
+            where contiguous, else a ``(k,)`` index buffer (a binned head's
+            ``continuous_readout_rows`` are its dims' bin rows, dim-major).
         group_sizes: sizes of its discrete groups (Python ints).
         num_continuous: number of continuous dims it uses.
         squashed: whether its continuous samples are tanh-squashed; ``None``
@@ -156,12 +159,15 @@ class Selector(nn.Module):
         nd, nc = layout.num_discrete, layout.num_continuous
         mean_rows = [nd + d for d in dims]
         log_var_rows = [nd + nc + d for d in dims] if layout.log_var_rows else []
+        nb = layout.num_bins
+        bin_rows = [nd + nc + d * nb + b for d in dims for b in range(nb)]  # binned heads read these instead
 
         self._lists = {}  # the rows of each non-contiguous index, to rebuild it after a move
         self._index('discrete_rows', discrete_rows)
         self._index('continuous_rows', mean_rows)
-        self._index('readout_rows', discrete_rows + mean_rows + log_var_rows)
-        self._index('continuous_readout_rows', mean_rows + log_var_rows)
+        continuous_readout_rows = bin_rows if nb else mean_rows + log_var_rows
+        self._index('readout_rows', discrete_rows + continuous_readout_rows)
+        self._index('continuous_readout_rows', continuous_readout_rows)
         self._index('continuous_dims', dims)
         for name, values in (('group_offsets', exclusive_cumsum(self.group_sizes)), ('group_sizes_t', list(self.group_sizes))):
             self._lists[name] = values

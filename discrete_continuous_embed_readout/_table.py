@@ -72,6 +72,7 @@ class SharedTable(nn.Module):
         eps: float = 1e-6,
         *,
         log_var_rows: bool,
+        num_bins: int = 0,
     ):
         super().__init__()
         if exists(selector) and exists(selectors):
@@ -90,7 +91,7 @@ class SharedTable(nn.Module):
         self.use_parallel_multi_discrete = use_parallel_multi_discrete
         self.return_only_discrete_or_continuous = return_only_discrete_or_continuous
         self.continuous_squashed = False
-        self.layout = TableLayout(sum(group_sizes), group_sizes, num_continuous, log_var_rows and num_continuous > 0)
+        self.layout = TableLayout(sum(group_sizes), group_sizes, num_continuous, log_var_rows and num_continuous > 0, num_bins if num_continuous > 0 else 0)
         self.register_buffer('continuous_mean_std', _check_mean_std(continuous_mean_std, num_continuous))
 
         self.selectors = nn.ModuleList(
@@ -111,10 +112,11 @@ class SharedTable(nn.Module):
     @property
     def num_rows(self) -> int:
         """Rows of the table: discrete rows, one per continuous dim, and (a
-        readout with ``continuous_log_var_embed``) one log-variance row per dim;
-        counted even when there is no table (``dim=None``)."""
-        nd, _, nc, log_var = self.layout
-        return nd + nc + (nc if log_var else 0)
+        readout with ``continuous_log_var_embed``) one log-variance row per dim, or
+        (a binned head) ``num_bins`` rows per dim; counted even when there is no
+        table (``dim=None``)."""
+        nd, _, nc, log_var, nb = self.layout
+        return nd + nc + (nc if log_var else 0) + nc * nb
 
     @property
     def has_discrete(self) -> bool:

@@ -33,7 +33,16 @@ from .policy_distributions import continuous_distribution
 __all__ = ['ContinuousPart', 'head_for', 'rescale_map', 'unit_map']
 
 HALF = (torch.float16, torch.bfloat16)
-IDENTITY = AffineTransform(0.0, 1.0)
+
+
+class _Identity(AffineTransform):
+    """The identity units map, a new one per distribution rather than one shared
+    object: a transform keeps its inverse once asked (a strong reference since torch
+    2.13), and torchrl 0.14, imported later, patches ``Transform.inv`` to read that
+    cache as a weakref, which breaks every transform inverted before the import."""
+
+    def __init__(self):
+        super().__init__(0.0, 1.0)
 
 
 def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None, like: Tensor) -> AffineTransform:
@@ -44,13 +53,13 @@ def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None
         return rescale_map(native_range, rescale_range, 'rescale_range', like)
     if exists(mean_std):
         return AffineTransform(*mean_std)
-    return IDENTITY
+    return _Identity()
 
 
 def rescale_map(native_range, target_range, name: str, like: Tensor) -> AffineTransform:
     """The map from ``native_range`` onto ``target_range`` (numbers or per-dim bounds)."""
     if native_range is None:
-        raise ValueError(f'{name}: the continuous distribution has no native range (an unbounded gaussian); use beta, kumaraswamy or continuous_squashed=True')
+        raise ValueError(f'{name}: the continuous distribution has no native range to rescale (an unbounded gaussian, or a binned head, whose range is min_value / max_value); use beta, kumaraswamy or continuous_squashed=True')
     (lo, hi), (new_lo, new_hi) = native_range, check_bounds(target_range, name, like)
     scale = (new_hi - new_lo) / (hi - lo)
     return AffineTransform(new_lo - lo * scale, scale)
@@ -65,7 +74,7 @@ def _rounding_in_native(user: Tensor, units: AffineTransform) -> Tensor | float:
 def _inside_bounds(sampled: Tensor, head: ContinuousDistribution, units: AffineTransform) -> Tensor:
     """Half precision samples rounded back inside the mapped native range (the
     nearest representable value of a bound may lie outside it)."""
-    if head.default_range is None or units is IDENTITY:
+    if head.default_range is None or isinstance(units, _Identity):
         return sampled
     ulp = torch.finfo(sampled.dtype).eps
     lo, hi = (units(torch.full_like(sampled, b, dtype=torch.float32)) for b in head.default_range)
@@ -98,7 +107,7 @@ def head_for(head: ContinuousDistribution, squashed: bool | None) -> ContinuousD
 
 
 class ContinuousPart:
-    """A head's distribution for ``params`` ``(..., c, 2)`` in the user's units
+    """A head's distribution for ``params`` ``(..., c, p)`` in the user's units
     (``units``); in regression mode (``log_var=False``) a prediction ``(..., c)``.
 
     Computes in float32 for half precision params; samples come back in the
@@ -107,7 +116,7 @@ class ContinuousPart:
 
     def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform, config, name: str):
         self.head, self.units, self.config, self.name = head, units, config, name
-        self.is_identity = units is IDENTITY
+        self.is_identity = isinstance(units, _Identity)
         self.dtype, self.params = params.dtype, upcast(params)
         self.batch_shape = params.shape[:-2] if config.log_var else params.shape[:-1]
         self.num_continuous = params.shape[-2] if config.log_var else params.shape[-1]
@@ -155,7 +164,7 @@ class ContinuousPart:
             return self.units(self.params).to(self.dtype), None  # regression: the prediction itself
         sampled, log_prob, native, head_log_prob = self._draw(_honoured_temperature(self.head, temperature), differentiable, with_log_prob)
         if exists(head_log_prob):  # the value of the re-scored log-prob, the gradient of the head's
-            head_log_prob = head_log_prob - self.units.log_abs_det_jacobian(native, native)
+            head_log_prob = head_log_prob - (0.0 if self.head.discrete_support else self.units.log_abs_det_jacobian(native, native))
             log_prob = head_log_prob + (log_prob - head_log_prob).detach()
         return sampled, log_prob
 
@@ -174,7 +183,7 @@ class ContinuousPart:
             return sampled, None, native, None
         rounding = _rounding_in_native(sampled, units) if sampled.dtype in HALF else 0.0
         rescored, outside = check_support(head, units.inv(upcast(sampled)), name='sampled', to_user=units, rounding=rounding)
-        log_prob = head.log_prob(params, rescored) - units.log_abs_det_jacobian(rescored, native)
+        log_prob = head.log_prob(params, rescored) - (0.0 if head.discrete_support else units.log_abs_det_jacobian(rescored, native))
         return sampled, log_prob if outside is None else log_prob.masked_fill(outside, float('-inf')), native, head_log_prob
 
     def values(self, values, name: str) -> Tensor:
@@ -193,7 +202,7 @@ class ContinuousPart:
         rounding = _rounding_in_native(values, self.units) if values.dtype in HALF else 0.0
         native, outside = check_support(self.head, self.units.inv(upcast(values)), name=name, to_user=self.units,
                                         soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)  # fmt: skip
-        log_prob = self.head.log_prob(self.params, native) - self.units.log_abs_det_jacobian(native, native)
+        log_prob = self.head.log_prob(self.params, native) - self._log_jacobian(native)
         return log_prob if outside is None else log_prob.masked_fill(outside, float('-inf'))
 
     def entropy(self, num_samples: int | None = None) -> Tensor:
@@ -208,7 +217,13 @@ class ContinuousPart:
             raise ValueError(f'squashed_entropy_samples must be a positive int, got {num_samples!r}')
         else:
             entropy = self.head.entropy_estimate(self.params, num_samples)
-        return entropy + self.units.log_abs_det_jacobian(entropy, entropy)
+        return entropy + self._log_jacobian(entropy)
+
+    def _log_jacobian(self, like: Tensor) -> Tensor | float:
+        """``log |d user / d native|`` per dim, which densities in the user's units
+        subtract and entropies add; 0 for a binned head (probability masses; the
+        acting path inlines this, see ``benchmarks/trace_route.py``)."""
+        return 0.0 if self.head.discrete_support else self.units.log_abs_det_jacobian(like, like)
 
     def kl_div(self, other: ContinuousPart) -> Tensor:
         """KL(self || other) per dim (invariant under the shared units map)."""
@@ -218,8 +233,11 @@ class ContinuousPart:
         return self.head.kl_div(self.params, other.params)
 
     def loss(self, targets) -> Tensor:
-        """Per-entry loss ``(..., c)``: the negative log-density, or in regression
-        mode the regression loss in native (normalised) units."""
+        """Per-entry loss ``(..., c)``: the negative log-density (a binned head: the
+        cross entropy against the target's bins), or in regression mode the
+        regression loss in native (normalised) units."""
+        if self.config.log_var and self.head.discrete_support:
+            return self.head.loss(self.params, self.units.inv(upcast(self.values(targets, 'targets'))))
         if self.config.log_var:
             return -self.log_prob(targets, 'targets')
         return regression_loss(self.params, self.units.inv(self.values(targets, 'targets')), self.config.regression_loss_type)

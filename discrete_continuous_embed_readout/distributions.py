@@ -61,7 +61,14 @@ class ContinuousDistribution(nn.Module):
 
     Args:
         eps: numerical floor.
+
+    Attributes:
+        discrete_support: whether the head is a categorical over fixed values (the
+            binned heads): its log-probs and entropies are of probability masses,
+            which a change of units does not rescale.
     """
+
+    discrete_support = False
 
     def __init__(self, eps: float = 1e-6):
         super().__init__()
@@ -154,6 +161,19 @@ class ContinuousDistribution(nn.Module):
             ``(..., c)``.
         """
         return kl_divergence(self.dist(params_true), self.dist(params_pred))
+
+    def loss(self, params: Tensor, value: Tensor) -> Tensor:
+        """The training loss of ``value`` in native units: the negative log-density
+        here (the binned heads: a cross entropy against the value's target bins).
+
+        Args:
+            params: ``(..., c, 2)``.
+            value: ``(..., c)``.
+
+        Returns:
+            ``(..., c)``.
+        """
+        return -self.log_prob(params, value)
 
     def mode(self, params: Tensor) -> Tensor:
         """The most likely value (what ``temperature=0`` samples), clipped.

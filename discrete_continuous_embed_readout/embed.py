@@ -5,14 +5,19 @@
 from __future__ import annotations
 
 import torch
+from einops import einsum, rearrange
 from torch import Tensor
 
 from ._checks import check_finite, check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, describe, typecheck
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair, take
+from .binned import BinnedDistribution
+from .heads import CONTINUOUS_DISTRIBUTIONS, build_continuous_dist, table_bins
 
 __all__ = ['Embed']
+
+BINNED = {name for name, cls in CONTINUOUS_DISTRIBUTIONS.items() if issubclass(cls, BinnedDistribution)}
 
 
 class Embed(SharedTable):
@@ -32,11 +37,15 @@ class Embed(SharedTable):
         use_parallel_multi_discrete: accepted for symmetry with Readout.
         return_only_discrete_or_continuous: with only one modality, return the
             bare tensor rather than a pair.
-        continuous_dist_type: a Readout argument, accepted and ignored so that
-            ``EmbedAndReadout`` can pass one set of arguments to both.
-        continuous_dist_kwargs: ignored, as ``continuous_dist_type``.
-        continuous_squashed: ignored, as ``continuous_dist_type``.
-        regression_loss_type: ignored, as ``continuous_dist_type``.
+        continuous_dist_type: a Readout argument, accepted so that
+            ``EmbedAndReadout`` can pass one set of arguments to both; only a
+            binned head (``'two_hot'``, ``'hl_gauss'``) changes the Embed: a value
+            is then embedded as its target weights over the bins times the bin
+            rows (``continuous_dist_kwargs`` give the bins).
+        continuous_dist_kwargs: the head's options, as ``continuous_dist_type`` (the
+            bins of a binned head).
+        continuous_squashed: a Readout argument, accepted and ignored.
+        regression_loss_type: a Readout argument, accepted and ignored.
         eps: floor of the std.
         auto_append_discrete_set_dim: single-group ids come without a trailing
             group axis (default: true iff there is exactly one group).
@@ -70,11 +79,15 @@ class Embed(SharedTable):
         eps: float = 1e-6,
         auto_append_discrete_set_dim: bool | None = None,
     ):
+        bins = None  # a binned head's bins: a value is embedded as its target weights times the bin rows
+        if num_continuous > 0 and continuous_dist_type in BINNED:
+            bins = build_continuous_dist(continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed, True, regression_loss_type, eps)
         super().__init__(
             dim, num_discrete, num_continuous, selector, selectors, continuous_log_var_embed,
             continuous_mean_std, use_parallel_multi_discrete, return_only_discrete_or_continuous, eps,
-            log_var_rows=False,
+            log_var_rows=False, num_bins=table_bins(bins),
         )  # fmt: skip
+        self.continuous_bins = bins
         if not exists(self.dim):
             raise ValueError(f'Embed needs a table: dim must be a positive int, got {dim!r}')
         self.auto_append_discrete_set_dim = auto_append_discrete_set_dim
@@ -186,11 +199,21 @@ class Embed(SharedTable):
             if not self.can_norm_continuous:
                 raise ValueError('normalize_continuous=True needs continuous_mean_std at construction')
             values = self.normalize(values, selector)
+        if exists(self.continuous_bins):
+            return self._embed_binned(values, selector, sum_dims)
         rows = take(self.embeddings.weight, selector.continuous_rows)  # (c, d)
         values = values.to(rows.dtype)
         if sum_dims:
             return values @ rows  # (..., d)
         return values.unsqueeze(-1) * rows  # (..., c, d)
+
+    def _embed_binned(self, values: Tensor, selector: Selector, sum_dims: bool) -> Tensor:
+        """Each value as its target weights over its dim's bins times the bin rows:
+        the soft embedding of the bins the readout's loss trains towards."""
+        rows = take(self.embeddings.weight, selector.continuous_readout_rows)  # (c * b, d)
+        rows = rearrange(rows, '(c b) d -> c b d', b=self.layout.num_bins)
+        weights = self.continuous_bins.target_probs(values.float()).to(rows.dtype)  # (..., c, b)
+        return einsum(weights, rows, '... c b, c b d -> ... d' if sum_dims else '... c b, c b d -> ... c d')
 
     def _combine(self, d_embed, c_embed, concat, sum_sets, sum_dims, sum_both, return_only):
         if concat and (not exists(c_embed) or not exists(d_embed)):  # the token axis stays: (..., t, d)

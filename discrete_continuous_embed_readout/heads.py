@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution
 from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
 from .unit_interval import BetaDistribution, KumaraswamyDistribution
 
-__all__ = ['CONTINUOUS_DISTRIBUTIONS', 'build_continuous_dist']
+__all__ = ['CONTINUOUS_DISTRIBUTIONS', 'build_continuous_dist', 'table_bins']
 
 CONTINUOUS_DISTRIBUTIONS: dict[str, type[ContinuousDistribution]] = {
     'gaussian': Gaussian,
     'beta': BetaDistribution,
     'kumaraswamy': KumaraswamyDistribution,
+    'two_hot': TwoHotDistribution,
+    'hl_gauss': HLGaussDistribution,
 }
 """Continuous heads by name: ``Readout(..., continuous_dist_type=name)`` builds
 ``CONTINUOUS_DISTRIBUTIONS[name](**continuous_dist_kwargs, eps=eps)`` (with
@@ -30,7 +33,8 @@ def build_continuous_dist(dist_type, dist_kwargs, squashed, log_var, regression_
             raise ValueError(f"continuous_squashed=True needs continuous_dist_type='gaussian', got {dist_type!r}")
         cls = SquashedGaussian
     if not log_var and (cls is not Gaussian):
-        raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}')
+        binned = ' (a binned head reads out logits over bins: leave continuous_log_var_embed at True)' if issubclass(cls, BinnedDistribution) else ''
+        raise ValueError(f'continuous_log_var_embed=False (regression) predicts a plain mean: it needs an unsquashed gaussian, got {dist_type!r}{" squashed" if squashed else ""}{binned}')
     _check_options(regression_loss_type, dist_kwargs)
     try:
         return cls(**dist_kwargs, eps=eps)
@@ -43,3 +47,8 @@ def _check_options(regression_loss_type, dist_kwargs) -> None:
         raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
     if not isinstance(dist_kwargs, dict):
         raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
+
+
+def table_bins(head: ContinuousDistribution | None) -> int:
+    """Rows per continuous dim a head's bins take in the table (0: not a binned head)."""
+    return head.num_bins if isinstance(head, BinnedDistribution) else 0

@@ -140,10 +140,32 @@ class PartTransformed(_FollowsPart, TransformedDistribution):
         return self._part.entropy()
 
 
+class _PartBinned(_FollowsPart, Distribution):
+    """A binned head's categorical over bin values, in the user's units: sampled,
+    scored (the nearest bin's log-probability) and with a mode (the decoded value)
+    as the part does."""
+
+    has_rsample = False
+    arg_constraints = {}
+
+    def __init__(self, part):
+        Distribution.__init__(self, batch_shape=part.params.shape[:-1], validate_args=False)
+        self._follow(part)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.mode
+
+    def entropy(self) -> Tensor:
+        return self._part.entropy()
+
+
 def continuous_distribution(part) -> Distribution:
     """``Independent`` over the ``c`` dims of a continuous part's distribution, in
     the user's units (the part's ``units``, an ``AffineTransform``)."""
     head, params, units = part.head, part.params, part.units
+    if head.discrete_support:
+        return Independent(_PartBinned(part), 1)
     if type(head) is Gaussian:  # an affine map of a normal is a normal
         return Independent(part.user_normal(), 1)
     unit_transforms = [] if part.is_identity else [units]

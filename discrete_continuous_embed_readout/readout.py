@@ -31,7 +31,7 @@ from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take
 from .distributions import Gaussian, SquashedGaussian
-from .heads import build_continuous_dist
+from .heads import build_continuous_dist, table_bins
 from .readout_distribution import DistConfig, ReadoutDistribution
 
 __all__ = ['NoTableError', 'Readout']
@@ -112,10 +112,15 @@ class Readout(ReadoutCompat, SharedTable):
                  regression_loss_type: str = 'mse', eps: float = 1e-6, return_one_discrete_logits: bool | None = None,
                  auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True,
                  label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None, unimix: float = 0.0):  # fmt: skip
+        head = None  # built first: a binned head's bins are rows of the table
+        if num_continuous > 0:
+            head = build_continuous_dist(continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed,
+                                         continuous_log_var_embed, regression_loss_type, eps)  # fmt: skip
         super().__init__(
             dim=dim, num_discrete=num_discrete, num_continuous=num_continuous, selector=selector, selectors=selectors,
             continuous_mean_std=continuous_mean_std, use_parallel_multi_discrete=use_parallel_multi_discrete,
-            return_only_discrete_or_continuous=return_only_discrete_or_continuous, eps=eps, log_var_rows=continuous_log_var_embed,
+            return_only_discrete_or_continuous=return_only_discrete_or_continuous, eps=eps,
+            log_var_rows=continuous_log_var_embed and not table_bins(head), num_bins=table_bins(head),
         )  # fmt: skip
         if exists(ignore_index) and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
             raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r}')
@@ -128,12 +133,7 @@ class Readout(ReadoutCompat, SharedTable):
         self.fused_cross_entropy = fused_cross_entropy
         self.label_smoothing, self.z_loss_weight, self.logit_softcap = check_loss_options(label_smoothing, z_loss_weight, logit_softcap)
         self.unimix = check_unit_fraction(unimix, 'unimix')
-        self.continuous_dist = None
-        if self.has_continuous:
-            self.continuous_dist = build_continuous_dist(
-                continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed,
-                continuous_log_var_embed, regression_loss_type, eps,
-            )  # fmt: skip
+        self.continuous_dist = head
 
     # forward: embeddings -> logits / params, or -> loss
 
@@ -199,7 +199,10 @@ class Readout(ReadoutCompat, SharedTable):
         return DiscreteContinuous(groups, self._as_params(out[..., num_d:]) if selector.has_continuous else None)
 
     def _as_params(self, flat: Tensor) -> Tensor:
-        """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``; regression stays ``(..., c)``."""
+        """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``, a binned head's
+        ``(..., c b)`` bin logits as ``(..., c, b)``; regression stays ``(..., c)``."""
+        if self.layout.num_bins:
+            return rearrange(flat, '... (c b) -> ... c b', b=self.layout.num_bins)
         return rearrange(flat, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else flat
 
     def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False, *, action_mask=None):
@@ -412,7 +415,7 @@ class Readout(ReadoutCompat, SharedTable):
         true = self._dist(dist_true, selector_index, selector_config, action_mask, None, 'dist_true')
         return true.kl_div(self._dist(dist_pred, selector_index, selector_config, action_mask, None, 'dist_pred'), concat=concat)
 
-    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None):
+    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None, composite: bool = False):
         """``torch.distributions`` views of ``dist_params`` (see
         ``ReadoutDistribution.get_dist``), e.g. for tensordict's
         ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
@@ -423,10 +426,19 @@ class Readout(ReadoutCompat, SharedTable):
             selector_index: a registered selector (see the class docstring).
             selector_config: a selector config for this call only.
             rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
+            composite: for a mixed readout, one ``CompositeActionDistribution`` (TorchRL's
+                composite interface; needs tensordict) instead of the pair.
 
         Returns:
-            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair of them.
+            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair
+            of them, or with ``composite`` a ``CompositeActionDistribution``.
         """
+        if composite:
+            from .composite import CompositeActionDistribution  # tensordict is optional
+
+            logits, params = dist_params if isinstance(dist_params, tuple) and len(dist_params) == 2 else (dist_params, None)
+            return CompositeActionDistribution(logits, params, readout=self, action_mask=action_mask, rescale_range=rescale_range,
+                                               selector_index=selector_index, selector_config=selector_config)  # fmt: skip
         return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params').get_dist()
 
 

@@ -51,6 +51,7 @@ class DistConfig(NamedTuple):
     eps: float
     loss_options: LossOptions = NO_OPTIONS
     unimix: float = 0.0
+    num_params: int = 2  # per continuous dim: (mean, log-var), a binned head's bins, or 0 in regression
 
     @classmethod
     def of(cls, readout) -> DistConfig:
@@ -59,6 +60,7 @@ class DistConfig(NamedTuple):
             readout.continuous_dist, readout.continuous_log_var_embed, readout.regression_loss_type, readout.ignore_index,
             readout.use_parallel_multi_discrete, readout.auto_squeeze_single_output, readout.return_only_discrete_or_continuous,
             readout.continuous_mean_std, readout.eps, LossOptions(readout.label_smoothing, readout.z_loss_weight, readout.logit_softcap), readout.unimix,
+            readout.layout.num_bins or (2 if readout.continuous_log_var_embed else 0),
         )  # fmt: skip
 
 
@@ -111,7 +113,7 @@ class ReadoutDistribution:
             self.groups = tuple(unimix_logits(g, config.unimix) for g in self.groups)
         self._categorical = self._continuous = self._build_continuous = None
         if exists(continuous):
-            params = continuous_params(continuous, default(num_continuous, selector.num_continuous), 2 if config.log_var else 0, f'{name} continuous params')
+            params = continuous_params(continuous, default(num_continuous, selector.num_continuous), config.num_params, f'{name} continuous params')
             self._build_continuous = partial(ContinuousPart.build, params, config, selector, rescale_range, name)
         parts = (exists(self.groups), exists(self._build_continuous))
         self._pack_parts = DiscreteContinuous if self.mixed and (all(parts) or not config.return_only) else default

@@ -51,10 +51,13 @@ Run:
 It prints, per robot, held-out metrics of the deterministic actions (``readout.mode``)
 before and after training: the loss, the accuracy of each discrete group against the
 expert, and the RMSE of each continuous action against the expert's noise-free one (next
-to the RMSE of repeating the previous action). ``main`` returns the same numbers.
+to the RMSE of repeating the previous action). ``main`` returns the same numbers; the last
+line, ``RESULT {...}``, has the accuracies and the largest RMSE of each robot before and after
+training as JSON, for ``benchmarks/examples_table.py``.
 """
 
 import argparse
+import json
 
 import torch
 from torch import nn
@@ -240,7 +243,24 @@ def run(args):
     print('held-out metrics of the deterministic actions (readout.mode), initial -> final')
     print(f'(RMSE against the noise-free expert; in brackets: repeating the previous action; demo noise {args.demo_noise})')
     report(initial, final, val_data)
-    return dict(initial=initial, final=final)
+    result = result_line(initial, final)
+    print('RESULT ' + json.dumps(result))
+    return dict(initial=initial, final=final, result=result)
+
+
+def result_line(initial, final):
+    """The headline numbers: every discrete group's accuracy, and each robot's worst continuous RMSE."""
+    groups = [(robot, group) for robot, names in zip(ROBOTS, GROUP_NAMES) for group in names]
+    worst_rmse = ', '.join(
+        f'{robot} {max(initial[robot]["rmse"].values()):.2f} → {max(final[robot]["rmse"].values()):.3f}' for robot in ROBOTS
+    )
+    return dict(
+        metric='held-out accuracy, % (' + ' / '.join(f'{robot} {group}' for robot, group in groups) + ')',
+        before=[100 * initial[robot]['accuracy'][group] for robot, group in groups],
+        after=[100 * final[robot]['accuracy'][group] for robot, group in groups],
+        digits=1,
+        context=f'largest continuous RMSE: {worst_rmse}',
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -28,12 +28,14 @@ Then a line per evaluation during training (environment steps, mean return of re
 episodes, greedy return over 20 other courses), a sparkline of the training returns, the table again
 with the trained greedy policy, what it does at six gap widths, and its fraction of the optimal
 return. The default run takes about 20-40 s on 2 CPU cores (it reaches about 99% of the optimal
-return and finishes every course).
+return and finishes every course). The last line, `RESULT {...}`, is the greedy return before and
+after training with the references as JSON, for `benchmarks/examples_table.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -158,7 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--eval-every', type=int, default=10, help='iterations between evaluations')
     parser.add_argument('--eval-episodes', type=int, default=100, help='courses in the first and final evaluations')
     parser.add_argument('--threads', type=int, default=1, help='torch threads (1 is fastest for such small nets)')
-    parser.add_argument('--quiet', action='store_true', help='no progress bar and no printing')
+    parser.add_argument('--quiet', action='store_true', help='no progress bar and no printing but the final RESULT line')
     return parser.parse_args(argv)
 
 
@@ -340,9 +342,23 @@ def run(args: argparse.Namespace) -> dict:
         f'trained greedy return {final["return"]:.2f} = {final["return"] / optimal["return"]:.0%} of optimal, '
         f'courses finished {final["success_rate"]:.0%}; {seconds:.1f} s'
     )
-    metrics = {'eval_return': final['return'], 'success_rate': final['success_rate'], 'best_move_rate': final['best_move_rate']}
-    for name, result in (('initial', initial), ('random', uniform), ('optimal', optimal)):
-        metrics.update({f'{name}_{key}': value for key, value in result.items()})
+    result = dict(
+        metric=f'greedy return, {args.eval_episodes} courses',
+        before=initial['return'],
+        after=final['return'],
+        digits=2,
+        context=(f'{final["return"] / optimal["return"]:.0%} of the optimum {optimal["return"]:.2f}, random policy '
+                 f'{uniform["return"]:.2f}; {final["success_rate"]:.0%} of courses finished'),
+    )  # fmt: skip
+    print('RESULT ' + json.dumps(result))
+    metrics = {
+        'result': result,
+        'eval_return': final['return'],
+        'success_rate': final['success_rate'],
+        'best_move_rate': final['best_move_rate'],
+    }
+    for name, scores in (('initial', initial), ('random', uniform), ('optimal', optimal)):
+        metrics.update({f'{name}_{key}': value for key, value in scores.items()})
     metrics.update(curve=curve, seconds=seconds, episodes=len(tracker['finished']), actions_in_space=bool(tracker['in_space']))
     return metrics
 

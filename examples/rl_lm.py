@@ -16,7 +16,8 @@ within each group (GRPO). The update maximises the clipped ratio objective
   gives the per-token KL to the reference,
 
 neither ever holding the ``(tokens, vocab)`` logits. It prints the mean reward before and
-after, and the KL to the reference.
+after, and the KL to the reference; the last line, ``RESULT {...}``, has them as JSON, for
+``benchmarks/examples_table.py``.
 
     python examples/rl_lm.py             # about 30 s on 2 CPU cores
     python examples/rl_lm.py --help
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -57,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--depth', type=int, default=2)
     parser.add_argument('--heads', type=int, default=2)
     parser.add_argument('--context', type=int, default=48)
-    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads')
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (more only help on an otherwise idle machine)')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args(argv)
 
@@ -127,7 +129,15 @@ def evaluate(model: CharLM, prompts: Tensor, args, target: int, seed: int) -> fl
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's setting (e.g. a test process) as it was
+
+
+def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -161,7 +171,15 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - started
     print(f'mean reward before -> after: {before:.3f} -> {after:.3f}; KL to the reference {stats["kl"]:.3f} nats/token, entropy {stats["entropy"]:.3f}')
     print(f'done in {seconds:.1f} s')
-    return dict(reward_before=before, reward_after=after, kl=stats['kl'], entropy=stats['entropy'], seconds=seconds)
+    result = dict(
+        metric=f'mean reward: fraction of {args.target!r} in sampled continuations',
+        before=before,
+        after=after,
+        digits=3,
+        context=f'KL to the starting model {stats["kl"]:.2f} nats/token',
+    )
+    print('RESULT ' + json.dumps(result))
+    return dict(result=result, reward_before=before, reward_after=after, kl=stats['kl'], entropy=stats['entropy'], seconds=seconds)
 
 
 if __name__ == '__main__':

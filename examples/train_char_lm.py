@@ -13,10 +13,13 @@ public domain, CC0); its last 10% is held out for validation and the vocabulary 
 of characters in the file. The script shows a progress bar over the training steps with the
 running training loss, prints the validation loss (nats per character) before training,
 every ``--eval-every`` steps and at the end, then the uniform baseline ln(V) next to the
-final validation loss, and finally a sample generated from ``--prompt``.
+final validation loss, a sample generated from ``--prompt``, and last a ``RESULT {...}``
+line: the validation loss before and after training as JSON, for
+``benchmarks/examples_table.py``.
 """
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -51,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--temperature', type=float, default=0.8)
     parser.add_argument('--top-k', type=int, default=10, help='sample only among the k most likely characters')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--threads', type=int, default=1, help='torch CPU threads (more only help on an otherwise idle machine)')
     return parser.parse_args(argv)
 
 
@@ -184,6 +188,15 @@ def generate(model: CharLM, prompt: Tensor, length: int, context: int, temperatu
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's setting (e.g. a test process) as it was
+
+
+def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     torch.manual_seed(args.seed)
     generator = torch.Generator().manual_seed(args.seed)
@@ -214,7 +227,16 @@ def main(argv: list[str] | None = None) -> dict:
 
     seconds = time.perf_counter() - started
     print(f'done in {seconds:.1f} s')
+    result = dict(
+        metric='validation loss, nats/char',
+        before=initial,
+        after=final,
+        digits=2,
+        context=f'uniform baseline ln {len(vocab)} = {uniform:.2f}',
+    )
+    print('RESULT ' + json.dumps(result))
     return dict(
+        result=result,
         uniform_loss=uniform,
         initial_val_loss=initial,
         final_val_loss=final,

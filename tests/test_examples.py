@@ -1,23 +1,79 @@
 """The examples under ``examples/`` run with small settings (seconds each) and do what
 they show: the models learn, the RL policies act inside their action spaces, the
-runs are reproducible from their seed."""
+runs are reproducible from their seed, and each ends with a ``RESULT {...}`` line that
+``benchmarks/examples_table.py`` (the README's examples table) can read."""
 
+import contextlib
+import io
 import math
 
 import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
-from helpers import load_example
+from helpers import load_benchmark, load_example
 
 from discrete_continuous_embed_readout import SpaceAdapter
+
+table = load_benchmark('examples_table')
+
+
+def run_example(name: str, flags: list[str]) -> tuple[dict, dict]:
+    """``main(flags)`` of an example, and its RESULT line as the table script reads it."""
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        metrics = load_example(name).main(flags)
+    result = table.parse_result(output.getvalue())
+    assert result == metrics['result']  # the printed line holds what main returns
+    return metrics, result
+
+
+# the RESULT line and the table script
+
+
+def test_result_line_is_the_last_one_and_is_checked():
+    output = (
+        'RESULT {"metric": "old", "before": 1, "after": 2, "digits": 0}\n'
+        'step 3\n'
+        'RESULT {"metric": "loss", "before": [2.5, 1], "after": [-0.25, 0.5], "digits": 2}\n'
+    )
+    result = table.parse_result(output)
+    assert result['metric'] == 'loss'
+    assert table.show(result['before'], 2) == '2.50 / 1.00' and table.show(result['after'], 2) == '−0.25 / 0.50'
+    with pytest.raises(ValueError, match='no line starting with "RESULT "'):
+        table.parse_result('loss 0.5\n')
+    with pytest.raises(ValueError, match="lacks \\['digits'\\]"):
+        table.parse_result('RESULT {"metric": "m", "before": 1, "after": 2}')
+    with pytest.raises(ValueError, match='differ in shape'):
+        table.parse_result('RESULT {"metric": "m", "before": [1, 2], "after": 2, "digits": 1}')
+
+
+def test_the_table_script_lists_every_example():
+    scripts = {path.name for path in (table.ROOT / 'examples').glob('*.py')} - {'ppo_utils.py'}
+    assert {example.file for example in table.EXAMPLES} == scripts
+
+
+# quickstart.py: three tiny models through one table each
+
+
+def test_quickstart_losses_fall_and_threads_are_restored():
+    threads = torch.get_num_threads()
+    metrics, result = run_example('quickstart', ['--steps', '30', '--threads', '1'])
+    assert torch.get_num_threads() == threads  # the caller's setting, as it was
+    assert list(metrics['losses']) == ['discrete', 'multi-discrete', 'mixed']
+    for first, last in metrics['losses'].values():
+        assert last < first - 0.1
+    assert result['before'] == [first for first, _ in metrics['losses'].values()]
+
 
 # cross_embodiment.py: two robots through their own selectors
 
 
 def test_cross_embodiment_both_robots_learn():
     flags = ['--steps', '400', '--num-train', '2048', '--num-val', '512']
-    metrics = load_example('cross_embodiment').main(flags)
+    metrics, result = run_example('cross_embodiment', flags)
+    assert result['after'] == [100 * metrics['final'][robot]['accuracy'][group] for robot, group in
+                               [('arm', 'gripper'), ('rover', 'scoop'), ('rover', 'drive')]]  # fmt: skip
 
     assert set(metrics['final']) == {'arm', 'rover'}
     for robot in ('arm', 'rover'):
@@ -45,7 +101,8 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 def test_gaussian_forecast_learns_and_plots(tmp_path):
     plot = tmp_path / 'forecast.png'
     flags = ['--steps', '150', '--num-train', '256', '--num-val', '64', '--seq-len', '48', '--hidden', '32', '--plot', str(plot)]
-    metrics = load_example('gaussian_forecast').main(flags)
+    metrics, result = run_example('gaussian_forecast', flags)
+    assert (result['before'], result['after']) == (metrics['initial_nll'], metrics['final_nll'])
 
     # the untrained model predicts about the marginal gaussian; training must beat it and persistence
     assert math.isfinite(metrics['initial_nll']) and math.isfinite(metrics['final_nll'])
@@ -77,7 +134,7 @@ HYBRID_TINY = ['--total-steps', '2048', '--num-envs', '8', '--rollout-steps', '3
 
 @pytest.fixture(scope='module')
 def hybrid_metrics():
-    return hybrid.main(HYBRID_TINY)
+    return run_example('hybrid_actions', HYBRID_TINY)[0]
 
 
 def env_at_gap(gap: float):
@@ -168,6 +225,31 @@ def test_hybrid_actions_tiny_run_learns_and_acts_inside_the_space(hybrid_metrics
     # 8 PPO iterations already land several jumps per course (about 2.5-3.5 over seeds 0-3)
     assert metrics['eval_return'] > metrics['random_return'] + 1.5
     assert metrics['eval_return'] <= metrics['optimal_return'] + 1e-9
+    assert (metrics['result']['before'], metrics['result']['after']) == (metrics['initial_return'], metrics['eval_return'])
+
+
+# hybrid_actions_torchrl.py: the same task with TorchRL's ClipPPOLoss and a CompositeActionDistribution
+
+
+def test_hybrid_actions_torchrl_tiny_run_learns_like_the_plain_example():
+    pytest.importorskip('torchrl')
+    metrics, result = run_example('hybrid_actions_torchrl', HYBRID_TINY)
+    assert (result['before'], result['after']) == (metrics['initial_return'], metrics['eval_return'])
+    assert metrics['actions_in_space']
+    assert all(math.isfinite(value) for value in metrics.values() if isinstance(value, float))
+    assert len(metrics['curve']) == 2048 // (8 * 32) and 'eval_return' in metrics['curve'][-1]
+    assert metrics['random_return'] < 0.5 and metrics['initial_return'] < 0.5
+    # as hybrid_actions.py's tiny run: several jumps per course already (about 2.5-3 over seeds 0-2)
+    assert metrics['eval_return'] > metrics['random_return'] + 1.5
+    assert metrics['eval_return'] <= metrics['optimal_return'] + 1e-9
+
+
+def test_hybrid_actions_torchrl_scores_every_speed_with_torchrls_actor():
+    pytest.importorskip('torchrl')
+    flags = ['--total-steps', '512', '--num-envs', '8', '--rollout-steps', '32', '--eval-episodes', '5', '--quiet', '--score-every-speed']
+    metrics, result = run_example('hybrid_actions_torchrl', flags)
+    assert metrics['actions_in_space'] and math.isfinite(metrics['eval_return'])
+    assert len(metrics['curve']) == 2 and 'every speed, ProbabilisticActor' in result['context']
 
 
 # rl_cartpole.py: a short PPO run with the discrete readout as policy head
@@ -177,7 +259,8 @@ CARTPOLE_TINY = ['--quiet', '--seed', '0', '--total-steps', '8192', '--eval-epis
 
 
 def test_rl_cartpole_learns_in_a_short_run():
-    metrics = load_example('rl_cartpole').main(CARTPOLE_TINY)
+    metrics, result = run_example('rl_cartpole', CARTPOLE_TINY)
+    assert (result['before'], result['after']) == (metrics['initial_eval_return'], metrics['eval_return'])
 
     assert set(metrics) >= {'eval_return', 'initial_eval_return', 'curve', 'seconds'}
     # CartPole pays 1 per step and stops at 500 steps
@@ -209,7 +292,8 @@ WORST_RETURN = -200 * (math.pi**2 + 0.1 * 64 + 0.001 * 4)
 
 def test_rl_pendulum_runs_and_acts_within_bounds():
     flags = ['--quiet', '--seed', '0', '--total-steps', '4096', '--num-envs', '8', '--eval-episodes', '3', '--eval-every', '1']
-    metrics = load_example('rl_pendulum').main(flags)
+    metrics, result = run_example('rl_pendulum', flags)
+    assert (result['before'], result['after']) == (metrics['initial_eval_return'], metrics['eval_return'])
 
     assert set(metrics) >= {'eval_return', 'initial_eval_return', 'curve', 'seconds'}
     for key in ('eval_return', 'initial_eval_return'):
@@ -239,7 +323,8 @@ CHAR_LM_TINY = ['--dim', '32', '--depth', '1', '--heads', '2', '--context', '32'
 
 def test_train_char_lm_learns_and_samples():
     example = load_example('train_char_lm')
-    metrics = example.main(CHAR_LM_TINY)
+    metrics, result = run_example('train_char_lm', CHAR_LM_TINY)
+    assert (result['before'], result['after']) == (metrics['initial_val_loss'], metrics['final_val_loss'])
 
     vocab = metrics['vocab']
     assert metrics['uniform_loss'] == math.log(len(vocab))
@@ -264,7 +349,23 @@ RL_LM_TINY = ['--pretrain-steps', '20', '--rounds', '4', '--prompts', '2', '--gr
 
 
 def test_rl_lm_runs_grpo_with_per_token_log_probs_and_a_kl_to_the_reference():
-    metrics = load_example('rl_lm').main(RL_LM_TINY)
+    metrics, result = run_example('rl_lm', RL_LM_TINY)
+    assert (result['before'], result['after']) == (metrics['reward_before'], metrics['reward_after'])
     assert 0.0 <= metrics['reward_before'] <= 1.0 and 0.0 <= metrics['reward_after'] <= 1.0
     assert metrics['kl'] >= 0.0 and metrics['kl'] < 1.0  # the policy moved, not far from the reference
     assert 0.0 < metrics['entropy'] <= math.log(71) + 1e-4  # at most the uniform entropy over the vocabulary
+
+
+# distributional_regression.py: four heads on the same data
+
+
+def test_distributional_regression_trains_every_head_and_the_binned_ones_resist_outliers():
+    metrics, result = run_example('distributional_regression', ['--steps', '300', '--num-train', '4000', '--quiet'])
+    results = {noise: metrics[noise] for noise in ('gaussian', 'student-t')}
+    for noise, by_head in results.items():
+        assert set(by_head) == {'mse', 'gaussian', 'two_hot', 'hl_gauss'}
+        for head, r in by_head.items():
+            assert r['mae'] < r['mae_before'] / 2.5, (noise, head)
+    heavy = results['student-t']
+    assert heavy['hl_gauss']['mae'] <= min(heavy['mse']['mae'], heavy['gaussian']['mae'])
+    assert result['after'] == [round(r['mae'], 2) for r in heavy.values()]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -54,6 +55,7 @@ MODALITIES = {
 }
 
 EXAMPLES = Path(__file__).resolve().parents[2] / 'examples'
+BENCHMARKS = Path(__file__).resolve().parents[2] / 'benchmarks'
 README = Path(__file__).resolve().parents[2] / 'README.md'
 
 
@@ -86,8 +88,18 @@ def discrete_readout(sizes, parallel: bool = True, **kwargs) -> ParameterlessRea
 
 def load_example(name: str):
     """Import ``examples/<name>.py`` as a module (``examples/`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(f'example_{name}', EXAMPLES / f'{name}.py')
+    return _load_file(EXAMPLES / f'{name}.py', f'example_{name}')
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (``benchmarks/`` is not a package either)."""
+    return _load_file(BENCHMARKS / f'{name}.py', f'benchmark_{name}')
+
+
+def _load_file(path: Path, module_name: str):
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -226,6 +238,30 @@ def one_hots(ids: torch.Tensor, sizes) -> torch.Tensor:
 def argmax_ids(weights: torch.Tensor, sizes) -> torch.Tensor:
     """Concatenated per-group weights ``(..., sum n_g)`` -> the argmax id of each group ``(..., g)``."""
     return torch.stack([w.argmax(-1) for w in weights.split(list(sizes), dim=-1)], dim=-1)
+
+
+def symlog64(x: torch.Tensor) -> torch.Tensor:
+    """DreamerV3's symlog in float64: sign(x) ln(1 + |x|)."""
+    x = x.double()
+    return torch.where(x < 0, -torch.log(1 - x), torch.log(1 + x))
+
+
+def two_hot_reference(values: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """Two-hot weights as the triangular kernel ``max(0, 1 - |y - c_i| / step)``
+    over even bin centres (float64), ``y`` clamped to the end centres."""
+    centers = centers.double()
+    y = values.double().clamp(centers[0], centers[-1]).unsqueeze(-1)
+    step = centers[1] - centers[0]
+    return (1 - (y - centers).abs() / step).clamp(min=0)
+
+
+def hl_gauss_reference(values: torch.Tensor, edges: torch.Tensor, sigma: float) -> torch.Tensor:
+    """HL-Gauss target: the mass of N(y, sigma^2) in each bin, renormalised to
+    the edges, from the normal CDF (``torch.special.ndtr``) in float64."""
+    edges = edges.double()
+    y = values.double().clamp(edges[0], edges[-1]).unsqueeze(-1)
+    cdf = torch.special.ndtr((edges - y) / sigma)
+    return (cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])
 
 
 # --------------------------------------------------------------------------- assertions

@@ -1,0 +1,358 @@
+"""Distributional regression heads: each continuous dim read out as logits over
+``num_bins`` fixed values (bins), as value heads in DreamerV3 (two-hot, bins even
+in symlog space) and in "Stop Regressing" (Farebrother et al. 2024; HL-Gauss).
+
+The loss is the cross entropy against the value's target distribution over the
+bins (its two-hot weights, or the HL-Gauss histogram of a gaussian centred on it);
+the decoded value is the expected bin position mapped back through the
+transform. ``min_value`` / ``max_value`` are values, not symlog positions: with
+``transform='symlog'`` the bins lie evenly between ``symlog(min_value)`` and
+``symlog(max_value)`` (DreamerV3's bins are ``min_value=-symexp(20)``,
+``max_value=symexp(20)``). Values outside the range are clamped to it first, so
+they land on the end bins.
+"""
+
+# c - continuous dims, b - bins
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Categorical
+
+from ._checks import check_positive, describe
+from .distributions import ContinuousDistribution
+
+__all__ = ['BinnedDistribution', 'HLGaussDistribution', 'TwoHotDistribution', 'symexp', 'symlog']
+
+
+def symlog(x):
+    """``sign(x) log(1 + |x|)``.
+
+    Args:
+        x: a tensor or a float.
+
+    Returns:
+        the same kind as ``x``.
+    """
+    if isinstance(x, Tensor):
+        return torch.sign(x) * torch.log1p(x.abs())
+    return math.copysign(math.log1p(abs(x)), x)
+
+
+def symexp(x):
+    """``sign(x) (exp(|x|) - 1)``, the inverse of ``symlog``.
+
+    Args:
+        x: a tensor or a float.
+
+    Returns:
+        the same kind as ``x``.
+    """
+    if isinstance(x, Tensor):
+        return torch.sign(x) * torch.expm1(x.abs())
+    return math.copysign(math.expm1(abs(x)), x)
+
+
+TRANSFORMS = {None: (lambda x: x, lambda x: x), 'symlog': (symlog, symexp)}
+
+
+class BinnedDistribution(ContinuousDistribution):
+    """Base of the binned heads: params ``(..., c, num_bins)`` are logits over the
+    bins of each dim; a categorical over bin values.
+
+    Sampling draws a bin and returns its value (temperature divides the logits);
+    the mode (and temperature 0) is the decoded expected value; ``log_prob`` of a
+    value is that of its nearest bin; ``entropy`` and ``kl_div`` are the
+    categorical's. These are probability masses: a change of units (e.g.
+    ``continuous_mean_std``) moves the bins, not the probabilities.
+
+    Args:
+        num_bins: bins per dim (>= 2).
+        min_value: the low end of the range the bins cover.
+        max_value: its high end.
+        transform: ``'symlog'`` or ``None``: the space the bins are even in.
+        eps: numerical floor.
+    """
+
+    default_transform: str | None = None
+    discrete_support = True
+
+    def __init__(self, num_bins: int = 255, min_value: float = -20.0, max_value: float = 20.0, transform: str | None = 'default', eps: float = 1e-6):
+        super().__init__(eps=eps)
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
+            raise ValueError(f'num_bins must be an int >= 2, got {describe(num_bins)}')
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (min_value, max_value)) or not min_value < max_value:
+            raise ValueError(f'min_value and max_value must be finite numbers with min_value < max_value, got {min_value!r} and {max_value!r}')
+        transform = self.default_transform if transform == 'default' else transform
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be 'symlog' or None, got {transform!r}")
+        self.num_bins, self.min_value, self.max_value, self.transform = num_bins, float(min_value), float(max_value), transform
+        self.to_bin_space, self.from_bin_space = TRANSFORMS[transform]
+        self.low, self.high = self.to_bin_space(self.min_value), self.to_bin_space(self.max_value)
+
+    def centers(self, like: Tensor) -> Tensor:
+        """Bin centres in bin space (evenly spaced).
+
+        Args:
+            like: a tensor whose dtype and device the result takes.
+
+        Returns:
+            ``(num_bins,)``.
+        """
+        raise NotImplementedError
+
+    def bin_values(self, like: Tensor) -> Tensor:
+        """The value of each bin (its centre mapped back from bin space): what a sample returns.
+
+        Args:
+            like: a tensor whose dtype and device the result takes.
+
+        Returns:
+            ``(num_bins,)``.
+        """
+        return self.from_bin_space(self.centers(like))
+
+    def target_probs(self, value: Tensor) -> Tensor:
+        """The target distribution of values over the bins (what the loss trains
+        towards, and the weights ``Embed`` gives the bin rows).
+
+        Args:
+            value: ``(..., c)`` in native units.
+
+        Returns:
+            ``(..., c, num_bins)``, each row summing to 1.
+        """
+        raise NotImplementedError
+
+    def decode(self, probs: Tensor) -> Tensor:
+        """The expected bin position, mapped back from bin space (``symexp`` for symlog bins).
+
+        Args:
+            probs: ``(..., c, num_bins)``.
+
+        Returns:
+            values ``(..., c)``.
+        """
+        return self.from_bin_space((probs * self.centers(probs)).sum(-1))
+
+    def nearest_bin(self, value: Tensor) -> Tensor:
+        """The bin nearest each value, in bin space.
+
+        Args:
+            value: ``(..., c)`` in native units.
+
+        Returns:
+            bin ids ``(..., c)``.
+        """
+        centers = self.centers(value)
+        step = (centers[-1] - centers[0]) / (self.num_bins - 1)
+        position = (self.to_bin_space(value) - centers[0]) / step
+        return position.round().clamp(0, self.num_bins - 1).long()
+
+    def dist(self, params: Tensor) -> Categorical:
+        """A categorical over bin ids.
+
+        Args:
+            params: bin logits ``(..., c, num_bins)``.
+
+        Returns:
+            a ``Categorical`` with batch shape ``(..., c)``.
+        """
+        return Categorical(logits=params, validate_args=False)
+
+    def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
+        """A bin drawn, returned as its value.
+
+        Args:
+            params: bin logits ``(..., c, num_bins)``.
+            differentiable: no effect (a drawn bin has no reparameterised gradient).
+
+        Returns:
+            ``(..., c)``.
+        """
+        return self.bin_values(params)[self.dist(params).sample()]
+
+    def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
+        """A bin drawn from ``softmax(logits / temperature)``, returned as its value.
+
+        Args:
+            params: bin logits ``(..., c, num_bins)``.
+            temperature: > 0.
+            differentiable: no effect.
+
+        Returns:
+            ``(..., c)``.
+        """
+        return self.forward(params / temperature)
+
+    def mode(self, params: Tensor) -> Tensor:
+        """The decoded value: the expected bin position, mapped back from bin space.
+
+        Args:
+            params: bin logits ``(..., c, num_bins)``.
+
+        Returns:
+            ``(..., c)``.
+        """
+        return self.decode(params.softmax(-1))
+
+    def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
+        """Log-probability of the bin nearest each value.
+
+        Args:
+            params: bin logits ``(..., c, num_bins)``.
+            value: ``(..., c)`` in native units.
+
+        Returns:
+            ``(..., c)``.
+        """
+        return params.log_softmax(-1).gather(-1, self.nearest_bin(value).unsqueeze(-1)).squeeze(-1)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        """Entropy of the categorical over bins.
+
+        Args:
+            params: bin logits ``(..., c, num_bins)``.
+
+        Returns:
+            ``(..., c)``.
+        """
+        log_p = params.log_softmax(-1)
+        return -(log_p.exp() * log_p).sum(-1)
+
+    def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
+        """KL(true || pred) of the categoricals over bins.
+
+        Args:
+            params_true: bin logits ``(..., c, num_bins)``.
+            params_pred: bin logits ``(..., c, num_bins)``.
+
+        Returns:
+            ``(..., c)``.
+        """
+        log_p, log_q = params_true.log_softmax(-1), params_pred.log_softmax(-1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+    def loss(self, params: Tensor, value: Tensor) -> Tensor:
+        """Cross entropy of the logits against ``target_probs(value)``.
+
+        Args:
+            params: bin logits ``(..., c, num_bins)``.
+            value: ``(..., c)`` in native units (clamped to the range).
+
+        Returns:
+            ``(..., c)``.
+        """
+        return -(self.target_probs(value).to(params.dtype) * params.log_softmax(-1)).sum(-1)
+
+    def _clamped(self, value: Tensor, low: float, high: float) -> Tensor:
+        return self.to_bin_space(value).clamp(low, high)
+
+
+class TwoHotDistribution(BinnedDistribution):
+    """Two-hot bins (DreamerV3): ``num_bins`` values even in bin space from
+    ``min_value`` to ``max_value`` (both ends are bins). A value's target puts
+    weight on the two bins around it, linearly, so its decoded value is the value
+    itself (inside the range).
+
+    Args:
+        num_bins: as ``BinnedDistribution``.
+        min_value: as ``BinnedDistribution``.
+        max_value: as ``BinnedDistribution``.
+        transform: ``'symlog'`` (default) or ``None``.
+        eps: as ``BinnedDistribution``.
+    """
+
+    default_transform = 'symlog'
+
+    def centers(self, like: Tensor) -> Tensor:
+        """The ``num_bins`` bin positions, even in bin space, both ends included.
+
+        Args:
+            like: a tensor whose dtype and device the result takes.
+
+        Returns:
+            ``(num_bins,)``.
+        """
+        return torch.linspace(self.low, self.high, self.num_bins, dtype=like.dtype, device=like.device)
+
+    def target_probs(self, value: Tensor) -> Tensor:
+        """Two-hot weights: the two bins around each value, weighted linearly by
+        distance in bin space (one bin at an end of the range).
+
+        Args:
+            value: ``(..., c)`` in native units (clamped to the range).
+
+        Returns:
+            ``(..., c, num_bins)``.
+        """
+        position = (self._clamped(value, self.low, self.high) - self.low) * ((self.num_bins - 1) / (self.high - self.low))
+        below = position.floor().clamp(max=self.num_bins - 2)
+        above_weight = (position - below).unsqueeze(-1)
+        below = below.long().unsqueeze(-1)
+        probs = torch.zeros(*value.shape, self.num_bins, dtype=value.dtype, device=value.device)
+        return probs.scatter(-1, below, 1.0 - above_weight).scatter_add(-1, below + 1, above_weight)
+
+
+class HLGaussDistribution(BinnedDistribution):
+    """HL-Gauss bins (Imani & White 2018; Farebrother et al. 2024): ``num_bins``
+    equal bins tiling ``[min_value, max_value]`` in bin space (values are the bin
+    centres). A value's target is the mass of ``N(value, sigma^2)`` in each bin,
+    renormalised to the range, with ``sigma = sigma_to_bin_ratio * bin width``.
+
+    Args:
+        num_bins: as ``BinnedDistribution``.
+        min_value: as ``BinnedDistribution``.
+        max_value: as ``BinnedDistribution``.
+        transform: ``None`` (default) or ``'symlog'``.
+        eps: as ``BinnedDistribution``.
+        sigma_to_bin_ratio: the gaussian's std in bin widths (0.75, as in the paper).
+    """
+
+    def __init__(self, num_bins: int = 255, min_value: float = -20.0, max_value: float = 20.0, transform: str | None = 'default',
+                 sigma_to_bin_ratio: float = 0.75, eps: float = 1e-6):  # fmt: skip
+        super().__init__(num_bins, min_value, max_value, transform, eps)
+        self.sigma_to_bin_ratio = check_positive(sigma_to_bin_ratio, 'sigma_to_bin_ratio')
+        self.sigma = self.sigma_to_bin_ratio * (self.high - self.low) / num_bins
+
+    def edges(self, like: Tensor) -> Tensor:
+        """The ``num_bins + 1`` bin edges, even in bin space.
+
+        Args:
+            like: a tensor whose dtype and device the result takes.
+
+        Returns:
+            ``(num_bins + 1,)``.
+        """
+        return torch.linspace(self.low, self.high, self.num_bins + 1, dtype=like.dtype, device=like.device)
+
+    def centers(self, like: Tensor) -> Tensor:
+        """The bin centres, midway between edges.
+
+        Args:
+            like: a tensor whose dtype and device the result takes.
+
+        Returns:
+            ``(num_bins,)``.
+        """
+        edges = self.edges(like)
+        return (edges[1:] + edges[:-1]) / 2
+
+    def target_probs(self, value: Tensor) -> Tensor:
+        """The mass of ``N(value, sigma^2)`` in each bin (in bin space), renormalised
+        to the range; computed in float64.
+
+        Args:
+            value: ``(..., c)`` in native units (clamped to the range).
+
+        Returns:
+            ``(..., c, num_bins)``.
+        """
+        # float64: the bin masses are differences of erf values close to +-1
+        wide = torch.float32 if value.device.type == 'mps' else torch.float64
+        position = self._clamped(value.to(wide), self.low, self.high).unsqueeze(-1)
+        cdf = torch.special.erf((self.edges(position) - position) / (self.sigma * math.sqrt(2.0)))
+        return ((cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])).to(value.dtype)
