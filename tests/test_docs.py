@@ -209,10 +209,13 @@ def test_the_api_pages_render_every_export():
     assert not missing, f'no page in docs/api renders {missing}'
 
 
-def test_the_readme_names_every_export():
-    text = README.read_text()
-    missing = [name for name in package.__all__ if not re.search(rf'\b{re.escape(name)}\b', text)]
-    assert not missing, f'README.md never mentions {missing}'
+def test_the_readmes_links_to_files_of_the_repository_exist():
+    # the README is one screen of introduction; the guide pages and the API pages (rendering
+    # every export, above) hold the rest, so its links to them must not break
+    links = re.findall(r'\]\(([^)#:]+)(?:#[^)]*)?\)', README.read_text())
+    assert len(links) >= 8, links
+    missing = [link for link in links if not (README.parent / link).exists()]
+    assert not missing, f'README.md links to missing files {missing}'
 
 
 @pytest.mark.parametrize(
@@ -262,7 +265,7 @@ def run_block(source: str, name: str) -> None:
 
 
 def test_the_readme_has_examples():
-    assert len(BLOCKS) >= 6
+    assert len(BLOCKS) >= 2
 
 
 def test_the_docs_have_examples():
