@@ -141,12 +141,21 @@ class SharedTable(nn.Module):
 
     # checkpoints
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         upgrade_legacy_state(self, state_dict, prefix)
+        table = state_dict.get(prefix + 'embeddings.weight')
+        rows = self.embeddings.weight.shape[0] if exists(self.embeddings) else None  # a tied Embed holds the readout's table
+        if exists(rows) and isinstance(table, Tensor) and table.ndim == 2 and table.shape[0] != rows:
+            nd, _, nc, log_var, nb = self.layout
+            error_msgs.append(
+                f'{prefix}embeddings.weight has {table.shape[0]} rows, but this module\'s table has {rows} (its layout: {nd} discrete, '
+                f'{nc} continuous' + (f', {nc} log-variance' if log_var else '') + (f', {nc} x {nb} bins (num_bins={nb})' if nb else '')
+                + ' rows); build the module with the layout the checkpoint was saved with'
+            )  # fmt: skip
         mean_std = state_dict.get(prefix + 'continuous_mean_std')
         if mean_std is not None and exists(self.continuous_mean_std) and mean_std.shape == self.continuous_mean_std.shape:
             _check_mean_std(mean_std, self.num_continuous, f'state_dict[{prefix}continuous_mean_std]')
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     # selectors
 

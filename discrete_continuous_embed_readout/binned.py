@@ -5,11 +5,15 @@ in symlog space) and in "Stop Regressing" (Farebrother et al. 2024; HL-Gauss).
 The loss is the cross entropy against the value's target distribution over the
 bins (its two-hot weights, or the HL-Gauss histogram of a gaussian centred on it);
 the decoded value is the expected bin position mapped back through the
-transform. ``min_value`` / ``max_value`` are values, not symlog positions: with
-``transform='symlog'`` the bins lie evenly between ``symlog(min_value)`` and
-``symlog(max_value)`` (DreamerV3's bins are ``min_value=-symexp(20)``,
-``max_value=symexp(20)``). Values outside the range are clamped to it first, so
-they land on the end bins.
+transform. ``min_value`` / ``max_value`` bound the bins in *bin space*, the space
+they are even in: with ``transform='symlog'`` they are symlog positions, so the
+defaults (-20, 20) are DreamerV3's bins, which cover values up to
+``symexp(20)``, about 4.9e8 (pass ``symlog(v)`` to bound the values by ``v``); with
+``transform=None`` they are values. Values outside the range are clamped to it
+first, so they land on the end bins.
+
+Every method computes in float32 (float64 for float64 inputs) and returns in that
+dtype: half precision cannot tell neighbouring bins apart.
 """
 
 # c - continuous dims, b - bins
@@ -59,6 +63,11 @@ def symexp(x):
 TRANSFORMS = {None: (lambda x: x, lambda x: x), 'symlog': (symlog, symexp)}
 
 
+def _wide(t: Tensor) -> Tensor:
+    """``t`` in float32 (float64 stays float64)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 class BinnedDistribution(ContinuousDistribution):
     """Base of the binned heads: params ``(..., c, num_bins)`` are logits over the
     bins of each dim; a categorical over bin values.
@@ -71,8 +80,8 @@ class BinnedDistribution(ContinuousDistribution):
 
     Args:
         num_bins: bins per dim (>= 2).
-        min_value: the low end of the range the bins cover.
-        max_value: its high end.
+        min_value: the low end of the bins, in bin space (a symlog position for symlog bins).
+        max_value: their high end, likewise.
         transform: ``'symlog'`` or ``None``: the space the bins are even in.
         eps: numerical floor.
     """
@@ -91,7 +100,7 @@ class BinnedDistribution(ContinuousDistribution):
             raise ValueError(f"transform must be 'symlog' or None, got {transform!r}")
         self.num_bins, self.min_value, self.max_value, self.transform = num_bins, float(min_value), float(max_value), transform
         self.to_bin_space, self.from_bin_space = TRANSFORMS[transform]
-        self.low, self.high = self.to_bin_space(self.min_value), self.to_bin_space(self.max_value)
+        self.low, self.high = self.min_value, self.max_value  # in bin space
 
     def centers(self, like: Tensor) -> Tensor:
         """Bin centres in bin space (evenly spaced).
@@ -136,6 +145,7 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             values ``(..., c)``.
         """
+        probs = _wide(probs)
         return self.from_bin_space((probs * self.centers(probs)).sum(-1))
 
     def nearest_bin(self, value: Tensor) -> Tensor:
@@ -147,6 +157,7 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             bin ids ``(..., c)``.
         """
+        value = _wide(value)
         centers = self.centers(value)
         step = (centers[-1] - centers[0]) / (self.num_bins - 1)
         position = (self.to_bin_space(value) - centers[0]) / step
@@ -161,32 +172,43 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             a ``Categorical`` with batch shape ``(..., c)``.
         """
-        return Categorical(logits=params, validate_args=False)
+        return Categorical(logits=_wide(params), validate_args=False)
 
     def forward(self, params: Tensor, differentiable: bool = False) -> Tensor:
         """A bin drawn, returned as its value.
 
         Args:
             params: bin logits ``(..., c, num_bins)``.
-            differentiable: no effect (a drawn bin has no reparameterised gradient).
+            differentiable: straight-through: the drawn value, with the gradient of the
+                expected value ``p @ bin_values`` (so gradients reach the logits).
 
         Returns:
             ``(..., c)``.
         """
-        return self.bin_values(params)[self.dist(params).sample()]
+        return self.tempered_sample(params, 1.0, differentiable)
 
     def tempered_sample(self, params: Tensor, temperature: float, differentiable: bool = False) -> Tensor:
-        """A bin drawn from ``softmax(logits / temperature)``, returned as its value.
+        """A bin drawn from ``softmax(logits / temperature)`` (Gumbel-max on
+        ``logits + temperature * gumbel``, so any temperature > 0 is finite),
+        returned as its value.
 
         Args:
             params: bin logits ``(..., c, num_bins)``.
             temperature: > 0.
-            differentiable: no effect.
+            differentiable: straight-through, as in ``forward``.
 
         Returns:
             ``(..., c)``.
         """
-        return self.forward(params / temperature)
+        logits = _wide(params)
+        gumbel = -torch.empty_like(logits).exponential_().log()
+        ids = (logits.detach() + temperature * gumbel).argmax(-1, keepdim=True)
+        values = self.bin_values(logits)
+        drawn = values[ids.squeeze(-1)]
+        if not differentiable:
+            return drawn
+        probs = (logits / temperature).softmax(-1)  # straight-through: the drawn value, the expected value's gradient
+        return drawn + ((probs - probs.detach()) * values).sum(-1)
 
     def mode(self, params: Tensor) -> Tensor:
         """The decoded value: the expected bin position, mapped back from bin space.
@@ -197,7 +219,7 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             ``(..., c)``.
         """
-        return self.decode(params.softmax(-1))
+        return self.decode(_wide(params).softmax(-1))
 
     def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
         """Log-probability of the bin nearest each value.
@@ -209,7 +231,7 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             ``(..., c)``.
         """
-        return params.log_softmax(-1).gather(-1, self.nearest_bin(value).unsqueeze(-1)).squeeze(-1)
+        return _wide(params).log_softmax(-1).gather(-1, self.nearest_bin(value).unsqueeze(-1)).squeeze(-1)
 
     def entropy(self, params: Tensor) -> Tensor:
         """Entropy of the categorical over bins.
@@ -220,7 +242,7 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             ``(..., c)``.
         """
-        log_p = params.log_softmax(-1)
+        log_p = _wide(params).log_softmax(-1)
         return -(log_p.exp() * log_p).sum(-1)
 
     def kl_div(self, params_true: Tensor, params_pred: Tensor) -> Tensor:
@@ -233,7 +255,7 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             ``(..., c)``.
         """
-        log_p, log_q = params_true.log_softmax(-1), params_pred.log_softmax(-1)
+        log_p, log_q = _wide(params_true).log_softmax(-1), _wide(params_pred).log_softmax(-1)
         return (log_p.exp() * (log_p - log_q)).sum(-1)
 
     def loss(self, params: Tensor, value: Tensor) -> Tensor:
@@ -246,10 +268,11 @@ class BinnedDistribution(ContinuousDistribution):
         Returns:
             ``(..., c)``.
         """
-        return -(self.target_probs(value).to(params.dtype) * params.log_softmax(-1)).sum(-1)
+        log_p = _wide(params).log_softmax(-1)
+        return -(self.target_probs(value).to(log_p.dtype) * log_p).sum(-1)
 
     def _clamped(self, value: Tensor, low: float, high: float) -> Tensor:
-        return self.to_bin_space(value).clamp(low, high)
+        return self.to_bin_space(_wide(value)).clamp(low, high)
 
 
 class TwoHotDistribution(BinnedDistribution):
@@ -290,10 +313,11 @@ class TwoHotDistribution(BinnedDistribution):
             ``(..., c, num_bins)``.
         """
         position = (self._clamped(value, self.low, self.high) - self.low) * ((self.num_bins - 1) / (self.high - self.low))
+        position = position.clamp(0, self.num_bins - 1)  # rounding at the ends must not leave [0, 1] weights
         below = position.floor().clamp(max=self.num_bins - 2)
         above_weight = (position - below).unsqueeze(-1)
         below = below.long().unsqueeze(-1)
-        probs = torch.zeros(*value.shape, self.num_bins, dtype=value.dtype, device=value.device)
+        probs = torch.zeros(*value.shape, self.num_bins, dtype=position.dtype, device=value.device)
         return probs.scatter(-1, below, 1.0 - above_weight).scatter_add(-1, below + 1, above_weight)
 
 
@@ -355,4 +379,4 @@ class HLGaussDistribution(BinnedDistribution):
         wide = torch.float32 if value.device.type == 'mps' else torch.float64
         position = self._clamped(value.to(wide), self.low, self.high).unsqueeze(-1)
         cdf = torch.special.erf((self.edges(position) - position) / (self.sigma * math.sqrt(2.0)))
-        return ((cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])).to(value.dtype)
+        return ((cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])).to(_wide(value).dtype)

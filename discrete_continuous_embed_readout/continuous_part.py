@@ -111,7 +111,7 @@ class ContinuousPart:
     (``units``); in regression mode (``log_var=False``) a prediction ``(..., c)``.
 
     Computes in float32 for half precision params; samples come back in the
-    params' dtype.
+    params' dtype (a binned head's in float32, which tells every bin apart).
     """
 
     def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform, config, name: str):
@@ -176,7 +176,8 @@ class ContinuousPart:
             native, head_log_prob = head.sample_and_log_prob(params, temperature, differentiable)
         else:
             native, head_log_prob = head.sample(params, temperature, differentiable), None
-        sampled = units(native).to(self.dtype)
+        # a binned head's values stay in float32: half precision cannot tell its bins apart
+        sampled = units(native) if head.discrete_support else units(native).to(self.dtype)
         if sampled.dtype in HALF:
             sampled = _inside_bounds(sampled, head, units)
         if not with_log_prob:

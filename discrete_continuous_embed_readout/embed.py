@@ -12,12 +12,9 @@ from ._checks import check_finite, check_floating, check_ids_in_range, check_int
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair, take
-from .binned import BinnedDistribution
-from .heads import CONTINUOUS_DISTRIBUTIONS, build_continuous_dist, table_bins
+from .heads import build_continuous_dist, is_binned, table_bins
 
 __all__ = ['Embed']
-
-BINNED = {name for name, cls in CONTINUOUS_DISTRIBUTIONS.items() if issubclass(cls, BinnedDistribution)}
 
 
 class Embed(SharedTable):
@@ -80,7 +77,7 @@ class Embed(SharedTable):
         auto_append_discrete_set_dim: bool | None = None,
     ):
         bins = None  # a binned head's bins: a value is embedded as its target weights times the bin rows
-        if num_continuous > 0 and continuous_dist_type in BINNED:
+        if num_continuous > 0 and is_binned(continuous_dist_type):
             bins = build_continuous_dist(continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed, True, regression_loss_type, eps)
         super().__init__(
             dim, num_discrete, num_continuous, selector, selectors, continuous_log_var_embed,

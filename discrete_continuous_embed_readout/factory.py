@@ -7,6 +7,7 @@ import inspect
 from typing import NamedTuple
 
 from ._utils import exists
+from .binned import BinnedDistribution
 from .embed import Embed
 from .readout import Readout
 
@@ -107,9 +108,19 @@ def _tie(embed: Embed, readout: Readout) -> None:
             'weight_tie=True needs the embed and readout tables to share dim, num_discrete and num_continuous, got '
             f'embed ({embed.dim}, {embed.layout.num_discrete}, {embed.num_continuous}) and readout ({readout.dim}, {readout.layout.num_discrete}, {readout.num_continuous})'
         )
+    bins = [_bin_spec(m.continuous_bins if isinstance(m, Embed) else m.continuous_dist) for m in (embed, readout)]
+    if bins[0] != bins[1]:
+        raise ValueError(f'weight_tie=True needs the embed and readout to read the same bins (continuous_dist_type and its bin options), got embed {bins[0]} and readout {bins[1]}')
     # share the module, and so the Parameter itself; the readout's table is the
     # superset (its extra rows are the continuous log-var rows)
     embed.embeddings = readout.embeddings
+
+
+def _bin_spec(head) -> tuple | None:
+    """What a binned head's rows mean (``None`` for any other head)."""
+    if not isinstance(head, BinnedDistribution):
+        return None
+    return (type(head).__name__, head.num_bins, head.low, head.high, head.transform, getattr(head, 'sigma', None))
 
 
 class ParameterlessReadout(Readout):

@@ -7,7 +7,7 @@ from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution
 from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
 from .unit_interval import BetaDistribution, KumaraswamyDistribution
 
-__all__ = ['CONTINUOUS_DISTRIBUTIONS', 'build_continuous_dist', 'table_bins']
+__all__ = ['CONTINUOUS_DISTRIBUTIONS', 'build_continuous_dist', 'is_binned', 'table_bins']
 
 CONTINUOUS_DISTRIBUTIONS: dict[str, type[ContinuousDistribution]] = {
     'gaussian': Gaussian,
@@ -47,6 +47,12 @@ def _check_options(regression_loss_type, dist_kwargs) -> None:
         raise ValueError(f"regression_loss_type must be 'mse' or 'l1', got {regression_loss_type!r}")
     if not isinstance(dist_kwargs, dict):
         raise TypeError(f'continuous_dist_kwargs must be a dict, got {type(dist_kwargs).__name__}')
+
+
+def is_binned(dist_type) -> bool:
+    """Whether ``continuous_dist_type`` names a binned head (looked up now: heads may be registered late)."""
+    cls = CONTINUOUS_DISTRIBUTIONS.get(dist_type) if isinstance(dist_type, str) else None
+    return isinstance(cls, type) and issubclass(cls, BinnedDistribution)
 
 
 def table_bins(head: ContinuousDistribution | None) -> int:

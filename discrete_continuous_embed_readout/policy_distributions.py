@@ -20,6 +20,7 @@ from torch.distributions import (
     TanhTransform,
     TransformedDistribution,
     constraints,
+    register_kl,
 )
 
 from .distributions import Gaussian, SquashedGaussian
@@ -143,7 +144,7 @@ class PartTransformed(_FollowsPart, TransformedDistribution):
 class _PartBinned(_FollowsPart, Distribution):
     """A binned head's categorical over bin values, in the user's units: sampled,
     scored (the nearest bin's log-probability) and with a mode (the decoded value)
-    as the part does."""
+    as the part does; ``mean`` is the expectation of the bin values."""
 
     has_rsample = False
     arg_constraints = {}
@@ -152,12 +153,25 @@ class _PartBinned(_FollowsPart, Distribution):
         Distribution.__init__(self, batch_shape=part.params.shape[:-1], validate_args=False)
         self._follow(part)
 
+    def rsample(self, sample_shape=()) -> Tensor:
+        raise NotImplementedError('a binned head has no reparameterised sample: use Readout.sample(..., differentiable=True) for a straight-through one')
+
+    def sample(self, sample_shape=()) -> Tensor:
+        with torch.no_grad():
+            return self._part.expand(sample_shape).sample(1.0)[0]
+
     @property
     def mean(self) -> Tensor:
-        return self.mode
+        probs = self._part.params.softmax(-1)
+        return self._part.units((probs * self._part.head.bin_values(probs)).sum(-1))
 
     def entropy(self) -> Tensor:
         return self._part.entropy()
+
+
+@register_kl(_PartBinned, _PartBinned)
+def _kl_binned(p: _PartBinned, q: _PartBinned) -> Tensor:
+    return p._part.kl_div(q._part)
 
 
 def continuous_distribution(part) -> Distribution:

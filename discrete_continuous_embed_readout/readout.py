@@ -59,9 +59,10 @@ class Readout(ReadoutCompat, SharedTable):
         return_only_discrete_or_continuous: with only one modality, return the
             bare tensor rather than a pair.
         continuous_dist_type: a key of ``CONTINUOUS_DISTRIBUTIONS`` (``'gaussian'``,
-            ``'beta'``, ``'kumaraswamy'`` or yours).
+            ``'beta'``, ``'kumaraswamy'``, the binned ``'two_hot'`` / ``'hl_gauss'``, or yours).
         continuous_dist_kwargs: the head's options (``log_var_clamp_range``;
-            ``unimodal``, ``clip``, ``clip_eps``).
+            ``unimodal``, ``clip``, ``clip_eps``; the binned heads' ``num_bins``,
+            ``min_value``, ``max_value``, ``transform``, ``sigma_to_bin_ratio``).
         continuous_squashed: tanh-squashed gaussian.
         regression_loss_type: see ``continuous_log_var_embed``.
         eps: numerical floor.
@@ -158,7 +159,8 @@ class Readout(ReadoutCompat, SharedTable):
 
         Returns:
             Discrete: logits ``(..., n)`` or a tuple of ``(..., n_g)``. Continuous:
-            ``(..., c, 2)`` (mean, log-var) or ``(..., c)`` in regression mode. Both:
+            ``(..., c, 2)`` (mean, log-var), ``(..., c, num_bins)`` bin logits for a
+            binned head, or ``(..., c)`` in regression mode. Both:
             ``DiscreteContinuous``. With a loss: a scalar per modality (mean over
             the kept entries), or the unreduced per-entry losses.
         """

@@ -7,7 +7,8 @@ hidden state of the same small MLP, with the same seed, optimiser and number of 
 - ``mse``: ``continuous_log_var_embed=False``, plain regression of the mean (mse loss,
   targets normalised with ``continuous_mean_std``);
 - ``gaussian``: (mean, log-variance), gaussian negative log-likelihood (normalised too);
-- ``two_hot``: 255 bins even in symlog space over ``[-300, 300]`` (DreamerV3's value head);
+- ``two_hot``: 255 bins even in symlog space over the values ``[-300, 300]`` (DreamerV3's
+  value head; its bounds are symlog positions, ``symlog(300)``);
 - ``hl_gauss``: 201 bins tiling ``[-200, 200]``, HL-Gauss targets with sigma = 0.75 bin
   widths ("Stop Regressing", Farebrother et al. 2024).
 
@@ -40,12 +41,12 @@ from ppo_utils import torch_threads
 from torch import nn
 from tqdm import tqdm
 
-from discrete_continuous_embed_readout import EmbedAndReadout
+from discrete_continuous_embed_readout import EmbedAndReadout, symlog
 
 HEADS = {
     'mse': dict(continuous_log_var_embed=False),
     'gaussian': dict(),
-    'two_hot': dict(continuous_dist_type='two_hot', continuous_dist_kwargs=dict(num_bins=255, min_value=-300.0, max_value=300.0)),
+    'two_hot': dict(continuous_dist_type='two_hot', continuous_dist_kwargs=dict(num_bins=255, min_value=symlog(-300.0), max_value=symlog(300.0))),
     'hl_gauss': dict(continuous_dist_type='hl_gauss', continuous_dist_kwargs=dict(num_bins=201, min_value=-200.0, max_value=200.0)),
 }
 NORMALISED = ('mse', 'gaussian')  # the binned heads' bins are in the targets' own units

@@ -27,8 +27,7 @@ def bin_space(values, transform):
 
 
 def centers_of(kind: str, transform, num_bins=21, lo=-10.0, hi=10.0) -> torch.Tensor:
-    """Bin centres in bin space, float64, from the documented layout."""
-    lo, hi = (bin_space(torch.tensor(v), transform) for v in (lo, hi))
+    """Bin centres in bin space, float64, from the documented layout (``lo``, ``hi`` in bin space)."""
     if kind == 'two_hot':
         return torch.linspace(float(lo), float(hi), num_bins, dtype=torch.float64)
     edges = torch.linspace(float(lo), float(hi), num_bins + 1, dtype=torch.float64)
@@ -37,7 +36,7 @@ def centers_of(kind: str, transform, num_bins=21, lo=-10.0, hi=10.0) -> torch.Te
 
 def reference_targets(kind: str, values, transform, ratio: float = 0.75) -> torch.Tensor:
     y = bin_space(values, transform)
-    lo, hi = (float(bin_space(torch.tensor(v), transform)) for v in (BINS['min_value'], BINS['max_value']))
+    lo, hi = BINS['min_value'], BINS['max_value']  # in bin space
     if kind == 'two_hot':
         return two_hot_reference(y, centers_of(kind, transform))
     edges = torch.linspace(lo, hi, BINS['num_bins'] + 1, dtype=torch.float64)
@@ -76,24 +75,27 @@ def test_hl_gauss_targets_match_the_hl_gauss_package(transform):
     hl_gauss = pytest.importorskip('hl_gauss_pytorch')
     values = torch.cat([VALUES.flatten(), torch.linspace(-10, 10, 101), torch.tensor([-30.0, 12.0, 1e4])])
     ours = HLGaussDistribution(**BINS, transform=transform, sigma_to_bin_ratio=0.75).target_probs(values)
-    theirs = hl_gauss.HLGaussLoss(BINS['min_value'], BINS['max_value'], BINS['num_bins'], sigma_to_bin_ratio=0.75,
+    # the package takes values and transforms them; ours are bin-space bounds already
+    lo, hi = (math.copysign(math.expm1(abs(v)), v) if transform == 'symlog' else v for v in (BINS['min_value'], BINS['max_value']))
+    theirs = hl_gauss.HLGaussLoss(lo, hi, BINS['num_bins'], sigma_to_bin_ratio=0.75,
                                   clamp_to_range=True, use_symlog=transform == 'symlog', warn_out_of_range=False)  # fmt: skip
     torch.testing.assert_close(ours, theirs.transform_to_probs(values), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize('transform, lo, hi', [('symlog', -10.0, 10.0), (None, -10.0, 10.0), ('symlog', -math.expm1(20.0), math.expm1(20.0))])
-def test_two_hot_encode_then_decode_returns_the_value_inside_the_range(transform, lo, hi):
-    head = TwoHotDistribution(num_bins=255, min_value=lo, max_value=hi, transform=transform)
-    values = torch.cat([torch.linspace(lo, hi, 1001)[1:-1], torch.tensor([0.0, 1e-4, -3.3, 0.9999])])
+@pytest.mark.parametrize('transform, bound', [('symlog', 10.0), (None, 10.0), ('symlog', 20.0)])  # 20: DreamerV3's bins
+def test_two_hot_encode_then_decode_returns_the_value_inside_the_range(transform, bound):
+    head = TwoHotDistribution(num_bins=255, min_value=-bound, max_value=bound, transform=transform)
+    hi = math.expm1(bound) if transform == 'symlog' else bound  # the largest value the bins cover
+    values = torch.cat([torch.linspace(-hi, hi, 1001)[1:-1], torch.tensor([0.0, 1e-4, -3.3, 0.9999])])
     if transform == 'symlog':  # every scale of a symlog range
-        values = torch.cat([values, torch.sign(torch.randn(200)) * torch.expm1(torch.rand(200) * math.log1p(hi))])
+        values = torch.cat([values, torch.sign(torch.randn(200)) * torch.expm1(torch.rand(200) * bound)])
     back = head.decode(head.target_probs(values.double())).float()
     torch.testing.assert_close(back, values, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('kind', ['two_hot', 'hl_gauss'])
 def test_values_outside_the_range_land_on_the_end_bins(kind):
-    head = (TwoHotDistribution if kind == 'two_hot' else HLGaussDistribution)(**BINS)
+    head = (TwoHotDistribution if kind == 'two_hot' else HLGaussDistribution)(**BINS, transform=None)
     outside, ends = torch.tensor([-50.0, 1e6]), torch.tensor([-10.0, 10.0])
     torch.testing.assert_close(head.target_probs(outside), head.target_probs(ends), atol=0, rtol=0)
     if kind == 'two_hot':
@@ -285,7 +287,8 @@ def test_default_bins_follow_dreamer_and_the_paper():
     assert (two_hot.num_bins, two_hot.min_value, two_hot.max_value, two_hot.transform) == (255, -20.0, 20.0, 'symlog')
     assert (hl_gauss.num_bins, hl_gauss.transform, hl_gauss.sigma_to_bin_ratio) == (255, None, 0.75)
     assert math.isclose(hl_gauss.sigma, 0.75 * 40.0 / 255)
-    torch.testing.assert_close(two_hot.bin_values(torch.empty(0))[[0, -1]], torch.tensor([-20.0, 20.0]))
+    ends = two_hot.bin_values(torch.empty(0, dtype=torch.float64))[[0, -1]]  # DreamerV3's: symexp(+-20)
+    torch.testing.assert_close(ends, torch.tensor([-math.expm1(20.0), math.expm1(20.0)], dtype=torch.float64))
 
 
 # modes: empty batches, double backward, torch.compile
@@ -321,3 +324,97 @@ def test_embed_readout_and_loss_compile_without_graph_breaks():
     compiled = torch.compile(step, backend='eager', fullgraph=True)
     for ours, eager in zip(compiled(values), step(values)):
         torch.testing.assert_close(ours, eager)
+
+
+# precision, temperature, straight-through samples, the torch view, tying and checkpoints
+
+
+def test_the_heads_compute_in_float32_for_half_precision_inputs():
+    head = TwoHotDistribution()
+    values, logits = torch.tensor([0.3, 5.0, 17.3]), torch.randn(3, 255) * 3
+    for dtype in (torch.bfloat16, torch.float16):
+        half_values, half_logits = values.to(dtype), logits.to(dtype)
+        torch.testing.assert_close(head.target_probs(half_values), head.target_probs(half_values.float()))
+        torch.testing.assert_close(head.loss(half_logits, half_values), head.loss(half_logits.float(), half_values.float()))
+        torch.testing.assert_close(head.log_prob(half_logits, half_values), head.log_prob(half_logits.float(), half_values.float()))
+        torch.testing.assert_close(head.mode(half_logits), head.mode(half_logits.float()))
+        assert head.nearest_bin(half_values.float()).tolist() == head.nearest_bin(values).tolist()
+
+
+def test_two_hot_weights_stay_in_the_unit_interval_at_the_ends():
+    for num_bins, lo, hi in [(255, -20.0, 20.0), (21, -300.0, 300.0), (201, -7.3, 11.9), (7, -1.0, 1.0)]:
+        head = TwoHotDistribution(num_bins=num_bins, min_value=lo, max_value=hi, transform=None)
+        ends = head.bin_values(torch.empty(0))[[0, -1]]
+        probs = head.target_probs(torch.cat([ends, ends * 10]))
+        assert probs.min() >= 0 and probs.max() <= 1, (num_bins, lo, hi)
+        assert head.decode(probs).abs().max() <= ends[-1]
+
+
+def test_half_precision_samples_keep_the_drawn_bin():
+    # 1001 bins over [-1000, 1000] are finer than bfloat16 can tell apart near 1000
+    _, readout = build_pair(8, 0, num_continuous=1, continuous_dist_type='two_hot',
+                            continuous_dist_kwargs=dict(num_bins=1001, min_value=-1000.0, max_value=1000.0, transform=None))  # fmt: skip
+    logits = torch.full((4, 1, 1001), -30.0)
+    logits[..., 999] = 30.0  # the bin at 998
+    values, log_prob = readout.to(torch.bfloat16).sample(logits.bfloat16(), return_log_prob=True)
+    assert values.dtype == torch.float32 and (values == 998.0).all()
+    torch.testing.assert_close(log_prob, torch.zeros(4, 1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(readout.log_prob(logits.bfloat16(), values), log_prob)
+
+
+def test_a_tiny_temperature_draws_the_most_likely_bin():
+    _, readout = binned_pair('hl_gauss')
+    out = readout(torch.randn(6, 16)) * 10
+    best = readout.continuous_dist.bin_values(out)[out.argmax(-1)]
+    torch.testing.assert_close(readout.sample(out, temperature=1e-40), best)
+
+
+def test_a_differentiable_sample_is_straight_through():
+    _, readout = binned_pair('two_hot', bins=dict(num_bins=5, min_value=-2.0, max_value=2.0, transform=None))
+    logits = torch.randn(3, 3, 5, requires_grad=True)
+    values = readout.sample(logits, differentiable=True)
+    bins = torch.linspace(-2.0, 2.0, 5)
+    assert ((values.detach().unsqueeze(-1) - bins).abs().min(-1).values == 0).all()  # forward: a bin's value
+    (grad,) = torch.autograd.grad(values.sum(), logits)
+    probs = logits.detach().softmax(-1)  # backward: d/dlogits of the expected value sum_b p_b v_b
+    torch.testing.assert_close(grad, probs * (bins - (probs * bins).sum(-1, keepdim=True)))
+
+
+def test_the_torch_view_has_the_expected_value_as_mean_and_a_kl():
+    _, readout = binned_pair('two_hot', continuous_mean_std=torch.tensor([[1.0, 2.0], [-3.0, 0.5], [0.0, 10.0]]))
+    out, other = readout(torch.randn(4, 16)) * 30, readout(torch.randn(4, 16)) * 30
+    dist = readout.get_dist(out)
+    values = readout.continuous_dist.bin_values(out) * torch.tensor([2.0, 0.5, 10.0])[:, None] + torch.tensor([1.0, -3.0, 0.0])[:, None]
+    torch.testing.assert_close(dist.mean, (out.softmax(-1) * values).sum(-1))
+    torch.testing.assert_close(kl_divergence(dist, readout.get_dist(other)), readout.kl_div(out, other).sum(-1))
+    with pytest.raises(NotImplementedError, match='no reparameterised sample'):
+        dist.rsample()
+
+
+def test_a_registered_binned_head_reaches_the_embed(register_head):
+    class LinearBins(TwoHotDistribution):
+        default_transform = None
+
+    register_head('linear_bins', LinearBins)
+    embed, readout = build_pair(8, 0, num_continuous=2, continuous_dist_type='linear_bins',
+                                continuous_dist_kwargs=dict(num_bins=5, min_value=-1.0, max_value=1.0), weight_tie=True)  # fmt: skip
+    assert embed.layout.num_bins == readout.layout.num_bins == 5
+    rows = readout.embeddings.weight[bin_rows(readout, range(2))]
+    values = torch.tensor([[0.25, -1.0]])
+    expected = torch.einsum('tcb,cbd->td', embed.continuous_bins.target_probs(values), rows)
+    torch.testing.assert_close(embed(values), expected)
+
+
+def test_tying_needs_the_same_bins():
+    bins = dict(num_continuous=2, continuous_dist_type='two_hot', weight_tie=True)
+    with pytest.raises(ValueError, match='same bins'):
+        build_pair(8, 0, **bins, embed_kwargs=dict(continuous_dist_kwargs=dict(num_bins=5)), readout_kwargs=dict(continuous_dist_kwargs=dict(num_bins=11)))
+    with pytest.raises(ValueError, match='same bins'):
+        build_pair(8, 0, num_continuous=2, weight_tie=True, readout_kwargs=dict(continuous_dist_type='hl_gauss'))
+
+
+def test_a_checkpoint_with_other_bins_names_the_layout():
+    _, saved = binned_pair('two_hot', bins=dict(num_bins=11))
+    _, other = binned_pair('two_hot')
+    with pytest.raises(RuntimeError, match=r'this module.s table has 66 \(its layout: 0 discrete, 3 continuous, 3 x 21 bins \(num_bins=21\)'):
+        other.load_state_dict(saved.state_dict())
