@@ -1,7 +1,7 @@
 """Documentation: every public name carries a Google-style docstring (STYLE.md,
-"Docstrings and comments"), the docstring examples run as doctests, the README
-names every export, and every python block of the README and of the documentation
-site's pages (docs/) runs (their promises are code).
+"Docstrings and comments"), the docstring examples run as doctests, the API pages
+render every export, the README's links resolve, and every python block of the README
+and of the documentation site's pages (docs/) runs (their promises are code).
 
 Public: each name of ``__all__`` (``SpaceAdapter`` and ``CompositeActionDistribution``,
 exported lazily, included where their optional dependency is installed) and, for
