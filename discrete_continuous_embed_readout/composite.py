@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, Independent
 
-from ._checks import describe
+from ._checks import check_ids_in_range, check_integer, describe
 from ._utils import DiscreteContinuous, exists
 from .readout import Readout
 
@@ -68,7 +68,8 @@ class _ContinuousPart(Independent):
                 "CompositeActionDistribution.log_prob (TorchRL's ProbabilisticActor(return_log_prob=True) scores parts alone; "
                 "tensordict's ProbabilisticTensorDictModule scores the composite)"
             )
-        return super().log_prob(value)
+        log_prob = self.base_dist.log_prob(value)  # summed here: torch's Independent cannot sum an empty batch
+        return log_prob.sum(dim=tuple(range(-self.reinterpreted_batch_ndims, 0)))
 
 
 def _probs(discrete: Distribution) -> Tensor:
@@ -93,8 +94,10 @@ def _check_used_by(used, dist) -> Tensor | None:
     if not isinstance(used, Tensor) or used.dtype != torch.bool:
         raise TypeError(f'continuous_used_by must be a bool tensor (n, c), got {describe(used)}')
     sizes, c = dist.selector.group_sizes, dist.continuous.num_continuous
-    if len(sizes) != 1 or tuple(used.shape) != (sizes[0], c):
-        raise ValueError(f'continuous_used_by must have shape (n, c) = ({", ".join(map(str, sizes))}, {c}) for one discrete group, got {tuple(used.shape)}')
+    if len(sizes) != 1:
+        raise ValueError(f'continuous_used_by needs a readout (selector) with one discrete group, this one has {len(sizes)}: sizes {list(sizes)}')
+    if tuple(used.shape) != (sizes[0], c):
+        raise ValueError(f'continuous_used_by must have shape (n, c) = ({sizes[0]}, {c}), got {tuple(used.shape)}')
     return used.to(dist.groups[0].device)
 
 
@@ -212,6 +215,9 @@ class CompositeActionDistribution(CompositeDistribution):
         """
         ids, values = self._parts_of(sample)
         (d_key, discrete), (c_key, continuous) = self.dists.items()
+        ids = check_integer(ids, f'sample[{d_key!r}]')
+        check_ids_in_range(ids.unsqueeze(-1) if self.readout_dist.squeeze else ids, self.readout_dist.selector.group_sizes_t, f'sample[{d_key!r}]',
+                           group_axis_added=self.readout_dist.squeeze)  # fmt: skip
         if exists(self.continuous_used_by):  # the per-dim log-densities of the dims the ids use
             used = self.continuous_used_by[ids if self.readout_dist.squeeze else ids.squeeze(-1)]
             c_log_prob = torch.where(used, continuous.base_dist.log_prob(values), 0.0).sum(-1)
@@ -224,8 +230,8 @@ class CompositeActionDistribution(CompositeDistribution):
         return TensorDict(entries, batch_size=sample.batch_size, device=sample.device)
 
     def sample_and_log_prob(self, shape=None) -> tuple[TensorDict, Tensor | TensorDict]:
-        """A sample and its ``log_prob``, the action scored as a whole (tensordict's
-        ``ProbabilisticTensorDictModule`` takes this path where it has it).
+        """A sample and its ``log_prob``, the action scored as a whole (for callers
+        that score a draw in one call; TorchRL's own helpers score part by part).
 
         Args:
             shape: leading sample shape (default ``()``).
@@ -255,9 +261,16 @@ def _readout_dist(readout, logits, params, selector_index, selector_config, acti
     """The readout's distribution of ``(logits, params)``, checked: a mixed one with both parts."""
     if not isinstance(readout, Readout):
         raise TypeError(f'readout must be a Readout (the one that produced logits and params), got {describe(readout)}')
-    for name, value in (('logits', logits), ('params', params)):
+    if not (readout.has_discrete and readout.has_continuous):
+        raise ValueError('CompositeActionDistribution needs a readout (selector) with discrete and continuous parts; use readout.get_dist for one part')
+    if is_tensor_collection(logits):  # several groups, as a TensorDictModule stores forward's tuple: entries '0', '1', ...
+        logits = tuple(logits[str(g)] for g in range(len(logits.keys())))
+    groups = list(logits) if isinstance(logits, (tuple, list)) else [logits]
+    for name, value in [*((f'logits[{g}]' if len(groups) > 1 else 'logits', t) for g, t in enumerate(groups)), ('params', params)]:
         if value is not None and not isinstance(value, Tensor):
-            raise TypeError(f'{name} must be a tensor (the readout outputs: logits (..., n), params (..., c, 2)), got {describe(value)}')
+            raise TypeError(f'{name} must be a tensor (the readout outputs: logits (..., n) or a tuple per group, params (..., c, 2)), got {describe(value)}')
+    if isinstance(params, Tensor) and all(isinstance(t, Tensor) for t in groups) and any(t.shape[:-1] != params.shape[:-2] for t in groups):
+        raise ValueError(f'logits and params must have the same batch shape, got logits {[tuple(t.shape) for t in groups]} and params {tuple(params.shape)}')
     dist = readout._dist(DiscreteContinuous(logits, params), selector_index, selector_config, action_mask, rescale_range, 'CompositeActionDistribution:')
     if not dist.mixed:
         raise ValueError('CompositeActionDistribution needs a readout (selector) with discrete and continuous parts; use readout.get_dist for one part')

@@ -233,7 +233,7 @@ def test_bad_arguments_raise_errors_that_name_them():
     discrete_only = ParameterlessReadout(num_discrete=3)
     cases = [
         (TypeError, 'readout must be a Readout', dict(readout=nn.Linear(2, 2))),
-        (TypeError, 'logits must be a tensor', dict(logits=[0.0, 1.0, 2.0])),
+        (TypeError, r'logits\[0\] must be a tensor', dict(logits=[0.0, 1.0, 2.0])),
         (ValueError, 'params is None', dict(params=None)),
         (ValueError, 'discrete logits must have a last axis of size 3', dict(logits=torch.randn(6, 4))),
         (ValueError, 'needs a readout .* with discrete and continuous parts', dict(readout=discrete_only, params=None)),
@@ -251,7 +251,7 @@ def test_bad_arguments_raise_errors_that_name_them():
 def test_continuous_used_by_needs_one_discrete_group():
     readout, _, raw, _ = build(MIXED_CASES[0])  # two groups
     logits, params = unpack(MIXED_CASES[0], raw)
-    with pytest.raises(ValueError, match='for one discrete group'):
+    with pytest.raises(ValueError, match=r'needs a readout \(selector\) with one discrete group, this one has 2: sizes \[3, 4\]'):
         CompositeActionDistribution(torch.cat(logits, -1), params, readout=readout, continuous_used_by=torch.ones(3, 3, dtype=torch.bool))
 
 
@@ -368,3 +368,48 @@ def test_torchrl_imported_after_the_readout_was_used_breaks_nothing():
     pytest.importorskip('torchrl')
     done = subprocess.run([sys.executable, '-c', IMPORT_ORDER_SCRIPT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# the readout's own outputs in every form, empty batches, checked ids and shapes
+
+
+def test_several_groups_come_as_forwards_tuple_or_a_tensordict_of_them():
+    _, readout = EmbedAndReadout(16, num_discrete=(3, 4), num_continuous=2, continuous_squashed=True)
+    out = readout(torch.randn(5, 16))
+    dist = readout.get_dist(out, composite=True)
+    action = dist.sample()
+    ids, values = action['action', 'discrete'], action['action', 'continuous']
+    with set_composite_lp_aggregate(True):
+        expected = readout.log_prob(out, (ids, values), concat=True).sum(-1)
+        torch.testing.assert_close(dist.log_prob(action), expected)
+        as_entries = TensorDict({'0': out.discrete[0], '1': out.discrete[1]}, batch_size=[5])
+        torch.testing.assert_close(CompositeActionDistribution(as_entries, out.continuous, readout=readout).log_prob(action), expected)
+
+
+def test_an_empty_batch_samples_and_scores():
+    _, readout = EmbedAndReadout(16, num_discrete=3, num_continuous=2, continuous_squashed=True)
+    logits, params = readout(torch.randn(0, 16))
+    dist = CompositeActionDistribution(logits, params, readout=readout, rescale_range=(0.0, 5.0))
+    with set_composite_lp_aggregate(True):
+        assert dist.log_prob(dist.sample()).shape == (0,)
+
+
+def test_sampled_ids_are_checked_like_the_readouts():
+    _, readout = EmbedAndReadout(16, num_discrete=3, num_continuous=2, continuous_squashed=True)
+    dist = readout.get_dist(readout(torch.randn(4, 16)), composite=True)
+    action = dist.sample()
+    action['action', 'discrete'] = torch.tensor([0, 5, 1, 2])
+    with pytest.raises(IndexError, match=r"sample\[\('action', 'discrete'\)\]: id 5"):
+        dist.log_prob(action)
+    action['action', 'discrete'] = torch.tensor([0.0, 1.7, 2.0, 1.0])
+    with pytest.raises(TypeError, match='integer'):
+        dist.log_prob(action)
+
+
+def test_outputs_of_different_batch_shapes_are_refused():
+    _, readout = EmbedAndReadout(16, num_discrete=3, num_continuous=2, continuous_squashed=True)
+    with pytest.raises(ValueError, match='same batch shape'):
+        CompositeActionDistribution(torch.randn(4, 3), torch.randn(5, 2, 2), readout=readout)
+    _, continuous_only = EmbedAndReadout(16, num_continuous=2)
+    with pytest.raises(ValueError, match=r'needs a readout \(selector\) with discrete and continuous parts'):
+        CompositeActionDistribution(None, torch.randn(4, 2, 2), readout=continuous_only)
