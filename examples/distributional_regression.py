@@ -34,14 +34,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
-from ppo_utils import torch_threads
 from torch import nn
 from tqdm import tqdm
 
 from discrete_continuous_embed_readout import EmbedAndReadout, symlog
+
+# examples/ is not a package: the shared helpers import both as a script and by file path (the tests)
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ppo_utils import torch_threads  # noqa: E402
 
 HEADS = {
     'mse': dict(continuous_log_var_embed=False),
