@@ -271,8 +271,9 @@ class BinnedDistribution(ContinuousDistribution):
         log_p = _wide(params).log_softmax(-1)
         return -(self.target_probs(value).to(log_p.dtype) * log_p).sum(-1)
 
-    def _clamped(self, value: Tensor, low: float, high: float) -> Tensor:
-        return self.to_bin_space(_wide(value)).clamp(low, high)
+    def _clamped(self, value: Tensor) -> Tensor:
+        """``value`` in bin space, clamped to the bins' range."""
+        return self.to_bin_space(_wide(value)).clamp(self.low, self.high)
 
 
 class TwoHotDistribution(BinnedDistribution):
@@ -312,7 +313,7 @@ class TwoHotDistribution(BinnedDistribution):
         Returns:
             ``(..., c, num_bins)``.
         """
-        position = (self._clamped(value, self.low, self.high) - self.low) * ((self.num_bins - 1) / (self.high - self.low))
+        position = (self._clamped(value) - self.low) * ((self.num_bins - 1) / (self.high - self.low))
         position = position.clamp(0, self.num_bins - 1)  # rounding at the ends must not leave [0, 1] weights
         below = position.floor().clamp(max=self.num_bins - 2)
         above_weight = (position - below).unsqueeze(-1)
@@ -377,6 +378,6 @@ class HLGaussDistribution(BinnedDistribution):
         """
         # float64: the bin masses are differences of erf values close to +-1
         wide = torch.float32 if value.device.type == 'mps' else torch.float64
-        position = self._clamped(value.to(wide), self.low, self.high).unsqueeze(-1)
+        position = self._clamped(value.to(wide)).unsqueeze(-1)
         cdf = torch.special.erf((self.edges(position) - position) / (self.sigma * math.sqrt(2.0)))
         return ((cdf[..., 1:] - cdf[..., :-1]) / (cdf[..., -1:] - cdf[..., :1])).to(_wide(value).dtype)
