@@ -32,16 +32,16 @@ def public_functions(tree):
 
 def offenders() -> list[str]:
     found = []
-    for path in sorted(PACKAGE.glob('*.py')):
+    for path in sorted(PACKAGE.rglob('*.py')):
         text = path.read_text()
         lines = len(text.splitlines())
         if lines > MAX_LINES:
-            found.append(f'{path.name}: {lines} lines')
-        if path.name.startswith('_') and path.name != '__init__.py':
-            continue  # an internal module: no public methods
+            found.append(f'{path.relative_to(PACKAGE)}: {lines} lines')
+        if path.name.startswith('_') and path.name != '__init__.py' or '__all__' not in text:
+            continue  # an internal module (a leading underscore, or no __all__): no public methods
         for name, node in public_functions(ast.parse(text)):
             if body_lines(node) > MAX_BODY:
-                found.append(f'{path.name}: {name} body {body_lines(node)} lines')
+                found.append(f'{path.relative_to(PACKAGE)}: {name} body {body_lines(node)} lines')
     return found
 
 

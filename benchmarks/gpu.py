@@ -31,7 +31,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from discrete_continuous_embed_readout import EmbedAndReadout, _linear_softmax
+from discrete_continuous_embed_readout import EmbedAndReadout
+from discrete_continuous_embed_readout.fused import linear_softmax as _linear_softmax
 
 
 def sync(device):

@@ -3,11 +3,11 @@ from language models to multi-discrete and continuous robot action spaces."""
 
 from ._checks import get_validate_args, set_validate_args
 from ._utils import DiscreteContinuous
-from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution, symexp, symlog
-from .distributions import ContinuousDistribution
 from .embed import Embed
 from .factory import EmbedAndReadout, EmbedReadoutPair, ParameterlessReadout
-from .heads import CONTINUOUS_DISTRIBUTIONS
+from .heads.binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution, symexp, symlog
+from .heads.gaussian import ContinuousDistribution
+from .heads.registry import CONTINUOUS_DISTRIBUTIONS
 from .multi_categorical import MultiCategorical, segmented_softmax
 from .policy_distributions import MultiCategoricalDistribution
 from .readout import Readout
@@ -44,11 +44,11 @@ def __getattr__(name: str):
     # SpaceAdapter needs numpy and gymnasium, CompositeActionDistribution tensordict
     # (optional): imported on first use
     if name == 'SpaceAdapter':
-        from .spaces import SpaceAdapter
+        from .rl.spaces import SpaceAdapter
 
         return SpaceAdapter
     if name == 'CompositeActionDistribution':
-        from .composite import CompositeActionDistribution
+        from .rl.composite import CompositeActionDistribution
 
         return CompositeActionDistribution
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

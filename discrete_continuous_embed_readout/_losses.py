@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_ids_in_range, check_tensor, describe, discrete_values
-from ._fused_loss import NO_OPTIONS, LossOptions, linear_cross_entropy_sum, linear_token_losses
 from ._utils import default, exists
+from .fused.loss import NO_OPTIONS, LossOptions, linear_cross_entropy_sum, linear_token_losses
 
 
 def check_loss_mask(mask, batch_shape, name: str = 'loss_mask') -> Tensor | None:
@@ -46,12 +45,6 @@ def masked_loss(per_entry: Tensor, mask: Tensor | None, reduce: bool) -> Tensor:
     if not reduce:
         return zeroed
     return zeroed.sum() / mask.sum().clamp(min=1)
-
-
-def regression_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
-    """Elementwise ``mse`` or ``l1``."""
-    fn = F.mse_loss if kind == 'mse' else F.l1_loss
-    return fn(pred, target, reduction='none')
 
 
 FUSED_MIN_GROUP_SIZE = 4096  # below it, one logits matmul for all groups is cheaper

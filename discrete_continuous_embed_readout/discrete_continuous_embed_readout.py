@@ -8,8 +8,9 @@ the einops functions the old module carried) are kept for old code only.
 
 from einops import einsum, rearrange, reduce, repeat
 
-from ._legacy import BufferModule, ContinuousSelector, DiscreteContinuousSelector, DiscreteSelector
-from ._legacy_helpers import (
+from ._table import SharedTable as Base
+from ._utils import DiscreteContinuous, default, exists
+from .compat.helpers import (
     assert_valid_range,
     atanh,
     calc_entropy,
@@ -32,15 +33,14 @@ from ._legacy_helpers import (
     tree_map_tensor,
     xnor,
 )
-from ._table import SharedTable as Base
-from ._utils import DiscreteContinuous, default, exists
-from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
+from .compat.selectors import BufferModule, ContinuousSelector, DiscreteContinuousSelector, DiscreteSelector
 from .embed import Embed
 from .factory import EmbedAndReadout, ParameterlessReadout
-from .heads import CONTINUOUS_DISTRIBUTIONS
+from .heads.gaussian import ContinuousDistribution, Gaussian, SquashedGaussian
+from .heads.registry import CONTINUOUS_DISTRIBUTIONS
+from .heads.unit_interval import BetaDistribution, KumaraswamyDistribution
 from .multi_categorical import MultiCategorical, segmented_softmax
 from .readout import Readout
-from .unit_interval import BetaDistribution, KumaraswamyDistribution
 
 # 0.2.x names of the bounded heads: the same classes
 BetaDist = BetaDistribution

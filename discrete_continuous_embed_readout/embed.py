@@ -12,12 +12,13 @@ from ._checks import check_finite, check_floating, check_ids_in_range, check_int
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair, take
-from .heads import build_continuous_dist, is_binned, table_bins
+from .compat.table_methods import SelectorCompat
+from .heads.registry import build_continuous_dist, is_binned, table_bins
 
 __all__ = ['Embed']
 
 
-class Embed(SharedTable):
+class Embed(SelectorCompat, SharedTable):
     """Embeds discrete ids, continuous values, or both, with one shared table.
 
     Args:

@@ -7,8 +7,8 @@ import inspect
 from typing import NamedTuple
 
 from ._utils import exists
-from .binned import BinnedDistribution
 from .embed import Embed
+from .heads.binned import BinnedDistribution
 from .readout import Readout
 
 __all__ = ['EmbedAndReadout', 'EmbedReadoutPair', 'ParameterlessReadout']

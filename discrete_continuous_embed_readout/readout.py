@@ -23,15 +23,15 @@ from ._checks import (
     split_pair,
     typecheck,
 )
-from ._embeds_paths import token_kl_divs, token_log_probs
-from ._linear_softmax import apply_softcap
 from ._losses import can_fuse, fused_discrete_loss
-from ._readout_compat import ReadoutCompat
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take
-from .distributions import Gaussian, SquashedGaussian
-from .heads import build_continuous_dist, table_bins
+from .compat.readout_methods import ReadoutCompat
+from .fused.from_embeds import token_kl_divs, token_log_probs
+from .fused.linear_softmax import apply_softcap
+from .heads.gaussian import Gaussian, SquashedGaussian
+from .heads.registry import build_continuous_dist, table_bins
 from .readout_distribution import DistConfig, ReadoutDistribution
 
 __all__ = ['NoTableError', 'Readout']
@@ -436,7 +436,7 @@ class Readout(ReadoutCompat, SharedTable):
             of them, or with ``composite`` a ``CompositeActionDistribution``.
         """
         if composite:
-            from .composite import CompositeActionDistribution  # tensordict is optional
+            from .rl.composite import CompositeActionDistribution  # tensordict is optional
 
             logits, params = dist_params if isinstance(dist_params, tuple) and len(dist_params) == 2 else (dist_params, None)
             return CompositeActionDistribution(logits, params, readout=self, action_mask=action_mask, rescale_range=rescale_range,

@@ -26,11 +26,11 @@ from torch.distributions import Categorical
 
 from ._action_masks import mask_logits, split_action_mask
 from ._checks import check_temperature, continuous_params, discrete_values, logit_groups, split_pair
-from ._fused_loss import NO_OPTIONS, LossOptions
 from ._losses import check_loss_mask, entry_mask, masked_loss
 from ._utils import DiscreteContinuous, default, exists, identity, pack, upcast
-from .continuous_part import ContinuousPart
-from .distributions import ContinuousDistribution
+from .fused.loss import NO_OPTIONS, LossOptions
+from .heads.gaussian import ContinuousDistribution
+from .heads.part import ContinuousPart
 from .multi_categorical import MultiCategorical
 from .policy_distributions import MultiCategoricalDistribution
 

@@ -46,7 +46,7 @@ from torch import nn  # noqa: E402
 from torch.distributions import Categorical, Normal  # noqa: E402
 
 from discrete_continuous_embed_readout import CompositeActionDistribution, EmbedAndReadout, ParameterlessReadout  # noqa: E402
-from discrete_continuous_embed_readout.composite import SAMPLE_KEYS  # noqa: E402
+from discrete_continuous_embed_readout.rl.composite import SAMPLE_KEYS  # noqa: E402
 
 MIXED_CASES = [c for c in POLICY_CASES if c.groups and c.cont]
 mixed_case_params = pytest.mark.parametrize('case', MIXED_CASES, ids=lambda c: c.id)

@@ -232,15 +232,15 @@ def test_args_parsing(doc, names):
     assert documented_names(section(doc, 'Args')) == names
 
 
-NEEDS = {'composite': 'tensordict'}  # modules of an optional dependency
+NEEDS = {'rl.composite': 'tensordict'}  # modules of an optional dependency
 MODULES = [
-    importlib.import_module(f'{package.__name__}.{m.name}')
-    for m in pkgutil.iter_modules(package.__path__)
-    if m.name not in NEEDS or importlib.util.find_spec(NEEDS[m.name]) is not None
+    importlib.import_module(m.name)
+    for m in pkgutil.walk_packages(package.__path__, prefix=f'{package.__name__}.')
+    if (short := m.name.removeprefix(f'{package.__name__}.')) not in NEEDS or importlib.util.find_spec(NEEDS[short]) is not None
 ]
 
 
-@pytest.mark.parametrize('module', MODULES, ids=lambda m: m.__name__.rsplit('.', 1)[-1])
+@pytest.mark.parametrize('module', MODULES, ids=lambda m: m.__name__.removeprefix(f'{package.__name__}.'))
 def test_docstring_examples_run(module):
     """The ``Example:`` sections are doctests: they run and print what they show."""
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -2,10 +2,10 @@
 public API and may move when the package is restructured. Tests reach them only
 through these functions (and the conftest.py fixtures built on them).
 
-- ``_linear_softmax.MIN_CHUNK_ROWS``, ``_linear_softmax.CHUNK_BYTES``: chunking of the fused loss;
+- ``fused.linear_softmax.MIN_CHUNK_ROWS``, ``fused.linear_softmax.CHUNK_BYTES``: chunking of the fused loss;
 - ``_losses.FUSED_MIN_GROUP_SIZE``: the group size from which the fused loss is used;
 - ``_losses.can_fuse``: whether a forward loss takes the fused path;
-- ``_losses._LinearCrossEntropySum``: the fused loss's gradient-computing function;
+- ``fused.loss._LinearCrossEntropySum``: the fused loss's gradient-computing function;
 - ``multi_categorical.pads_cheaply``, ``multi_categorical.log_prob_at``, ``MultiCategorical.batched``:
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
@@ -23,8 +23,8 @@ def _module(name: str):
 
 def use_small_fused_chunks(monkeypatch) -> None:
     """Several fused-loss chunks (the last one partial), and multi-discrete groups fused."""
-    monkeypatch.setattr(_module('_linear_softmax'), 'MIN_CHUNK_ROWS', 4)
-    monkeypatch.setitem(_module('_linear_softmax').CHUNK_BYTES, 'cpu', 1)
+    monkeypatch.setattr(_module('fused.linear_softmax'), 'MIN_CHUNK_ROWS', 4)
+    monkeypatch.setitem(_module('fused.linear_softmax').CHUNK_BYTES, 'cpu', 1)
     set_fused_min_group_size(monkeypatch, 2)
 
 
@@ -35,7 +35,7 @@ def set_fused_min_group_size(monkeypatch, size: int) -> None:
 
 def forbid_fused_gradient_function(monkeypatch, replacement) -> None:
     """Replace ``apply`` of the fused loss's gradient-computing autograd function (by one that fails)."""
-    monkeypatch.setattr(_module('_fused_loss')._LinearCrossEntropySum, 'apply', replacement)
+    monkeypatch.setattr(_module('fused.loss')._LinearCrossEntropySum, 'apply', replacement)
 
 
 def fused_path_taken(readout, **selector) -> bool:

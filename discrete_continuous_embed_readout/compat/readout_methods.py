@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._checks import check_temperature
-from ._legacy import DiscreteContinuousSelector
-from ._selectors import Selector
-from ._utils import DiscreteContinuous, exists, identity
-from .continuous_part import ContinuousPart, head_for, rescale_map
-from .multi_categorical import MultiCategorical
-from .readout_distribution import DistConfig, ReadoutDistribution, maybe_concat, unimix_logits
+from .._checks import check_temperature
+from .._selectors import Selector
+from .._utils import DiscreteContinuous, exists, identity
+from ..heads.part import ContinuousPart, head_for, rescale_map
+from ..multi_categorical import MultiCategorical
+from ..readout_distribution import DistConfig, ReadoutDistribution, maybe_concat, unimix_logits
+from .selectors import DiscreteContinuousSelector
+from .table_methods import SelectorCompat
 
 
-class ReadoutCompat:
-    """0.2.x methods of ``Readout`` (see the module docstring)."""
+class ReadoutCompat(SelectorCompat):
+    """0.2.x methods of ``Readout`` (see the module docstring), with the 0.2.x selector API."""
 
     def sample_discrete(self, discrete_logits, temperature: float = 1.0, differentiable: bool = False, filter_fn=identity,
                         filter_kwargs: dict | None = None, *, selector_index=None, selector_config=None, generator=None,

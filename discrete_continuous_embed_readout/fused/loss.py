@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import functorch_active
-from ._linear_softmax import chunk_logits, chunk_rows, linear_kl_div, linear_softmax_stats, softmax_dtype
+from .._checks import functorch_active
+from .linear_softmax import chunk_logits, chunk_rows, linear_kl_div, linear_softmax_stats, softmax_dtype
 
 __all__ = ['NO_OPTIONS', 'LossOptions', 'linear_cross_entropy_sum', 'linear_kl_divs', 'linear_log_probs', 'linear_token_losses']
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import content_checks_enabled, describe
+from .._checks import content_checks_enabled, describe
+from .._utils import DiscreteContinuous, default, exists, is_pair
+from ..factory import EmbedAndReadout, EmbedReadoutPair
 from ._space_tree import (
     _as_range,
     _batch_shape,
@@ -27,8 +29,6 @@ from ._space_tree import (
     _pack,
     _unflatten,
 )
-from ._utils import DiscreteContinuous, default, exists, is_pair
-from .factory import EmbedAndReadout, EmbedReadoutPair
 
 try:  # numpy comes with gymnasium; torch does not require it
     import numpy as np

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import functorch_active
+from .._checks import functorch_active
 
 __all__ = ['apply_softcap', 'chunk_logits', 'chunk_rows', 'linear_kl_div', 'linear_softmax_stats', 'softmax_dtype']
 

@@ -20,19 +20,25 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Normal
 from torch.distributions.transforms import AffineTransform
 
-from ._checks import check_bounds, check_finite, check_floating, check_support, check_tensor, describe
-from ._losses import regression_loss
-from ._utils import exists, take, upcast
-from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
-from .policy_distributions import continuous_distribution
+from .._checks import check_bounds, check_finite, check_floating, check_support, check_tensor, describe
+from .._utils import exists, take, upcast
+from .gaussian import ContinuousDistribution, Gaussian, SquashedGaussian
+from .views import continuous_distribution
 
 __all__ = ['ContinuousPart', 'head_for', 'rescale_map', 'unit_map']
 
 HALF = (torch.float16, torch.bfloat16)
+
+
+def regression_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
+    """Elementwise ``mse`` or ``l1``."""
+    fn = F.mse_loss if kind == 'mse' else F.l1_loss
+    return fn(pred, target, reduction='none')
 
 
 class _Identity(AffineTransform):

@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from ._checks import check_range
-from .multi_categorical import MultiCategorical
-from .multi_categorical import gumbel_noise as _gumbel_noise
+from .._checks import check_range
+from ..multi_categorical import MultiCategorical
+from ..multi_categorical import gumbel_noise as _gumbel_noise
 
 
 def identity(t, *args, **kwargs):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution
-from .distributions import ContinuousDistribution, Gaussian, SquashedGaussian
+from .gaussian import ContinuousDistribution, Gaussian, SquashedGaussian
 from .unit_interval import BetaDistribution, KumaraswamyDistribution
 
 __all__ = ['CONTINUOUS_DISTRIBUTIONS', 'build_continuous_dist', 'is_binned', 'table_bins']

@@ -33,9 +33,9 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, Distribution, Independent
 
-from ._checks import check_ids_in_range, check_integer, describe
-from ._utils import DiscreteContinuous, exists
-from .readout import Readout
+from .._checks import check_ids_in_range, check_integer, describe
+from .._utils import DiscreteContinuous, exists
+from ..readout import Readout
 
 try:
     from tensordict import TensorDict, is_tensor_collection

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_floating, check_ids_in_range, check_last_dim, check_positive, discrete_values
-from ._fused_loss import linear_kl_divs, linear_log_probs
-from ._losses import check_loss_mask
-from ._utils import exists, take
+from .._checks import check_floating, check_ids_in_range, check_last_dim, check_positive, discrete_values
+from .._losses import check_loss_mask
+from .._utils import exists, take
+from .loss import linear_kl_divs, linear_log_probs
 
 __all__ = ['token_kl_divs', 'token_log_probs']
 

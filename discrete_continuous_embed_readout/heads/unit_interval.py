@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Beta, Kumaraswamy
 
-from .distributions import ContinuousDistribution
+from .gaussian import ContinuousDistribution
 
 __all__ = ['BetaDistribution', 'KumaraswamyDistribution']
 

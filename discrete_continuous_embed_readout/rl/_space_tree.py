@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import content_checks_enabled
-from ._utils import DiscreteContinuous, exists
+from .._checks import content_checks_enabled
+from .._utils import DiscreteContinuous, exists
 
 try:  # numpy comes with gymnasium; torch does not require it
     import numpy as np

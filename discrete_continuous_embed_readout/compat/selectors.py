@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ._selectors import Selector
-from ._utils import exists, take
+from .._selectors import Selector
+from .._utils import exists, take
 
 # selector objects: what get_selector returns
 

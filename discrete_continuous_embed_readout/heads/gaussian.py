@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Normal, TanhTransform, TransformedDistribution, kl_divergence
 
-from ._checks import check_range
-from ._utils import exists
+from .._checks import check_range
+from .._utils import exists
 
 LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)

@@ -8,7 +8,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from ._utils import take
+from .._utils import take
 
 # what 0.2.x checkpoints hold that this package does not: copies of the table per
 # selector, and the normaliser under '.data' (plus a copy per selector)

@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical
 
-from ._checks import check_positive, describe
-from .distributions import ContinuousDistribution
+from .._checks import check_positive, describe
+from .gaussian import ContinuousDistribution
 
 __all__ = ['BinnedDistribution', 'HLGaussDistribution', 'TwoHotDistribution', 'symexp', 'symlog']
 
