@@ -1,7 +1,7 @@
 """The route of one acting call through the package's modules, traced with
 ``sys.setprofile``: every Python call into a package function is recorded, helper
-modules (``_utils``, ``_checks``) are left out, and consecutive calls in the same
-module collapse into one step. A *module switch* is a step to another module.
+modules (``_utils``, ``_checks``) are left out, consecutive calls in the same
+module collapse into one step, and a sub-package (``heads/``) is one module. A *module switch* is a step to another module.
 
     python benchmarks/trace_route.py          # the route of sample(..., return_log_prob=True)
     python benchmarks/trace_route.py --calls  # and every call on it
@@ -43,8 +43,11 @@ def trace(fn) -> list[tuple[str, str]]:
 
 
 def route(calls: list[tuple[str, str]]) -> list[str]:
+    """The modules in the order the call visits them; a sub-package (``heads``,
+    ``fused``, ...) counts as one step: its modules are one wing."""
     steps = []
     for module, _ in calls:
+        module = module.split('.')[0]
         if not steps or steps[-1] != module:
             steps.append(module)
     return steps

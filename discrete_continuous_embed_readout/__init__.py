@@ -5,8 +5,9 @@ from ._checks import get_validate_args, set_validate_args
 from ._utils import DiscreteContinuous
 from .embed import Embed
 from .factory import EmbedAndReadout, EmbedReadoutPair, ParameterlessReadout
-from .heads.binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution, symexp, symlog
-from .heads.gaussian import ContinuousDistribution
+from .heads.base import ContinuousDistribution
+from .heads.binned import BinnedDistribution, symexp, symlog
+from .heads.binned_targets import HLGaussDistribution, TwoHotDistribution
 from .heads.registry import CONTINUOUS_DISTRIBUTIONS
 from .multi_categorical import MultiCategorical, segmented_softmax
 from .policy_distributions import MultiCategoricalDistribution

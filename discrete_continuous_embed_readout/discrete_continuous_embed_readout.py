@@ -36,7 +36,8 @@ from .compat.helpers import (
 from .compat.selectors import BufferModule, ContinuousSelector, DiscreteContinuousSelector, DiscreteSelector
 from .embed import Embed
 from .factory import EmbedAndReadout, ParameterlessReadout
-from .heads.gaussian import ContinuousDistribution, Gaussian, SquashedGaussian
+from .heads.base import ContinuousDistribution
+from .heads.gaussian import Gaussian, SquashedGaussian
 from .heads.registry import CONTINUOUS_DISTRIBUTIONS
 from .heads.unit_interval import BetaDistribution, KumaraswamyDistribution
 from .multi_categorical import MultiCategorical, segmented_softmax

@@ -29,7 +29,7 @@ from ._checks import check_temperature, continuous_params, discrete_values, logi
 from ._losses import check_loss_mask, entry_mask, masked_loss
 from ._utils import DiscreteContinuous, default, exists, identity, pack, upcast
 from .fused.loss import NO_OPTIONS, LossOptions
-from .heads.gaussian import ContinuousDistribution
+from .heads.base import ContinuousDistribution
 from .heads.part import ContinuousPart
 from .multi_categorical import MultiCategorical
 from .policy_distributions import MultiCategoricalDistribution

@@ -6,8 +6,10 @@ params plus the one units map to the user's units) and its ``torch.distributions
 views. Nothing here knows the ``Readout``: the core builds heads and parts, never
 the other way round."""
 
-from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution, symexp, symlog
-from .gaussian import ContinuousDistribution, Gaussian, SquashedGaussian
+from .base import ContinuousDistribution
+from .binned import BinnedDistribution, symexp, symlog
+from .binned_targets import HLGaussDistribution, TwoHotDistribution
+from .gaussian import Gaussian, SquashedGaussian
 from .registry import CONTINUOUS_DISTRIBUTIONS
 from .unit_interval import BetaDistribution, KumaraswamyDistribution
 

@@ -27,7 +27,8 @@ from torch.distributions.transforms import AffineTransform
 
 from .._checks import check_bounds, check_finite, check_floating, check_support, check_tensor, describe
 from .._utils import exists, take, upcast
-from .gaussian import ContinuousDistribution, Gaussian, SquashedGaussian
+from .base import ContinuousDistribution
+from .gaussian import Gaussian, SquashedGaussian
 from .views import continuous_distribution
 
 __all__ = ['ContinuousPart', 'head_for', 'rescale_map', 'unit_map']

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from .binned import BinnedDistribution, HLGaussDistribution, TwoHotDistribution
-from .gaussian import ContinuousDistribution, Gaussian, SquashedGaussian
+from .base import ContinuousDistribution
+from .binned import BinnedDistribution
+from .binned_targets import HLGaussDistribution, TwoHotDistribution
+from .gaussian import Gaussian, SquashedGaussian
 from .unit_interval import BetaDistribution, KumaraswamyDistribution
 
 __all__ = ['CONTINUOUS_DISTRIBUTIONS', 'build_continuous_dist', 'is_binned', 'table_bins']

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Beta, Kumaraswamy
 
-from .gaussian import ContinuousDistribution
+from .base import ContinuousDistribution
 
 __all__ = ['BetaDistribution', 'KumaraswamyDistribution']
 
