@@ -22,6 +22,22 @@ def test_an_acting_call_crosses_at_most_four_modules():
     assert len(route) - 1 <= 4
 
 
+def test_no_call_climbs_back_up_the_layers():
+    # data flows one way: what a module delegates to never calls back into it
+    trace = _load(ROOT / 'benchmarks' / 'trace_route.py')
+    for call in (trace.acting_call(), trace.training_call()):
+        calls = trace.trace(call, callers=True)
+        assert calls and all(caller is not None for _, _, caller in calls[1:])
+        assert trace.upward_calls(calls) == []
+
+
+def test_the_layer_check_sees_a_callback():
+    # the check above is only meaningful if a call from a part into the readout counts
+    trace = _load(ROOT / 'benchmarks' / 'trace_route.py')
+    calls = [('readout', 'Readout.forward', None), ('heads.part', 'ContinuousPart.loss', 'readout_distribution'), ('readout', 'Readout._project', 'heads.part')]
+    assert trace.upward_calls(calls) == [('heads.part', 'readout', 'Readout._project')]
+
+
 def test_the_tracer_sees_every_package_call():
     # the route above is only meaningful if the tracer records calls into the package
     trace = _load(ROOT / 'benchmarks' / 'trace_route.py')
