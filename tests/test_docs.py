@@ -338,6 +338,13 @@ def test_the_api_pages_render_docstring_examples_as_code_blocks(site):
     assert not [p for p in prose if '>>>' in p]
 
 
+def test_the_api_pages_quote_nothing(site):
+    # a docstring line that starts with '>' ("temperature: > 0" wrapped, or "> 1") is a
+    # Markdown quote: the text vanishes into an indented block; no docstring means one
+    quoted = {page.parent.name: text_of(q) for page in (site / 'api').glob('*/index.html') for q in re.findall(r'<blockquote>(.*?)</blockquote>', page.read_text(), re.S)}
+    assert not quoted, f'quotes on the API pages: {quoted}'
+
+
 def test_the_readouts_shared_arguments_render_as_a_list(site):
     page = api_page(site, 'readout')
     start = page.index('Arguments shared by the methods</summary>')
