@@ -2,9 +2,11 @@
 # documentation site, `make bench` the benchmark table, `make examples-table` every
 # example (rewriting the README's examples table), `make lint` ruff, `make wheel` the
 # packaging check. Each sets up .venv itself on a fresh machine: the CPU build of torch
-# first (so that pip does not pull the CUDA build; .ci/install_torch), then this package
+# first (so that pip does not pull the CUDA build; .ci/install_torch), with numpy (torch
+# warns "Failed to initialize NumPy" at every import without it), then this package
 # with only what the target needs (`demo`: the package and tqdm; `bench`: the package;
-# `examples-table`: its examples extra; `test`, `lint`, `wheel`: its test extra; `docs`:
+# `examples-table`: its examples extra; `test`: its test and docs extras (tests/test_docs.py
+# builds the site and reads the API pages); `lint`, `wheel`: its test extra; `docs`:
 # its docs extra).
 #
 #   make test TORCH_INDEX=                       # torch from your pip configuration only
@@ -49,7 +51,8 @@ $(VENV)/.installed-docs: $(VENV)/.installed
 demo: $(VENV)/.installed-demo
 	$(PY) examples/quickstart.py
 
-test: $(VENV)/.installed-test
+# the docs extra too: without it the tests of the rendered API pages would skip
+test: $(VENV)/.installed-test $(VENV)/.installed-docs
 	$(PY) -m pytest -q -n 2
 
 # --strict: a broken reference or a docstring griffe cannot match to its signature fails
@@ -65,6 +68,9 @@ bench-gpu:
 	PYTHONPATH=. $(PYTHON) benchmarks/gpu.py
 
 # every example with its defaults, its RESULT line into the README's table (several minutes)
+# Run it as the last step before a release, after every change that could move a number, so that
+# the table shows the released code (a rerun of unchanged code moves a row a little: the table's
+# notes say how much; examples/hybrid_actions_torchrl.py's PLAIN_RETURN quotes hybrid_actions.py's row).
 examples-table: $(VENV)/.installed-examples
 	$(PY) benchmarks/examples_table.py
 

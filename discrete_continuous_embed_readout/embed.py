@@ -26,7 +26,7 @@ class Embed(SelectorCompat, SharedTable):
         num_discrete: vocabulary size, or one size per group (multi-discrete);
             with selectors, the total discrete capacity (an int).
         num_continuous: number of continuous dims ``C``.
-        selector: one selector config to register (see README, "Selectors").
+        selector: one selector config to register (see the [Selectors guide](../guide/selectors.md)).
         selectors: several selector configs, chosen per call by ``selector_index``.
         continuous_log_var_embed: ignored by Embed (accepted so both modules
             take the same arguments).
@@ -52,7 +52,7 @@ class Embed(SelectorCompat, SharedTable):
         discrete ids ``(...)`` (one group) or ``(..., G)``; continuous ``(..., C)``;
         output ``(..., D)`` (see ``forward`` for the unsummed forms).
 
-    Example:
+    Examples:
         >>> embed = Embed(512, num_discrete=20000)
         >>> embed(torch.randint(0, 20000, (2, 16))).shape
         torch.Size([2, 16, 512])

@@ -51,7 +51,7 @@ def EmbedAndReadout(
     Returns:
         ``(embed, readout)``, a named tuple.
 
-    Example:
+    Examples:
         >>> embed, readout = EmbedAndReadout(512, num_discrete=20000, weight_tie=True)
         >>> embed.embeddings.weight is readout.embeddings.weight
         True
@@ -134,7 +134,7 @@ class ParameterlessReadout(Readout):
         **kwargs: ``Readout``'s arguments (``num_discrete``, ``num_continuous``,
             ...); ``dim`` may only be ``None``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> readout = ParameterlessReadout(num_discrete=(3, 5))
         >>> readout.sample((torch.randn(2, 3), torch.randn(2, 5))).shape

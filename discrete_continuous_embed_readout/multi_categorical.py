@@ -32,6 +32,24 @@ def zero_where_impossible(logp: Tensor, value: Tensor | None = None) -> Tensor:
     return torch.where(torch.isneginf(logp), 0.0, logp if value is None else value)
 
 
+def _filtered(filter_fn, logits: Tensor, filter_kwargs: dict) -> Tensor:
+    """``filter_fn(logits, **filter_kwargs)``, checked: a sampler indexes its result
+    as the group's logits, so anything else would fail far from the cause or, a
+    shorter tensor, draw ids of the wrong range."""
+    out = filter_fn(logits, **filter_kwargs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f'filter_fn must return {_filter_contract(logits)}, got {type(out).__module__}.{type(out).__qualname__}')
+    if not out.is_floating_point():
+        raise TypeError(f'filter_fn must return {_filter_contract(logits)}, got {describe(out)}')
+    if out.shape != logits.shape:
+        raise ValueError(f'filter_fn must return {_filter_contract(logits)}, got {describe(out)}')
+    return out
+
+
+def _filter_contract(logits: Tensor) -> str:
+    return f'the filtered logits: a floating tensor of the shape it was given, {tuple(logits.shape)}, with -inf at the ids it rules out'
+
+
 def _pad_groups(groups: tuple[Tensor, ...], value: float) -> Tensor:
     n_max = max(g.shape[-1] for g in groups)
     padded = [F.pad(g, (0, n_max - g.shape[-1]), value=value) for g in groups]
@@ -300,7 +318,10 @@ class MultiCategorical:
                 tempered logits, ``tau = T``). At temperature 0 it is the argmax of
                 the logits, with the gradient of ``softmax(logits)``.
             eps: floor of the uniform noise before the double log.
-            filter_fn: applied to each group's logits first (top-k, top-p, ...).
+            filter_fn: a logit filter (top-k, top-p, ...): ``filter_fn(logits, **filter_kwargs)``
+                is called on each group's logits ``(..., n_g)`` before the temperature
+                and must return logits of the same shape (a floating tensor), with
+                ``-inf`` at the ids it rules out; the default keeps them as they are.
             filter_kwargs: keyword arguments of ``filter_fn``.
             generator: optional ``torch.Generator`` for the noise.
             hard: with ``differentiable``, the straight-through one-hot (True) or
@@ -309,12 +330,16 @@ class MultiCategorical:
 
         Returns:
             ids ``(...)`` / ``(..., g)``, or one-hots as above.
+
+        Raises:
+            TypeError, ValueError: ``filter_fn`` returned something other than
+                logits of the shape it was given (a ``torch.topk`` result, ids, fewer ids).
         """
         check_temperature(temperature)
         dtype = self.groups[0].dtype
         # noise, scores and softmax in (at least) float32: half precision uniforms sit
         # on a coarse grid, and its ties go to the lower id
-        groups = tuple(upcast(filter_fn(g, **(filter_kwargs or {}))) for g in self.groups)
+        groups = tuple(upcast(_filtered(filter_fn, g, filter_kwargs or {})) for g in self.groups)
         greedy = temperature <= 0
         noise = None if greedy else gumbel_noise((*self.batch_shape, sum(self.sizes)), groups[0], eps, generator)
         scores = groups if greedy else tuple(g / temperature + n for g, n in zip(groups, noise.split(self.sizes, -1)))

@@ -85,21 +85,21 @@ class Readout(ReadoutCompat, SharedTable):
             and ``get_dist`` (``forward`` still returns the logits; settable).
 
     Arguments shared by the methods:
-        dist: what ``forward`` returns: logits ``(..., n)``, per-group logits
-            ``(..., n_g)`` (a tuple, or concatenated ``(..., sum n_g)``), params
-            ``(..., c, 2)`` (``(..., c)`` in regression mode), or a
-            ``(discrete, continuous)`` pair (``None`` for a part left out).
-        selector_index, selector_config: a registered selector, or a selector
-            config for this call only (see ``get_selector``).
-        action_mask: bool, True = allowed: ``(..., n)``, ``(..., sum n_g)`` or one
-            mask per group. Disallowed actions get logit ``-inf``.
-        rescale_range: ``(lo, hi)``, numbers or per-dim bounds (a gymnasium
-            ``Box``'s ``low`` and ``high``): continuous values live in ``(lo, hi)``,
-            mapped linearly from the head's native range (beta / kumaraswamy
-            ``(0, 1)``, squashed ``(-1, 1)``) instead of de-normalised.
-        concat: join the parts of a pair along the last axis (``maybe_concat``).
+        - ``dist``: what ``forward`` returns: logits ``(..., n)``, per-group logits
+          ``(..., n_g)`` (a tuple, or concatenated ``(..., sum n_g)``), params
+          ``(..., c, 2)`` (``(..., c)`` in regression mode), or a
+          ``(discrete, continuous)`` pair (``None`` for a part left out).
+        - ``selector_index``, ``selector_config``: a registered selector, or a selector
+          config for this call only (see ``get_selector``).
+        - ``action_mask``: bool, True = allowed: ``(..., n)``, ``(..., sum n_g)`` or one
+          mask per group. Disallowed actions get logit ``-inf``.
+        - ``rescale_range``: ``(lo, hi)``, numbers or per-dim bounds (a gymnasium
+          ``Box``'s ``low`` and ``high``): continuous values live in ``(lo, hi)``,
+          mapped linearly from the head's native range (beta / kumaraswamy
+          ``(0, 1)``, squashed ``(-1, 1)``) instead of de-normalised.
+        - ``concat``: join the parts of a pair along the last axis (``maybe_concat``).
 
-    Example:
+    Examples:
         >>> readout = Readout(512, num_discrete=20000)
         >>> logits = readout(torch.randn(2, 16, 512))  # (2, 16, 20000)
         >>> loss = readout(torch.randn(2, 16, 512), torch.randint(0, 20000, (2, 16)))
@@ -309,21 +309,21 @@ class Readout(ReadoutCompat, SharedTable):
                rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
                action_mask=None, hard: bool = True, return_log_prob: bool = False):  # fmt: skip
         """Draw from ``dist``: ``self.dist(dist, ...).sample(...)`` (see
-        ``ReadoutDistribution.sample`` for what each option does per head).
+        [`ReadoutDistribution.sample`][] for what each option does per head).
 
         Args:
             dist: what ``forward`` returns (see the class docstring).
-            temperature: see ``ReadoutDistribution.sample``.
-            differentiable: see ``ReadoutDistribution.sample``.
+            temperature: see [`ReadoutDistribution.sample`][].
+            differentiable: see [`ReadoutDistribution.sample`][].
             selector_index: a registered selector (see the class docstring).
             selector_config: a selector config for this call only.
             rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
-            filter_fn: see ``ReadoutDistribution.sample``.
-            filter_kwargs: see ``ReadoutDistribution.sample``.
-            generator: see ``ReadoutDistribution.sample``.
+            filter_fn: see [`ReadoutDistribution.sample`][].
+            filter_kwargs: see [`ReadoutDistribution.sample`][].
+            generator: see [`ReadoutDistribution.sample`][].
             action_mask: bool, True = allowed (see the class docstring).
-            hard: see ``ReadoutDistribution.sample``.
-            return_log_prob: see ``ReadoutDistribution.sample``.
+            hard: see [`ReadoutDistribution.sample`][].
+            return_log_prob: see [`ReadoutDistribution.sample`][].
 
         Returns:
             ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``

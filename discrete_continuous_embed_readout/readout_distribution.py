@@ -149,7 +149,14 @@ class ReadoutDistribution:
                 once). ``<= 0`` gives the mode. Regression mode returns the prediction.
             differentiable: straight-through Gumbel-softmax one-hots (discrete),
                 reparameterised samples (continuous).
-            filter_fn: applied to each group's logits first (top-k, ...).
+            filter_fn: a logit filter (top-k, top-p, ...):
+                ``filter_fn(logits, **filter_kwargs)`` is called on each group's logits
+                ``(..., n_g)`` (after ``action_mask`` and ``unimix``, before the
+                temperature) and must return logits of the same shape (a floating
+                tensor), with ``-inf`` at the ids it rules out; e.g. top-k is
+                ``lambda logits, k: logits.masked_fill(logits < logits.topk(k).values[..., -1:], float('-inf'))``.
+                Anything else (a ``torch.topk`` result, ids, fewer ids) raises
+                ``TypeError`` / ``ValueError``. The continuous part ignores it.
             filter_kwargs: keyword arguments for ``filter_fn``.
             generator: a ``torch.Generator``: the same state gives the same samples
                 (continuous heads sample under the global RNG seeded from it, restored afterwards).
@@ -167,7 +174,8 @@ class ReadoutDistribution:
         Raises:
             TypeError, ValueError: a temperature that is not a finite number;
                 ``rescale_range`` for an unbounded gaussian; ``return_log_prob`` in
-                regression mode or with relaxed samples.
+                regression mode or with relaxed samples; a ``filter_fn`` that does
+                not return logits of the shape it was given.
         """
         check_temperature(temperature)
         d = d_lp = c = c_lp = None

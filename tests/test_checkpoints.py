@@ -175,8 +175,8 @@ def entry_mean(unreduced, mask):
 
 
 def expected_outputs(data, case):
-    """The original's outputs, with the intended differences (README, "Migrating
-    from 0.2.x") applied to them."""
+    """The original's outputs, with the intended differences (MIGRATING.md) applied
+    to them."""
     inputs, expected = data['inputs'][case], dict(data['outputs'][case])
     if isinstance(expected['loss_masked'], tuple):  # mixed: the continuous part is an entry mean
         expected['loss_masked'] = (expected['loss_masked'][0], entry_mean(expected['loss_unreduced'][1], inputs['mask']))

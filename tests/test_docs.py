@@ -1,7 +1,10 @@
 """Documentation: every public name carries a Google-style docstring (STYLE.md,
 "Docstrings and comments"), the docstring examples run as doctests, the API pages
 render every export, the README's links resolve, and every python block of the README
-and of the documentation site's pages (docs/) runs (their promises are code).
+and of the documentation site's pages (docs/) runs (their promises are code). With the
+docs extra installed (``make test`` installs it), the site is built as ``make docs``
+builds it and the rendered API pages are read: examples as code blocks, lists as
+lists, the Readout's main API first, cross-references as links.
 
 Public: each name of ``__all__`` (``SpaceAdapter`` and ``CompositeActionDistribution``,
 exported lazily, included where their optional dependency is installed) and, for
@@ -11,11 +14,15 @@ constructor is documented by its class docstring's ``Args:``.
 """
 
 import doctest
+import html
 import importlib
 import importlib.util
 import inspect
+import os
 import pkgutil
 import re
+import subprocess
+import sys
 
 import pytest
 from helpers import README
@@ -209,6 +216,18 @@ def test_the_api_pages_render_every_export():
     assert not missing, f'no page in docs/api renders {missing}'
 
 
+def test_the_package_sends_readers_to_the_guide_not_the_readme():
+    # the README is one screen of introduction; what docstrings refer to is in docs/guide/
+    # (a link there is checked by the strict site build)
+    offenders = [
+        f'{path.name}:{number}'
+        for path in sorted(README.parent.joinpath(PACKAGE).rglob('*.py'))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if 'README' in line
+    ]
+    assert not offenders, f'mentions of the README (point at docs/guide/ instead): {offenders}'
+
+
 def test_the_readmes_links_to_files_of_the_repository_exist():
     # the README is one screen of introduction; the guide pages and the API pages (rendering
     # every export, above) hold the rest, so its links to them must not break
@@ -242,9 +261,130 @@ MODULES = [
 
 @pytest.mark.parametrize('module', MODULES, ids=lambda m: m.__name__.removeprefix(f'{package.__name__}.'))
 def test_docstring_examples_run(module):
-    """The ``Example:`` sections are doctests: they run and print what they show."""
+    """The ``Examples:`` sections are doctests: they run and print what they show."""
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
+
+
+def test_examples_sections_are_titled_as_griffe_reads_them():
+    # griffe (the API pages) parses ``Examples:`` into code blocks; any other title
+    # ("Example:") becomes an admonition whose ``>>>`` lines render as nested quotes
+    # with the output run into them
+    offenders = [name for name, obj, _ in OBJECTS if own_doc(obj) and '>>>' in own_doc(obj) and section(own_doc(obj), 'Examples') is None]
+    assert not offenders, f'doctest lines outside an Examples: section: {offenders}'
+
+
+# the rendered API pages: built with mkdocs (the docs extra, which `make test` installs)
+# and read as HTML, for what only the rendering shows
+
+SITE_PACKAGES = ('mkdocs', 'material', 'mkdocstrings', 'mkdocstrings_handlers.python')
+PRE = re.compile(r'<pre[^>]*>(.*?)</pre>', re.S)
+H3_ID = re.compile(r'<h3 id="discrete_continuous_embed_readout\.Readout\.(\w+)"')
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r'<[^>]+>', '', fragment))
+
+
+def _missing_site_packages() -> list[str]:
+    missing = []
+    for name in SITE_PACKAGES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    """The documentation site, built as ``make docs`` builds it (strict) into a temporary folder."""
+    missing = _missing_site_packages()
+    if missing:
+        pytest.skip(f'the docs extra is not installed (missing {missing}): pip install -e ".[docs]"')
+    out = tmp_path_factory.mktemp('site')
+    build = subprocess.run(
+        [sys.executable, '-m', 'mkdocs', 'build', '--strict', '--quiet', '--site-dir', str(out)],
+        cwd=README.parent, env={**os.environ, 'NO_MKDOCS_2_WARNING': '1'}, capture_output=True, text=True,
+    )  # fmt: skip
+    assert build.returncode == 0, f'mkdocs build --strict failed:\n{build.stdout}\n{build.stderr}'
+    return out
+
+
+def doctest_text(doc: str) -> str:
+    """A docstring's example: its lines from the first ``>>>`` to the next blank line, stripped."""
+    lines = doc.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith('>>>'))
+    end = next((i for i in range(start, len(lines)) if not lines[i].strip()), len(lines))
+    return '\n'.join(line.strip() for line in lines[start:end])
+
+
+def api_page(site, name: str) -> str:
+    return (site / 'api' / name / 'index.html').read_text()
+
+
+def test_the_api_pages_render_docstring_examples_as_code_blocks(site):
+    pages = [p.read_text() for p in sorted((site / 'api').glob('*/index.html'))]
+    blocks = [text_of(block) for page in pages for block in PRE.findall(page)]
+    examples = {name: doctest_text(own_doc(obj)) for name, obj, _ in OBJECTS if '>>>' in (own_doc(obj) or '')}
+    assert {'Readout', 'Embed', 'EmbedAndReadout', 'ParameterlessReadout'} <= set(examples)
+    # each example, prompts and printed output line by line, is one code block's text
+    missing = [name for name, example in examples.items() if not any(example in '\n'.join(line.strip() for line in block.splitlines()) for block in blocks)]
+    assert not missing, f'examples not rendered as a code block: {missing}'
+    # and no doctest line is left in prose or quotes
+    prose = [text_of(p) for page in pages for p in re.findall(r'<(?:p|blockquote)>(.*?)</(?:p|blockquote)>', page, re.S)]
+    assert not [p for p in prose if '>>>' in p]
+
+
+def test_the_api_pages_quote_nothing(site):
+    # a docstring line that starts with '>' ("temperature: > 0" wrapped, or "> 1") is a
+    # Markdown quote: the text vanishes into an indented block; no docstring means one
+    quoted = {page.parent.name: text_of(q) for page in (site / 'api').glob('*/index.html') for q in re.findall(r'<blockquote>(.*?)</blockquote>', page.read_text(), re.S)}
+    assert not quoted, f'quotes on the API pages: {quoted}'
+
+
+def test_the_readouts_shared_arguments_render_as_a_list(site):
+    page = api_page(site, 'readout')
+    start = page.index('Arguments shared by the methods</summary>')
+    shared = page[start : page.index('</details>', start)]
+    items = [text_of(item) for item in re.findall(r'<li>(.*?)</li>', shared, re.S)]
+    assert [item.split(':')[0] for item in items] == ['dist', 'selector_index, selector_config', 'action_mask', 'rescale_range', 'concat']
+
+
+def test_the_readout_page_shows_the_main_api_first_and_every_member(site):
+    order = H3_ID.findall(api_page(site, 'readout'))
+    public = {name.split('.')[1] for name, _, _ in _members('Readout', package.Readout)}
+    assert sorted(order) == sorted(public), 'the Readout page must render each public member once'
+    first = order.index
+    compat = ['sample_discrete', 'log_prob_discrete', 'maybe_concat', 'rescale_to_native']
+    table = ['num_rows', 'get_selector', 'normalize']
+    assert order[0] == 'forward'
+    assert max(first(m) for m in ('forward', 'sample', 'log_prob', 'entropy', 'kl_div')) < min(first(m) for m in compat + table)
+
+
+def test_readout_sample_links_to_readout_distribution_sample(site):
+    page = api_page(site, 'readout')
+    start = page.index('<h3 id="discrete_continuous_embed_readout.Readout.sample"')
+    sample = page[start : page.index('<h3 ', start + 1)]
+    target = '../readout-distribution/#discrete_continuous_embed_readout.ReadoutDistribution.sample'
+    links = re.findall(rf'<a [^>]*href="{re.escape(target)}"[^>]*>(.*?)</a>', sample, re.S)
+    mentions = text_of(sample).count('ReadoutDistribution.sample')
+    assert len(links) >= 7 and len(links) == mentions, (len(links), mentions)  # every mention, the options' included
+    assert 'id="discrete_continuous_embed_readout.ReadoutDistribution.sample"' in api_page(site, 'readout-distribution')
+
+
+def test_filter_fns_calling_convention_is_on_the_page(site):
+    page = text_of(api_page(site, 'readout-distribution'))
+    assert 'filter_fn(logits, **filter_kwargs)' in page and 'must return logits of the same shape' in page
+
+
+def test_make_test_installs_the_docs_extra():
+    # CI runs `make test`: without the docs extra the site tests above would skip there
+    makefile = (README.parent / 'Makefile').read_text()
+    target = re.search(r'^test:(.*)$', makefile, re.M)
+    assert target and '$(VENV)/.installed-docs' in target.group(1).split(), target
 
 
 # the README and the documentation site's pages: every python block runs

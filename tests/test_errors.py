@@ -115,6 +115,10 @@ MISTAKES = {
     'log_prob values width': (lambda: gauss().log_prob(torch.randn(5, 2, 2), torch.randn(5, 3)), ValueError, r'sampled must have shape \(5, 2\)'),
     'kl shapes differ': (lambda: gauss().kl_div(torch.randn(5, 2, 2), torch.randn(4, 2, 2)), ValueError, 'dist_true and dist_pred'),
     'regression log_prob': (lambda: ParameterlessReadout(num_continuous=2, continuous_log_var_embed=False).log_prob(torch.randn(3, 2), torch.randn(3, 2)), ValueError, 'needs a distribution'),
+    'filter_fn returns torch.topk': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), filter_fn=lambda t: t.topk(2)), TypeError, r'filter_fn must return the filtered logits: a floating tensor of the shape it was given, \(2, 3\).*got torch\.return_types\.topk'),
+    'filter_fn returns ids': (lambda: multi().sample([torch.randn(2, 3), torch.randn(2, 4)], filter_fn=lambda t, k: t.topk(k).indices, filter_kwargs=dict(k=2)), TypeError, r'filter_fn must return .*\(2, 3\).*got a tensor of shape \(2, 2\) and dtype torch.int64'),
+    'filter_fn returns fewer logits': (lambda: ParameterlessReadout(num_discrete=3).sample_discrete(torch.randn(2, 3), filter_fn=lambda t: t.topk(2).values), ValueError, r'filter_fn must return .*\(2, 3\).*got a tensor of shape \(2, 2\)'),
+    'filter_fn returns one logit': (lambda: MultiCategorical(torch.randn(2, 3)).sample(temperature=0.5, filter_fn=lambda t: t.amax(-1, keepdim=True)), ValueError, r'filter_fn must return .*got a tensor of shape \(2, 1\)'),
     'mixed dist not a pair': (lambda: ParameterlessReadout(num_discrete=3, num_continuous=1).entropy(torch.randn(2, 3)), TypeError, 'dist must be a \\(discrete, continuous\\) pair'),
     'continuous part on discrete readout': (lambda: ParameterlessReadout(num_discrete=3).entropy(pkg.DiscreteContinuous(torch.randn(2, 3), torch.randn(2, 1, 2))), ValueError, 'no continuous part'),
     # MultiCategorical and helpers

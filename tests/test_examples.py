@@ -6,6 +6,7 @@ runs are reproducible from their seed, and each ends with a ``RESULT {...}`` lin
 import contextlib
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,14 @@ def test_result_line_is_the_last_one_and_is_checked():
         table.parse_result('RESULT {"metric": "m", "before": 1, "after": 2}')
     with pytest.raises(ValueError, match='differ in shape'):
         table.parse_result('RESULT {"metric": "m", "before": [1, 2], "after": 2, "digits": 1}')
+
+
+def test_the_readmes_table_is_what_the_script_writes_and_says_how_much_a_row_moves():
+    readme = table.README.read_text()
+    written = readme[readme.index(table.START) : readme.index(table.END) + len(table.END)]
+    threads = int(re.search(r'`--threads (\d+)`', written)[1])
+    assert written == table.block(*table.current_block(readme), threads)  # the text around the rows is the script's
+    assert table.RUN_TO_RUN in written and 'last step before a release' in table.RUN_TO_RUN
 
 
 def test_the_table_script_lists_every_example():

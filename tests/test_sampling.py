@@ -227,6 +227,29 @@ def test_top_k_filter_never_draws_outside_the_top_k(api, sizes, parallel):
         assert_frequencies(ids[..., i], F.softmax(kept / temperature, -1), f'top-{k} group {i}')
 
 
+@pytest.mark.parametrize('parallel', [True, False])
+def test_filter_fn_gets_each_groups_masked_unimixed_logits_before_the_temperature(parallel):
+    # the calling convention the docstrings state: filter_fn(logits, **filter_kwargs) once
+    # per group on its (..., n_g) logits, after action_mask and unimix, before the temperature
+    unimix, gen = 0.1, torch.Generator().manual_seed(12)
+    readout = discrete_readout(MULTI, parallel, unimix=unimix)
+    groups = random_logits(MULTI, (4,), seed=12)
+    masks = [(torch.rand(4, n, generator=gen) > 0.4) | (torch.arange(n) == 0) for n in MULTI]
+    seen = []
+
+    def spy(logits, k):
+        seen.append((logits.clone(), k))
+        return logits
+
+    readout.sample(as_dist(groups), temperature=0.5, action_mask=tuple(masks), filter_fn=spy, filter_kwargs=dict(k=3))
+    assert len(seen) == len(MULTI)
+    for g, m, (logits, k) in zip(groups, masks, seen):
+        p = F.softmax(g.double().masked_fill(~m, float('-inf')), -1)
+        expected = torch.log((1 - unimix) * p + unimix * m.double() / m.sum(-1, keepdim=True))
+        assert k == 3 and logits.shape == g.shape
+        torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=1e-6)
+
+
 # mixed readout
 
 

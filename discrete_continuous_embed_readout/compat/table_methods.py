@@ -25,7 +25,7 @@ class SelectorCompat:
         Args:
             selector_index: index into the selectors registered at construction
                 (``0`` also names the default selector when none is registered).
-            selector_config: a selector config (see README, "Selectors") for this call
+            selector_config: a selector config (see the [Selectors guide](../guide/selectors.md)) for this call
                 only; validated, built once and cached per (config, device), at most
                 ``MAX_CACHED_RUNTIME_SELECTORS`` kept.
             device: where a runtime selector's index buffers are put.

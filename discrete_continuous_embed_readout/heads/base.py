@@ -159,7 +159,7 @@ class ContinuousDistribution(nn.Module):
 
         Args:
             params: ``(..., c, 2)``.
-            temperature: > 0 and != 1.
+            temperature: ``> 0`` and ``!= 1``.
             differentiable: reparameterised.
 
         Returns:

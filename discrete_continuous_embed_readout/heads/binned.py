@@ -195,7 +195,7 @@ class BinnedDistribution(ContinuousDistribution):
 
         Args:
             params: bin logits ``(..., c, num_bins)``.
-            temperature: > 0.
+            temperature: ``> 0``.
             differentiable: straight-through, as in ``forward``.
 
         Returns:

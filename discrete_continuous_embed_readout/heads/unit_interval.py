@@ -51,7 +51,7 @@ class _UnitInterval(ContinuousDistribution):
 
     def mode(self, params: Tensor) -> Tensor:
         """The mode where it is unique and inside (0, 1), i.e. both concentrations
-        > 1 (always with ``unimodal=True``); elsewhere (a U-shaped, J-shaped or
+        ``> 1`` (always with ``unimodal=True``); elsewhere (a U-shaped, J-shaped or
         uniform density) the mean."""
         alpha, beta = self.concentrations(params)
         inside = (alpha > 1) & (beta > 1)

@@ -158,7 +158,7 @@ class CompositeActionDistribution(CompositeDistribution):
         ValueError: a readout without both parts; a part missing; outputs that do not
             fit the readout; bad ``sample_keys`` or ``continuous_used_by``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from discrete_continuous_embed_readout import EmbedAndReadout
         >>> _, readout = EmbedAndReadout(16, num_discrete=3, num_continuous=2, continuous_squashed=True)

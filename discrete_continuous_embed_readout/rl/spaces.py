@@ -71,7 +71,7 @@ class SpaceAdapter:
         bounded_head: the head used for the box: ``bounded_head`` when every bound
             is finite, else ``None`` (an unbounded gaussian).
 
-    Example:
+    Examples:
         >>> from gymnasium.spaces import Box, Dict, Discrete
         >>> space = Dict(kind=Discrete(3), force=Box(-2.0, 2.0, (2,)))
         >>> adapter = SpaceAdapter(space)
