@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checkpoints import upgrade_legacy_state
-from ._checks import check_floating, describe
+from ._checks import check_bool, check_floating, checked_option, describe
 from ._legacy import DiscreteContinuousSelector
 from ._selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config, parse_selector_parts
 from ._utils import exists, take
@@ -108,6 +108,11 @@ class SharedTable(nn.Module):
             nn.init.normal_(self.embeddings.weight, std=0.01)
 
     # properties
+
+    use_parallel_multi_discrete = checked_option(
+        'use_parallel_multi_discrete', lambda v: check_bool(v, 'use_parallel_multi_discrete'),
+        'Whether multi-group ops run in one batched pass rather than a loop (identical results); a bool, settable.',
+    )  # fmt: skip
 
     @property
     def num_rows(self) -> int:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution, Normal, TanhTransform, TransformedDistribution, kl_divergence
 
-from ._checks import check_range
+from ._checks import check_range, check_temperature
 from ._utils import exists
 
 LOG_2 = math.log(2.0)
@@ -208,12 +208,13 @@ class ContinuousDistribution(nn.Module):
 
         Args:
             params: ``(..., c, 2)``.
-            temperature: how spread out the sample is.
+            temperature: how spread out the sample is (a real number).
             differentiable: reparameterised (no effect at temperature <= 0).
 
         Returns:
             ``(..., c)`` in the native range.
         """
+        temperature = check_temperature(temperature)
         if temperature <= 0:
             return self.mode(params)
         sampled = self(params, differentiable) if temperature == 1 else self.tempered_sample(params, temperature, differentiable)
@@ -307,6 +308,7 @@ class SquashedGaussian(Gaussian):
 
     def pre_tanh_sample(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> Tensor:
         """``u`` with ``sample = tanh(u)``; the mean at temperature <= 0."""
+        temperature = check_temperature(temperature)
         if temperature <= 0:
             return self.mean_log_var(params)[0]
         if temperature == 1:
