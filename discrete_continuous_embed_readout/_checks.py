@@ -103,12 +103,15 @@ def check_last_dim(t: Tensor, size: int, name: str, what: str) -> Tensor:
     return t
 
 
-def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None = None, group_axis_added: bool = False) -> None:
+def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None = None, group_axis_added: bool = False, *,
+                       owner: str | None = None) -> None:  # fmt: skip
     """``ids`` is ``(..., g)``; id of group g must lie in ``[0, sizes[g])``.
 
     ``sizes`` is a tensor or a sequence of ints. Raises IndexError naming the
     first offending id, where it is and the range, in the shape the user passed
     (``group_axis_added``: the trailing group axis was added to a single group's ids).
+    ``owner``: what takes ``ignore_index`` (``'readout'``); an id of -100 (Hugging
+    Face's label padding) then gets a hint to construct it with ``ignore_index=-100``.
     """
     if not content_checks_enabled() or ids.numel() == 0:
         return
@@ -123,10 +126,16 @@ def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None =
     group = where[-1]
     allowed = f' or ignore_index {ignore_index}' if exists_ignore else ''
     value, size = int(ids[where]), int(sizes[group])
+    hint = ''
+    if exists(owner) and value == HF_IGNORE_INDEX:
+        hint = f"; -100 is Hugging Face's label padding: to skip those entries, construct the {owner} with ignore_index=-100"
     if group_axis_added:
         shown = f'a tensor of shape {tuple(ids.shape[:-1])} and dtype {ids.dtype}'
-        raise IndexError(f'{name}: id {value} at index {where[:-1]} is out of range; expected 0 <= id < {size}{allowed} (got {shown})')
-    raise IndexError(f'{name}: id {value} at index {where} is out of range for group {group}; expected 0 <= id < {size}{allowed} (got {describe(ids)})')
+        raise IndexError(f'{name}: id {value} at index {where[:-1]} is out of range; expected 0 <= id < {size}{allowed} (got {shown}){hint}')
+    raise IndexError(f'{name}: id {value} at index {where} is out of range for group {group}; expected 0 <= id < {size}{allowed} (got {describe(ids)}){hint}')
+
+
+HF_IGNORE_INDEX = -100  # what Hugging Face's tokenizers and collators put in padded labels
 
 
 def check_finite(t: Tensor, name: str) -> Tensor:
@@ -141,11 +150,38 @@ def check_finite(t: Tensor, name: str) -> Tensor:
     return t
 
 
-def check_temperature(temperature) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f'temperature must be a number, got {describe(temperature)}')
-    if not math.isfinite(temperature):
-        raise ValueError(f'temperature must be a finite number (<= 0 for the mode), got {temperature}')
+def check_temperature(temperature, *, positive: bool = False) -> float:
+    """A temperature as a float: any real scalar (a Python or numpy int / float, or
+    a 0-dim real tensor), finite, and ``> 0`` where ``positive``.
+
+    A 0-dim tensor is read with ``float()``: that waits for a CUDA tensor's value
+    (a device sync), and no gradient flows back into it.
+
+    Raises:
+        TypeError: not a real number (a bool, a complex number, a string, ...).
+        ValueError: a tensor with dims, not finite, or ``<= 0`` where ``positive``.
+    """
+    if type(temperature) in (float, int):  # the common case, cheap while torch.compile traces
+        value = float(temperature)
+    elif isinstance(temperature, Tensor) and not (temperature.dtype.is_complex or temperature.dtype == torch.bool):
+        if temperature.ndim != 0:
+            raise ValueError(_temperature_message(temperature, positive))
+        value = float(temperature.detach())
+    elif isinstance(temperature, numbers.Real) and not isinstance(temperature, bool):
+        value = float(temperature)
+    else:
+        raise TypeError(_temperature_message(temperature, positive))
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(_temperature_message(temperature, positive))
+    return value
+
+
+def _temperature_message(temperature, positive: bool) -> str:
+    wanted = '> 0 (the per-token paths have no mode)' if positive else '(<= 0 for the mode)'
+    got = describe(temperature)
+    if isinstance(temperature, Tensor) and temperature.ndim == 0:
+        got += f' holding {temperature.item()}'
+    return f'temperature must be a finite real number {wanted}, as a Python or numpy scalar or a 0-dim tensor; got {got}'
 
 
 def check_range(value, name: str) -> tuple[float, float]:
@@ -268,18 +304,67 @@ def check_unit_fraction(value, name: str) -> float:
     return float(value)
 
 
-def check_loss_options(label_smoothing, z_loss_weight, logit_softcap) -> tuple[float, float, float | None]:
-    """``0 <= label_smoothing < 1``, ``z_loss_weight >= 0``, ``logit_softcap`` ``None`` or ``> 0``."""
-    for name, value in (('label_smoothing', label_smoothing), ('z_loss_weight', z_loss_weight), ('logit_softcap', logit_softcap)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
-            raise TypeError(f'{name} must be a finite number, got {describe(value)}')
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f'label_smoothing must lie in [0, 1), got {label_smoothing}')
-    if z_loss_weight < 0:
-        raise ValueError(f'z_loss_weight must be >= 0, got {z_loss_weight}')
-    if logit_softcap is not None and logit_softcap <= 0:
-        raise ValueError(f'logit_softcap must be None or > 0, got {logit_softcap}')
-    return float(label_smoothing), float(z_loss_weight), None if logit_softcap is None else float(logit_softcap)
+def _check_number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be a finite number, got {describe(value)}')
+    if not math.isfinite(value):
+        raise ValueError(f'{name} must be a finite number, got {value}')
+    return float(value)
+
+
+def check_label_smoothing(value) -> float:
+    """``0 <= label_smoothing < 1``."""
+    value = _check_number(value, 'label_smoothing')
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f'label_smoothing must lie in [0, 1), got {value}')
+    return value
+
+
+def check_z_loss_weight(value) -> float:
+    """``z_loss_weight >= 0``."""
+    value = _check_number(value, 'z_loss_weight')
+    if value < 0:
+        raise ValueError(f'z_loss_weight must be >= 0, got {value}')
+    return value
+
+
+def check_logit_softcap(value) -> float | None:
+    """``None`` or ``> 0``."""
+    if value is None:
+        return None
+    value = _check_number(value, 'logit_softcap')
+    if value <= 0:
+        raise ValueError(f'logit_softcap must be None or > 0, got {value}')
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be a bool, got {describe(value)}')
+    return value
+
+
+def check_ignore_index(value) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f'ignore_index must be an int or None, got {value!r}')
+    return value
+
+
+def checked_option(name: str, check, doc: str) -> property:
+    """A settable option of a module, checked by ``check`` on every assignment (the
+    constructor's included), so that a bad value fails where it is set rather than
+    in a later call. The checked value lives in ``_<name>``."""
+    attr = f'_{name}'
+
+    def get(self):
+        return getattr(self, attr)
+
+    get.__doc__ = doc
+
+    def set(self, value):
+        setattr(self, attr, check(value))
+
+    return property(get, set)
 
 
 # what users pass to a readout, parsed against a selector
@@ -335,10 +420,9 @@ def continuous_params(params, c: int, num_params: int, name: str) -> Tensor:
 
 def discrete_values(values, selector, batch_shape, squeeze: bool, name: str) -> Tensor:
     """Ids as ``(..., g)``; a squeezed single group arrives as ``(...)``."""
-    values = check_integer(values, name)
-    values = values.unsqueeze(-1) if squeeze else values
+    ids = check_integer(values, name)
     expected = (*batch_shape, selector.num_groups)
-    if tuple(values.shape) != expected:
-        shown = expected[:-1] if squeeze else expected
+    shown = expected[:-1] if squeeze else expected
+    if tuple(ids.shape) != shown:
         raise ValueError(f'{name} must have shape {shown} (one id per group), got {describe(values)}')
-    return values
+    return ids.unsqueeze(-1) if squeeze else ids

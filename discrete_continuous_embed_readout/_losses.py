@@ -65,7 +65,7 @@ def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, targets, mask, 
     holds the selector's discrete rows, groups concatenated; ``mask`` is the
     ``(...)`` loss mask or ``None``; the loss includes ``z_loss_weight * z_loss``."""
     ids = discrete_values(targets, selector, embed.shape[:-1], squeeze, 'targets')  # (..., g)
-    check_ids_in_range(ids, selector.group_sizes_t, 'targets', ignore_index, squeeze)
+    check_ids_in_range(ids, selector.group_sizes_t, 'targets', ignore_index, squeeze, owner='readout')
     keep = entry_mask(ids, check_loss_mask(mask, ids.shape[:-1]), ids != ignore_index if exists(ignore_index) else None)
     keep = default(keep, torch.ones_like(ids, dtype=torch.bool))
     safe = ids.masked_fill(~keep, 0)

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_floating, describe
+from ._checks import check_bool, check_floating, checked_option, describe
 from ._selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config
 from ._utils import exists, take
 
@@ -106,6 +106,11 @@ class SharedTable(nn.Module):
             nn.init.normal_(self.embeddings.weight, std=0.01)
 
     # properties
+
+    use_parallel_multi_discrete = checked_option(
+        'use_parallel_multi_discrete', lambda v: check_bool(v, 'use_parallel_multi_discrete'),
+        'Whether multi-group ops run in one batched pass rather than a loop (identical results); a bool, settable.',
+    )  # fmt: skip
 
     @property
     def num_rows(self) -> int:

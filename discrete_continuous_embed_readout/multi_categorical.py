@@ -184,18 +184,19 @@ class MultiCategorical:
     def _squeeze(self, t: Tensor) -> Tensor:
         return t.squeeze(-1) if self.is_single else t  # (..., g) -> (...) for one tensor
 
+    def _adds_group_axis(self, value: Tensor) -> bool:
+        # a single tensor's ids may keep a trailing axis of 1 (as 0.2.x), else one is added
+        return self.is_single and not (value.ndim == len(self.batch_shape) + 1 and value.shape[-1] == 1)
+
     def _as_groups(self, value: Tensor) -> Tensor:
-        if self.is_single and value.ndim == len(self.batch_shape) + 1 and value.shape[-1] == 1:
-            return value  # a single tensor's ids may keep a trailing axis of 1 (as 0.2.x)
-        return value.unsqueeze(-1) if self.is_single else value
+        return value.unsqueeze(-1) if self._adds_group_axis(value) else value
 
     def _check_value(self, value, name: str) -> Tensor:
-        value = check_integer(value, name)
-        value = self._as_groups(value)
+        ids = self._as_groups(check_integer(value, name))
         expected = (*self.batch_shape, len(self.groups))
-        if value.shape != expected:
+        if ids.shape != expected:
             raise ValueError(f'{name} must have shape {expected[:-1] if self.is_single else expected}, got {describe(value)}')
-        return value
+        return ids
 
     def log_softmax(self) -> tuple[Tensor, ...] | Tensor:
         """Per-group log-probs.
@@ -226,11 +227,16 @@ class MultiCategorical:
             ValueError: ``value`` has the wrong shape.
             IndexError: an id outside its group's range (when content checks are on).
         """
-        return self._log_prob(self._check_value(value, 'value'), 'value')
+        return self._checked_log_prob(value, 'value', 'MultiCategorical')
 
-    def _log_prob(self, value: Tensor, name: str, group_axis_added: bool | None = None) -> Tensor:
-        # value: (..., g) ids, shape-checked by the caller; range-checked here
-        check_ids_in_range(value, self.sizes, name, self.ignore_index, self.is_single if group_axis_added is None else group_axis_added)
+    def _checked_log_prob(self, value, name: str, owner: str) -> Tensor:
+        # user ids: shape-checked, then range-checked in the shape they came in
+        ids = self._check_value(value, name)
+        return self._log_prob(ids, name, self._adds_group_axis(value), owner=owner)
+
+    def _log_prob(self, value: Tensor, name: str, group_axis_added: bool, owner: str | None = None) -> Tensor:
+        # value: (..., g) ids, shape-checked by the caller; range-checked here (owner: see check_ids_in_range)
+        check_ids_in_range(value, self.sizes, name, self.ignore_index, group_axis_added, owner=owner)
         ignored = value == self.ignore_index if exists(self.ignore_index) else None
         safe = value.masked_fill(ignored, 0) if exists(ignored) else value
         if self.batched:
@@ -257,7 +263,7 @@ class MultiCategorical:
             ValueError: relaxed (``hard=False``) samples, which have no categorical log-prob.
         """
         if not differentiable:
-            return self._log_prob(self._as_groups(sampled), 'sampled')
+            return self._log_prob(self._as_groups(sampled), 'sampled', self._adds_group_axis(sampled))
         if not hard:
             raise ValueError('return_log_prob=True needs hard samples: a relaxed (hard=False) sample has no categorical log-prob')
         one_hots = sampled.split(self.sizes, dim=-1)
@@ -308,7 +314,8 @@ class MultiCategorical:
         """Draw ids from ``softmax(logits / temperature)`` (Gumbel-max).
 
         Args:
-            temperature: ``<= 0`` gives the argmax.
+            temperature: a real scalar (Python or numpy number, or 0-dim tensor);
+                ``<= 0`` gives the argmax.
             differentiable: a straight-through Gumbel-softmax one-hot instead of
                 ids: ``(..., n)`` for one tensor, the groups' one-hots concatenated
                 ``(..., sum n_g)`` otherwise. Its hard draw is the argmax of
@@ -335,7 +342,7 @@ class MultiCategorical:
             TypeError, ValueError: ``filter_fn`` returned something other than
                 logits of the shape it was given (a ``torch.topk`` result, ids, fewer ids).
         """
-        check_temperature(temperature)
+        temperature = check_temperature(temperature)
         dtype = self.groups[0].dtype
         # noise, scores and softmax in (at least) float32: half precision uniforms sit
         # on a coarse grid, and its ties go to the lower id

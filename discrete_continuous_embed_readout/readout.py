@@ -15,11 +15,16 @@ from einops import rearrange
 from torch import Tensor
 
 from ._checks import (
+    check_bool,
     check_floating,
+    check_ignore_index,
+    check_label_smoothing,
     check_last_dim,
-    check_loss_options,
+    check_logit_softcap,
     check_temperature,
     check_unit_fraction,
+    check_z_loss_weight,
+    checked_option,
     split_pair,
     typecheck,
 )
@@ -70,19 +75,24 @@ class Readout(ReadoutCompat, SharedTable):
             not a one-element tuple (default: when there is one group).
         auto_squeeze_single_output: a single group's ids, log-probs, entropies
             and losses carry no group axis.
-        ignore_index: target id that contributes no loss (``None``: none).
+        ignore_index: target id that contributes no loss (``None``: none; settable).
+            Hugging Face pads labels with -100: pass ``ignore_index=-100`` for those.
         fused_cross_entropy: the discrete loss of ``forward`` chunk by chunk from
             the embeddings, never holding the ``(tokens, vocab)`` logits (settable;
             not for action masks or groups under 4096 ids).
-        label_smoothing: the discrete loss's, as ``F.cross_entropy``'s (settable).
+        label_smoothing: the discrete loss's, as ``F.cross_entropy``'s; with an
+            action mask the smoothing mass goes to the allowed actions only (settable).
         z_loss_weight: adds ``weight * logsumexp(logits)^2`` per entry to the
-            discrete loss (PaLM's z-loss; ``forward(..., return_z_loss=True)``
-            reports its mean; settable).
+            discrete loss (PaLM's z-loss, of the soft-capped, masked logits, also
+            with ``unimix``; ``forward(..., return_z_loss=True)`` reports its mean; settable).
         logit_softcap: ``c``: every discrete logit the readout produces is
-            ``c * tanh(logits / c)`` (Gemma 2), fused paths included.
+            ``c * tanh(logits / c)`` (Gemma 2), fused paths included (settable).
         unimix: ``u``: each group's distribution is ``(1 - u) softmax(logits) + u / n``
             (over the allowed actions; DreamerV3's 1%) for sampling, scores, the loss
             and ``get_dist`` (``forward`` still returns the logits; settable).
+
+    The settable options are checked on every assignment as the constructor checks
+    them (``readout.label_smoothing = 1.5`` is a ``ValueError``).
 
     Arguments shared by the methods:
         - ``dist``: what ``forward`` returns: logits ``(..., n)``, per-group logits
@@ -123,8 +133,6 @@ class Readout(ReadoutCompat, SharedTable):
             return_only_discrete_or_continuous=return_only_discrete_or_continuous, eps=eps,
             log_var_rows=continuous_log_var_embed and not table_bins(head), num_bins=table_bins(head),
         )  # fmt: skip
-        if exists(ignore_index) and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise TypeError(f'ignore_index must be an int or None, got {ignore_index!r}')
         self.continuous_log_var_embed = continuous_log_var_embed
         self.continuous_squashed = continuous_squashed
         self.regression_loss_type = regression_loss_type
@@ -132,9 +140,20 @@ class Readout(ReadoutCompat, SharedTable):
         self.auto_squeeze_single_output = auto_squeeze_single_output
         self.ignore_index = ignore_index
         self.fused_cross_entropy = fused_cross_entropy
-        self.label_smoothing, self.z_loss_weight, self.logit_softcap = check_loss_options(label_smoothing, z_loss_weight, logit_softcap)
-        self.unimix = check_unit_fraction(unimix, 'unimix')
+        self.label_smoothing, self.z_loss_weight, self.logit_softcap = label_smoothing, z_loss_weight, logit_softcap
+        self.unimix = unimix
         self.continuous_dist = head
+
+    # options settable after construction: checked on every assignment, as by the constructor
+
+    ignore_index = checked_option('ignore_index', check_ignore_index, 'The target id that contributes no loss (``None``: none); an int or ``None``.')
+    fused_cross_entropy = checked_option(
+        'fused_cross_entropy', lambda v: check_bool(v, 'fused_cross_entropy'), "Whether ``forward``'s discrete loss takes the fused path where it can; a bool."
+    )  # fmt: skip
+    label_smoothing = checked_option('label_smoothing', check_label_smoothing, "The discrete loss's label smoothing, in ``[0, 1)``.")
+    z_loss_weight = checked_option('z_loss_weight', check_z_loss_weight, "The weight of the discrete loss's z-loss, ``>= 0``.")
+    logit_softcap = checked_option('logit_softcap', check_logit_softcap, 'The soft-cap ``c`` of every discrete logit, ``> 0``, or ``None`` for none.')
+    unimix = checked_option('unimix', lambda v: check_unit_fraction(v, 'unimix'), "The uniform mixture's weight ``u`` of each discrete group, in ``[0, 1)``.")
 
     # forward: embeddings -> logits / params, or -> loss
 
@@ -249,21 +268,24 @@ class Readout(ReadoutCompat, SharedTable):
 
         Args:
             embeds: ``(..., D)``.
-            targets: ids ``(...)``; ``ignore_index`` gives 0.
-            temperature: divides the (soft-capped) logits.
+            targets: ids ``(...)`` (with ``auto_squeeze_single_output=False`` also
+                ``(..., 1)``, as ``log_prob`` takes them); ``ignore_index`` gives 0.
+            temperature: divides the (soft-capped) logits; a real number > 0.
             return_entropy: also the per-token entropy of the same distribution.
             loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0 and are never computed.
             selector_index: a registered selector (one discrete group; see the class docstring).
             selector_config: a selector config for this call only.
 
         Returns:
-            ``(...)`` log-probs, or ``(log_probs, entropies)``.
+            log-probs shaped like ``targets`` (``(...)``, or ``(..., 1)`` for ids with
+            that axis, as ``log_prob`` returns them), or ``(log_probs, entropies)``.
         """
         log_probs, entropy = token_log_probs(self, embeds, targets, temperature, loss_mask, selector_index, selector_config)
         return (log_probs, entropy) if return_entropy else log_probs
 
     def kl_div_from_embeds(self, embeds_true: Tensor, embeds_pred: Tensor, *, readout_true: Readout | None = None, temperature: float = 1.0,
-                           loss_mask: Tensor | None = None) -> Tensor:  # fmt: skip
+                           loss_mask: Tensor | None = None, selector_index=None, selector_config=None, selector_index_true=None,
+                           selector_config_true=None) -> Tensor:  # fmt: skip
         """Per-token KL(true || pred) without the logits: the true distribution is
         ``readout_true``'s (a teacher, a frozen reference policy; default this
         readout) for ``embeds_true``, the predicted one this readout's for
@@ -273,14 +295,27 @@ class Readout(ReadoutCompat, SharedTable):
         Args:
             embeds_true: ``(..., D_true)``.
             embeds_pred: ``(..., D)``, the same leading shape.
-            readout_true: a readout with one discrete group of the same size.
-            temperature: divides both sides' (soft-capped) logits.
+            readout_true: a readout with one discrete group of the same size
+                (under its selector).
+            temperature: divides both sides' (soft-capped) logits; a real number > 0.
             loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0.
+            selector_index: this readout's (the pred side's) registered selector
+                (one discrete group; see the class docstring).
+            selector_config: a selector config of the pred side for this call only.
+            selector_index_true: ``readout_true``'s registered selector. When
+                ``readout_true`` is ``None`` or this readout and neither
+                ``selector_index_true`` nor ``selector_config_true`` is given, the
+                true side uses the pred side's selector.
+            selector_config_true: a selector config of the true side for this call only.
 
         Returns:
             ``(...)``.
         """
-        return token_kl_divs(default(readout_true, self), embeds_true, self, embeds_pred, temperature, loss_mask)
+        pred = (selector_index, selector_config)
+        true = (selector_index_true, selector_config_true)
+        if (readout_true is None or readout_true is self) and selector_index_true is None and selector_config_true is None:
+            true = pred
+        return token_kl_divs(default(readout_true, self), embeds_true, true, self, embeds_pred, pred, temperature, loss_mask)
 
     # the distribution of outputs, and what is done with it
 
@@ -331,7 +366,7 @@ class Readout(ReadoutCompat, SharedTable):
             ``(..., c)`` in original units (or ``rescale_range``'s); a pair for both
             parts; with ``return_log_prob``, ``(sample, log_prob)``.
         """
-        check_temperature(temperature)
+        temperature = check_temperature(temperature)
         return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist').sample(
             temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard, return_log_prob=return_log_prob,
         )  # fmt: skip

@@ -31,7 +31,7 @@ from ._utils import DiscreteContinuous, default, exists, identity, pack, upcast
 from .fused.loss import NO_OPTIONS, LossOptions
 from .heads.base import ContinuousDistribution
 from .heads.part import ContinuousPart
-from .multi_categorical import MultiCategorical
+from .multi_categorical import MultiCategorical, zero_where_impossible
 from .policy_distributions import MultiCategoricalDistribution
 
 __all__ = ['DistConfig', 'ReadoutDistribution', 'maybe_concat', 'unimix_logits']
@@ -109,6 +109,7 @@ class ReadoutDistribution:
             if not exists(self.groups):
                 raise ValueError('action_mask was given but there are no discrete logits to mask')
             self.groups = mask_logits(self.groups, split_action_mask(action_mask, selector.group_sizes, self.groups[0].shape[:-1]))
+        self.raw_groups = self.groups  # the logits themselves (masked), before unimix: the z-loss's
         if exists(self.groups) and config.unimix:
             self.groups = tuple(unimix_logits(g, config.unimix) for g in self.groups)
         self._categorical = self._continuous = self._build_continuous = None
@@ -143,7 +144,8 @@ class ReadoutDistribution:
         """Draw from the distribution.
 
         Args:
-            temperature: divides the logits; scales the std of a gaussian (squashed:
+            temperature: a real scalar (Python or numpy number, or 0-dim tensor):
+                divides the logits; scales the std of a gaussian (squashed:
                 the pre-tanh one); divides beta concentrations by its square;
                 kumaraswamy knows only 0 and 1 (others sample at 1, with a warning
                 once). ``<= 0`` gives the mode. Regression mode returns the prediction.
@@ -172,12 +174,12 @@ class ReadoutDistribution:
             ``return_log_prob``, ``(sample, log_prob)``.
 
         Raises:
-            TypeError, ValueError: a temperature that is not a finite number;
+            TypeError, ValueError: a temperature that is not a finite real scalar;
                 ``rescale_range`` for an unbounded gaussian; ``return_log_prob`` in
                 regression mode or with relaxed samples; a ``filter_fn`` that does
                 not return logits of the shape it was given.
         """
-        check_temperature(temperature)
+        temperature = check_temperature(temperature)
         d = d_lp = c = c_lp = None
         if exists(self.groups):
             categorical = self.categorical
@@ -216,7 +218,7 @@ class ReadoutDistribution:
         d = c = None
         if exists(self.groups) and exists(d_value):
             ids = discrete_values(d_value, self.selector, self.groups[0].shape[:-1], self.squeeze, 'sampled')
-            d = self._squeezed(self.categorical._log_prob(ids, 'sampled', self.squeeze), concat)
+            d = self._squeezed(self.categorical._log_prob(ids, 'sampled', self.squeeze, owner='readout'), concat)
         if exists(self._build_continuous) and exists(c_value):
             c = self.continuous.log_prob(c_value, 'sampled', soft_validate_range)
         return maybe_concat(self._pack(d, c), concat)
@@ -282,17 +284,20 @@ class ReadoutDistribution:
         return (loss, z_loss) if return_z_loss else loss
 
     def _discrete_loss(self, targets, mask, unreduced: bool, want_z: bool):
-        """``(loss, z_loss)``: ``-(1 - eps) log p[t] + eps (lse - mean logit) + w lse^2``
-        and ``lse^2`` per entry (``None`` unless wanted), masked and reduced."""
+        """``(loss, z_loss)``: ``-(1 - eps) log p[t] - eps mean_a log p[a] + w lse^2``
+        and ``lse^2`` per entry (``None`` unless wanted), masked and reduced. The
+        smoothing mean runs over the allowed actions only (a masked action has
+        probability 0 in the smoothed target too); ``lse`` is that of the logits
+        (capped, masked), not of unimix's mixture, whose log-normaliser is 0."""
         batch = self.groups[0].shape[:-1]
         ids = discrete_values(targets, self.selector, batch, self.squeeze, 'targets')
-        loss = -self.categorical._log_prob(ids, 'targets', self.squeeze)  # (..., g)
+        loss = -self.categorical._log_prob(ids, 'targets', self.squeeze, owner='readout')  # (..., g)
         eps, w, _ = self.config.loss_options
         if not (eps or w or want_z):
             return self._squeezed(masked_loss(loss, self._keep(loss, ids, mask), reduce=not unreduced), not unreduced), None
-        lse = torch.stack([torch.logsumexp(upcast(g), -1) for g in self.groups], dim=-1)
         if eps:
-            loss = (1.0 - eps) * loss + eps * (lse - torch.stack([upcast(g).mean(-1) for g in self.groups], dim=-1))
+            loss = (1.0 - eps) * loss - eps * torch.stack([_mean_allowed_log_prob(g) for g in self.groups], dim=-1)
+        lse = torch.stack([torch.logsumexp(upcast(g), -1) for g in self.raw_groups], dim=-1)
         loss = loss + w * lse.square() if w else loss
         keep = self._keep(loss, ids, mask)
         return tuple(self._squeezed(masked_loss(t, keep, reduce=not unreduced), not unreduced) for t in (loss, lse.square()))
@@ -328,6 +333,14 @@ def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
     allowed = ~torch.isneginf(log_p)
     uniform = math.log(unimix) - allowed.sum(-1, keepdim=True).to(log_p.dtype).log()
     return torch.logaddexp(log_p + math.log1p(-unimix), uniform).masked_fill(~allowed, float('-inf'))
+
+
+def _mean_allowed_log_prob(logits: Tensor) -> Tensor:
+    """``mean_a log softmax(logits)[a]`` over the allowed (finite) logits of each row:
+    label smoothing's term, which a masked ``-inf`` logit would make infinite."""
+    logits = upcast(logits)
+    allowed = (~torch.isneginf(logits)).sum(-1).to(logits.dtype)
+    return zero_where_impossible(logits).sum(-1) / allowed - torch.logsumexp(logits, -1)
 
 
 def maybe_concat(output, concat: bool = False):

@@ -5,6 +5,7 @@ einops error, never a silent wrong answer."""
 import ast
 import pathlib
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ MISTAKES = {
     'string dim': (lambda: Readout('8', num_discrete=3), TypeError, 'parameter dim'),
     'embed without dim': (lambda: Embed(None, num_discrete=3), ValueError, 'Embed needs a table'),
     'float ignore_index': (lambda: R(num_discrete=3, ignore_index=1.5), TypeError, 'ignore_index'),
-    'string temperature': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), temperature='hot'), TypeError, 'temperature must be a number'),
+    'string temperature': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 3), temperature='hot'), TypeError, 'temperature must be a finite real number'),
     'string dist type': (lambda: R(num_continuous=1, continuous_dist_type=None), TypeError, 'continuous_dist_type'),
     'bool num_discrete': (lambda: R(num_discrete=True), TypeError, 'num_discrete must be an int'),
     'parameterless with dim': (lambda: ParameterlessReadout(8, num_discrete=3), TypeError, 'takes no dim'),
@@ -73,8 +74,8 @@ MISTAKES = {
         lambda: EmbedAndReadout(8, num_discrete=3, explicit_single_action_dim_given=True, embed_kwargs=dict(auto_append_discrete_set_dim=True)),
         ValueError, 'explicit_single_action_dim_given=True means auto_append_discrete_set_dim=False',
     ),  # fmt: skip
-    'temperature nan': (lambda: R(num_discrete=3).sample(torch.randn(2, 3), temperature=float('nan')), ValueError, 'temperature must be a finite number'),
-    'temperature inf': (lambda: R(num_continuous=1).sample(torch.randn(2, 1, 2), temperature=float('inf')), ValueError, r'temperature must be a finite number \(<= 0 for the mode\), got inf'),
+    'temperature nan': (lambda: R(num_discrete=3).sample(torch.randn(2, 3), temperature=float('nan')), ValueError, 'temperature must be a finite real number'),
+    'temperature inf': (lambda: R(num_continuous=1).sample(torch.randn(2, 1, 2), temperature=float('inf')), ValueError, r'temperature must be a finite real number \(<= 0 for the mode\).*got float inf'),
     'temperature -inf': (lambda: MultiCategorical(torch.randn(2, 3)).sample(temperature=float('-inf')), ValueError, 'temperature must be a finite'),
     'embed continuous ints in pair': (lambda: Embed(8, num_discrete=3, num_continuous=1)((torch.tensor([0]), torch.tensor([[1]]))), TypeError, 'continuous input must be a floating'),
     # Readout.forward
@@ -225,6 +226,145 @@ def test_error_messages_show_the_users_shape():
         readout(torch.randn(16, 64, 8), ids)
     with pytest.raises(IndexError, match=message):
         readout.log_prob(readout(torch.randn(16, 64, 8)), ids)
+
+
+# shapes in messages are the shapes the user passed
+
+
+def wrong_ids_calls(ids):
+    """Every readout method that takes one group's ids, on a batch of 3 (or (2,) for the labels case)."""
+    readout = Readout(8, num_discrete=5)
+    x = torch.randn(ids.shape[0], 8)
+    logits = readout(x)
+    return {
+        'forward fused': lambda: readout(x, ids),
+        'forward logits': lambda: readout(x, ids, action_mask=torch.ones(5, dtype=torch.bool)),
+        'calculate_loss': lambda: readout.calculate_loss(logits, ids),
+        'log_prob': lambda: readout.log_prob(logits, ids),
+        'log_prob_from_embeds': lambda: readout.log_prob_from_embeds(x, ids),
+        'MultiCategorical': lambda: MultiCategorical(logits).log_prob(ids),
+    }
+
+
+@pytest.mark.parametrize('passed, expected', [((3, 1, 1), (3,)), ((2, 9), (2,))], ids=['extra axes', 'a sequence of labels'])
+@pytest.mark.parametrize('call', list(wrong_ids_calls(torch.zeros(3, dtype=torch.long))))
+def test_a_shape_error_shows_the_ids_as_passed(call, passed, expected):
+    ids = torch.zeros(passed, dtype=torch.int32)
+    shown = ', '.join(map(str, passed))
+    message = rf'must have shape \({expected[0]},\).*got a tensor of shape \({shown}\) and dtype torch.int32$'
+    with pytest.raises(ValueError, match=message):
+        wrong_ids_calls(ids)[call]()
+
+
+def test_an_out_of_range_id_with_a_kept_trailing_axis_shows_that_axis():
+    ids = torch.tensor([[0], [7], [1]])  # MultiCategorical of one tensor takes (..., 1) as 0.2.x did
+    with pytest.raises(IndexError, match=r'id 7 at index \(1, 0\) is out of range.*shape \(3, 1\)'):
+        MultiCategorical(torch.randn(3, 5)).log_prob(ids)
+    readout = Readout(8, num_discrete=5, auto_squeeze_single_output=False)
+    with pytest.raises(IndexError, match=r'id 7 at index \(1, 0\) is out of range.*shape \(3, 1\)'):
+        readout.log_prob_from_embeds(torch.randn(3, 8), ids)
+
+
+# Hugging Face pads labels with -100
+
+
+HF_HINT = "-100 is Hugging Face's label padding: to skip those entries, construct the readout with ignore_index=-100$"
+
+
+def minus_100_calls():
+    readout, multi = Readout(8, num_discrete=5), Readout(8, num_discrete=(5, 4))
+    x = torch.randn(3, 8)
+    ids = torch.tensor([0, -100, 2])
+    unfused = Readout(8, num_discrete=5, fused_cross_entropy=False)
+    return {
+        'forward fused': lambda: readout(x, ids),
+        'forward fused unreduced': lambda: readout(x, ids, return_unreduced_loss=True),
+        'forward logits': lambda: unfused(x, ids),
+        'forward multi-discrete': lambda: multi(x, torch.stack([ids.clamp(min=0), ids], -1)),
+        'calculate_loss': lambda: readout.calculate_loss(readout(x), ids),
+        'log_prob': lambda: readout.log_prob(readout(x), ids),
+        'log_prob_discrete': lambda: readout.log_prob_discrete(readout(x), ids),
+        'log_prob_from_embeds': lambda: readout.log_prob_from_embeds(x, ids),
+    }
+
+
+@pytest.mark.parametrize('call', list(minus_100_calls()))
+def test_an_id_of_minus_100_says_how_to_ignore_it(call):
+    with pytest.raises(IndexError, match=r'id -100 at index .* out of range.*' + HF_HINT):
+        minus_100_calls()[call]()
+
+
+def test_the_minus_100_hint_only_where_it_helps():
+    with pytest.raises(IndexError, match=r"-100 is Hugging Face's label padding: to skip those entries, construct the MultiCategorical with ignore_index=-100"):
+        MultiCategorical(torch.randn(3, 5)).log_prob(torch.tensor([0, -100, 1]))
+    with pytest.raises(IndexError) as other_id:
+        Readout(8, num_discrete=5)(torch.randn(3, 8), torch.tensor([0, -99, 1]))
+    with pytest.raises(IndexError) as embedded:  # an Embed has no ignore_index
+        Embed(8, num_discrete=5)(torch.tensor([0, -100]))
+    assert 'Hugging Face' not in str(other_id.value) and 'Hugging Face' not in str(embedded.value)
+    readout = Readout(8, num_discrete=5, ignore_index=-100)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(readout(x, torch.tensor([0, -100, 2])), F.cross_entropy(readout(x), torch.tensor([0, -100, 2])))
+
+
+# temperatures: one check, one message
+
+
+NOT_TEMPERATURES = {
+    'bool': (True, TypeError),
+    'numpy bool': (np.bool_(True), TypeError),
+    'complex': (0.5j, TypeError),
+    'numpy complex': (np.complex64(1), TypeError),
+    'string': ('hot', TypeError),
+    'None': (None, TypeError),
+    'bool tensor': (torch.tensor(True), TypeError),
+    'complex tensor': (torch.tensor(1 + 0j), TypeError),
+    'one-element tensor': (torch.tensor([0.7]), ValueError),
+    'tensor of two': (torch.tensor([0.7, 1.0]), ValueError),
+    'nan': (float('nan'), ValueError),
+    'numpy inf': (np.float32('inf'), ValueError),
+    'nan tensor': (torch.tensor(float('nan')), ValueError),
+}
+
+
+def temperature_calls():
+    """Every place that takes a temperature, as a function of it."""
+    readout = Readout(8, num_discrete=(5, 4), num_continuous=2)
+    logits, params = readout(torch.randn(3, 8))
+    binned = ParameterlessReadout(num_continuous=1, continuous_dist_type='two_hot')
+    lm = Readout(8, num_discrete=5)
+    x = torch.randn(3, 8)
+    return {
+        'sample': lambda t: readout.sample((logits, params), temperature=t),
+        'dist sample': lambda t: readout.dist((logits, params)).sample(t),
+        'sample_discrete': lambda t: readout.sample_discrete(logits, t),
+        'sample_continuous': lambda t: readout.sample_continuous(params, t),
+        'MultiCategorical.sample': lambda t: MultiCategorical(list(logits)).sample(t),
+        'head sample': lambda t: readout.continuous_dist.sample(params, t),
+        'binned sample': lambda t: binned.sample(torch.randn(3, 1, binned.continuous_dist.num_bins), temperature=t),
+        'log_prob_from_embeds': lambda t: lm.log_prob_from_embeds(x, torch.tensor([0, 1, 2]), temperature=t),
+        'kl_div_from_embeds': lambda t: lm.kl_div_from_embeds(x, x, temperature=t),
+    }
+
+
+PER_TOKEN = ('log_prob_from_embeds', 'kl_div_from_embeds')
+
+
+@pytest.mark.parametrize('bad', list(NOT_TEMPERATURES))
+@pytest.mark.parametrize('call', list(temperature_calls()))
+def test_a_temperature_that_is_not_a_finite_real_scalar_is_refused_with_one_message(call, bad):
+    value, error = NOT_TEMPERATURES[bad]
+    wanted = r'> 0 \(the per-token paths have no mode\)' if call in PER_TOKEN else r'\(<= 0 for the mode\)'
+    message = rf'^temperature must be a finite real number {wanted}, as a Python or numpy scalar or a 0-dim tensor; got '
+    with pytest.raises(error, match=message):
+        temperature_calls()[call](value)
+
+
+@pytest.mark.parametrize('value', [0, -1.0, np.float32(0.0), torch.tensor(-0.5)], ids=['0', '-1', 'numpy 0', 'tensor -0.5'])
+@pytest.mark.parametrize('call', PER_TOKEN)
+def test_the_per_token_paths_say_their_temperature_must_be_positive(call, value):
+    with pytest.raises(ValueError, match=r'^temperature must be a finite real number > 0 \(the per-token paths have no mode\).*got '):
+        temperature_calls()[call](value)
 
 
 def test_embed_and_readout_routes_options_to_the_module_that_takes_them():

@@ -1,10 +1,11 @@
 """The discrete loss's options on the fused and the logits path: label smoothing,
-z-loss, logit soft-capping, unreduced losses, rows without a loss; each against
-``F.cross_entropy`` / the explicit formula, values and gradients."""
+z-loss, logit soft-capping, unreduced losses, rows without a loss, action masks; each
+against ``F.cross_entropy`` / the explicit formula, values and gradients."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import smoothed_nll
 from helpers.internals import use_small_fused_chunks
 
 from discrete_continuous_embed_readout import Readout
@@ -123,3 +124,50 @@ def test_a_fully_masked_or_empty_batch_gives_zero_loss_and_zero_gradients_with_o
     assert loss.item() == 0.0
     (grad,) = torch.autograd.grad(loss, empty, allow_unused=True)
     assert grad is None or grad.shape == (0, DIM)
+
+
+# with an action mask, label smoothing spreads its mass over the allowed actions only
+
+
+def masked_setup(label_smoothing=0.2, z_loss_weight=1e-2):
+    readout = Readout(DIM, num_discrete=VOCAB, label_smoothing=label_smoothing, z_loss_weight=z_loss_weight).double()
+    x = torch.randn(4, 8, DIM, dtype=torch.float64, requires_grad=True)
+    allowed = torch.rand(4, 8, VOCAB) > 0.5
+    allowed[..., 3] = True
+    targets = torch.multinomial(allowed.reshape(-1, VOCAB).double(), 1).reshape(4, 8)  # an allowed id at each position
+    return readout, x, allowed, targets
+
+
+def masked_reference(readout, x, allowed, targets, label_smoothing=0.2, z_loss_weight=1e-2):
+    """Per entry, by hand: the smoothed cross entropy of the masked softmax + w lse^2 of the masked logits."""
+    logits = raw_logits(readout, x).masked_fill(~allowed, float('-inf'))
+    return smoothed_nll(logits.log_softmax(-1), targets, label_smoothing) + z_loss_weight * torch.logsumexp(logits, -1).square()
+
+
+MASKED_PATHS = {
+    'forward': lambda readout, x, allowed, targets: readout(x, targets, action_mask=allowed),
+    'unreduced': lambda readout, x, allowed, targets: readout(x, targets, action_mask=allowed, return_unreduced_loss=True),
+    'calculate_loss': lambda readout, x, allowed, targets: readout.calculate_loss(readout(x), targets, action_mask=allowed),
+    'calculate_loss unreduced': lambda readout, x, allowed, targets: readout.calculate_loss(readout(x), targets, action_mask=allowed, return_unreduced_loss=True),
+}
+
+
+@pytest.mark.parametrize('path', list(MASKED_PATHS))
+def test_label_smoothing_with_an_action_mask_smooths_over_the_allowed_actions(path):
+    readout, x, allowed, targets = masked_setup()
+    loss = MASKED_PATHS[path](readout, x, allowed, targets)
+    ref = masked_reference(readout, x, allowed, targets)
+    ref = ref if loss.ndim else ref.mean()
+    assert torch.isfinite(loss).all()
+    torch.testing.assert_close(loss, ref, atol=1e-10, rtol=0)
+    g = torch.randn_like(loss)
+    weight = readout.embeddings.weight
+    for a, b in zip(torch.autograd.grad((loss * g).sum(), (x, weight)), torch.autograd.grad((ref * g).sum(), (x, weight))):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
+def test_with_every_action_allowed_the_masked_smoothing_is_f_cross_entropys():
+    readout, x, _, targets = masked_setup(z_loss_weight=0.0)
+    allowed = torch.ones(4, 8, VOCAB, dtype=torch.bool)
+    ref = F.cross_entropy(raw_logits(readout, x).reshape(-1, VOCAB), targets.reshape(-1), label_smoothing=0.2)
+    torch.testing.assert_close(readout(x, targets, action_mask=allowed), ref, atol=1e-10, rtol=0)

@@ -1,14 +1,18 @@
 """Readout forward: its table (the embed's rows plus one log-variance row per
 continuous dim), logits and continuous params as dot products with the rows,
 regression mode, the shapes of what it returns, the forward loss against
-calculate_loss, the table-free ParameterlessReadout and the attributes
-downstream code reads."""
+calculate_loss, the table-free ParameterlessReadout, the attributes
+downstream code reads and the options settable after construction."""
+
+import copy
+import pickle
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import MEAN_STD
 
-from discrete_continuous_embed_readout import DiscreteContinuous, EmbedAndReadout, ParameterlessReadout, Readout
+from discrete_continuous_embed_readout import DiscreteContinuous, Embed, EmbedAndReadout, ParameterlessReadout, Readout
 
 # the table and the projections
 
@@ -105,3 +109,80 @@ def test_attributes_downstream_projects_use():
     selector = readout.get_selector()
     assert selector.has_discrete and selector.has_continuous
     assert readout.get_selector(selector_config=[0, 1]).has_discrete is False
+
+
+# options settable after construction are checked on assignment, as the constructor checks them
+
+BAD_OPTIONS = {
+    'label_smoothing 1.5': ('label_smoothing', 1.5, ValueError, r'label_smoothing must lie in \[0, 1\), got 1.5'),
+    'label_smoothing -0.1': ('label_smoothing', -0.1, ValueError, r'label_smoothing must lie in \[0, 1\)'),
+    'label_smoothing nan': ('label_smoothing', float('nan'), ValueError, 'label_smoothing must be a finite number, got nan'),
+    'label_smoothing string': ('label_smoothing', '0.1', TypeError, 'label_smoothing must be a finite number'),
+    'z_loss_weight -1': ('z_loss_weight', -1.0, ValueError, 'z_loss_weight must be >= 0, got -1.0'),
+    'z_loss_weight inf': ('z_loss_weight', float('inf'), ValueError, 'z_loss_weight must be a finite number'),
+    'logit_softcap 0': ('logit_softcap', 0.0, ValueError, 'logit_softcap must be None or > 0'),
+    'logit_softcap nan': ('logit_softcap', float('nan'), ValueError, 'logit_softcap must be a finite number'),
+    'unimix 1': ('unimix', 1.0, ValueError, r'unimix must be a number in \[0, 1\), got 1.0'),
+    'unimix nan': ('unimix', float('nan'), ValueError, r'unimix must be a number in \[0, 1\)'),
+    'fused_cross_entropy int': ('fused_cross_entropy', 1, TypeError, 'fused_cross_entropy must be a bool, got int 1'),
+    'use_parallel_multi_discrete None': ('use_parallel_multi_discrete', None, TypeError, 'use_parallel_multi_discrete must be a bool'),
+    'ignore_index float': ('ignore_index', -1.0, TypeError, 'ignore_index must be an int or None'),
+    'ignore_index bool': ('ignore_index', True, TypeError, 'ignore_index must be an int or None'),
+}
+
+
+@pytest.mark.parametrize('case', list(BAD_OPTIONS))
+def test_an_option_set_after_construction_is_checked_as_the_constructor_checks_it(case):
+    name, value, error, match = BAD_OPTIONS[case]
+    readout = Readout(8, num_discrete=(5, 4))
+    x, y = torch.randn(3, 8), torch.stack([torch.randint(0, 5, (3,)), torch.randint(0, 4, (3,))], -1)
+    before, kept = readout(x, y), getattr(readout, name)
+    with pytest.raises(error, match=match):
+        setattr(readout, name, value)
+    assert getattr(readout, name) == kept
+    torch.testing.assert_close(readout(x, y), before)  # the loss is the one before the bad assignment
+    with pytest.raises(error, match=name):  # and the constructor refuses the value too
+        Readout(8, num_discrete=(5, 4), **{name: value})
+
+
+def test_an_embeds_use_parallel_multi_discrete_is_checked_too():
+    embed = Embed(8, num_discrete=(5, 4))
+    embed.use_parallel_multi_discrete = False
+    with pytest.raises(TypeError, match='use_parallel_multi_discrete must be a bool'):
+        embed.use_parallel_multi_discrete = 'yes'
+    assert embed.use_parallel_multi_discrete is False
+
+
+def test_options_set_after_construction_take_effect():
+    readout = Readout(8, num_discrete=6).double()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    y = torch.tensor([0, 1, -100, 3, 5])
+    logits = x @ readout.embeddings.weight.T
+    readout.label_smoothing, readout.ignore_index = 0.1, -100
+    torch.testing.assert_close(readout(x, y), F.cross_entropy(logits, y, ignore_index=-100, label_smoothing=0.1))
+    readout.logit_softcap = 0.01
+    capped = 0.01 * torch.tanh(logits / 0.01)
+    torch.testing.assert_close(readout(x), capped)
+    readout.label_smoothing, readout.logit_softcap, readout.z_loss_weight = 0, None, 2
+    kept = y != -100
+    ref = F.cross_entropy(logits, y, ignore_index=-100) + 2 * torch.logsumexp(logits[kept], -1).square().mean()
+    torch.testing.assert_close(readout(x, y), ref)
+    assert isinstance(readout.label_smoothing, float) and isinstance(readout.z_loss_weight, float)
+
+
+def test_checked_options_survive_state_dict_deepcopy_pickle_and_compile():
+    options = dict(label_smoothing=0.1, z_loss_weight=1e-2, logit_softcap=3.0, unimix=0.05, ignore_index=-100, fused_cross_entropy=False,
+                   use_parallel_multi_discrete=False)  # fmt: skip
+    readout = Readout(8, num_discrete=(5, 4), **options)
+    assert list(readout.state_dict()) == list(Readout(8, num_discrete=(5, 4)).state_dict())  # options are no state
+    x, y = torch.randn(3, 8), torch.stack([torch.randint(0, 5, (3,)), torch.randint(0, 4, (3,))], -1)
+    for twin in (copy.deepcopy(readout), pickle.loads(pickle.dumps(readout))):
+        assert {name: getattr(twin, name) for name in options} == options
+        torch.testing.assert_close(twin(x, y), readout(x, y))
+        with pytest.raises(ValueError, match='label_smoothing'):
+            twin.label_smoothing = 2.0
+    compiled = torch.compile(readout, backend='aot_eager', fullgraph=True)
+    torch.testing.assert_close(compiled(x, y), readout(x, y))
+    readout.label_smoothing = 0.3  # a new value reaches the compiled module (a guard, then a recompile)
+    torch.testing.assert_close(compiled(x, y), readout(x, y))
+    assert not torch.allclose(readout(x, y), twin(x, y))

@@ -1,8 +1,8 @@
 """Discrete sampling (SPEC §8, §9): draws against softmax(logits / T) for one group
 and several (both paths), greedy decoding, straight-through Gumbel-softmax, logit
-filters, the temperature of a mixed readout's discrete part, and reproducible
-draws with a ``torch.Generator`` (discrete and continuous) that leave the global
-RNG alone.
+filters, the temperature of a mixed readout's discrete part (and the kinds of
+real scalar a temperature may be), and reproducible draws with a ``torch.Generator``
+(discrete and continuous) that leave the global RNG alone.
 
 Frequencies are checked per category: each empirical frequency must lie within
 NUM_SIGMA standard errors sqrt(p (1 - p) / N) of its probability. With N = 100k
@@ -15,7 +15,17 @@ while a correct sampler fails one comparison with probability ~6e-7.
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import NUM_SIGMA, as_dist, assert_frequencies, discrete_readout, random_logits, top_k, with_group_axis
+from helpers import (
+    NUM_SIGMA,
+    TEMPERATURE_FORMS,
+    as_dist,
+    assert_frequencies,
+    discrete_readout,
+    float_value,
+    random_logits,
+    top_k,
+    with_group_axis,
+)
 
 from discrete_continuous_embed_readout import MultiCategorical, ParameterlessReadout, Readout
 
@@ -342,3 +352,47 @@ def test_generator_draws_follow_the_distribution():
     params = torch.tensor([[[1.5, 2 * torch.log(torch.tensor(0.5))]]]).expand(20000, 1, 2)
     sampled = readout.sample(params, generator=torch.Generator().manual_seed(0))
     assert abs(sampled.mean().item() - 1.5) < 0.02 and abs(sampled.std().item() - 0.5) < 0.02
+
+
+# a temperature may be any real scalar
+
+
+def flat_tensors(out):
+    return [out] if isinstance(out, torch.Tensor) else [t for part in out for t in flat_tensors(part)]
+
+
+def seeded(draw):
+    """``draw`` under the global RNG seeded alike each time (heads take no generator)."""
+
+    def run(t):
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            return draw(t)
+
+    return run
+
+
+@pytest.mark.parametrize('form', list(TEMPERATURE_FORMS))
+def test_every_real_scalar_is_a_temperature_and_draws_as_its_float(form):
+    temperature = TEMPERATURE_FORMS[form]
+    readout = Readout(8, num_discrete=(5, 4), num_continuous=2)
+    binned = ParameterlessReadout(num_continuous=1, continuous_dist_type='two_hot')
+    with torch.no_grad():
+        logits, params = readout(torch.randn(64, 8) * 50)
+    bin_logits = torch.randn(64, 1, binned.continuous_dist.num_bins)
+    generator = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    draws = {
+        'sample': lambda t: readout.sample((logits, params), temperature=t, generator=generator()),
+        'dist sample': lambda t: readout.dist((logits, params)).sample(t, generator=generator()),
+        'sample_discrete': lambda t: readout.sample_discrete(logits, t, generator=generator()),
+        'straight-through': lambda t: readout.sample_discrete(logits, t, True, generator=generator()),
+        'MultiCategorical.sample': lambda t: MultiCategorical(list(logits)).sample(t, generator=generator()),
+        'sample_continuous': seeded(lambda t: readout.sample_continuous(params, t)),
+        'head sample': seeded(lambda t: readout.continuous_dist.sample(params, t)),
+        'binned sample': lambda t: binned.sample(bin_logits, temperature=t, generator=generator()),
+    }
+    for name, draw in draws.items():
+        for a, b in zip(flat_tensors(draw(temperature)), flat_tensors(draw(float_value(temperature))), strict=True):
+            assert torch.equal(a, b), name
+    at_one = draws['sample'](1.0)
+    assert not torch.equal(draws['sample'](temperature).discrete, at_one.discrete)  # the temperature is not ignored

@@ -5,6 +5,7 @@ gradients, double backward, precision modes, masks."""
 
 import pytest
 import torch
+from helpers import TEMPERATURE_FORMS, float_value
 from helpers.internals import use_small_fused_chunks
 
 from discrete_continuous_embed_readout import EmbedAndReadout, Readout
@@ -163,3 +164,91 @@ def test_half_precision_embeddings_into_a_float32_readout_score_in_float32(dtype
     ref_log_p, ref_entropy = reference(readout, half.float(), targets, keep)
     torch.testing.assert_close(log_p.double(), ref_log_p, atol=1e-5, rtol=0)
     torch.testing.assert_close(entropy.double(), ref_entropy, atol=1e-5, rtol=0)
+
+
+# selectors on both sides of the KL
+
+SELECTORS = [[list(range(0, 12))], [list(range(12, 24))], [list(range(30, 37)) + list(range(0, 5))]]  # three groups of 12 rows
+
+
+def selected_kl_reference(readout_true, x_true, true_selector, readout_pred, x_pred, pred_selector, keep, temperature):
+    """KL on the logits each readout computes under its selector (``readout.kl_div``'s path)."""
+    logits_true = readout_true(x_true, **true_selector) / temperature
+    logits_pred = readout_pred(x_pred, **pred_selector) / temperature
+    return readout_pred.kl_div(logits_true, logits_pred, **pred_selector) * keep
+
+
+KL_SELECTOR_CASES = {
+    # readout_true (None: the student), the pred side's selector, the true side's selector arguments
+    'same readout, the pred selector on both sides': (False, dict(selector_index=1), {}),
+    'same readout, another selector for the true side': (False, dict(selector_index=2), dict(selector_index_true=0)),
+    'same readout, a runtime config for the true side': (False, dict(selector_index=0), dict(selector_config_true=[list(range(25, 37))])),
+    'a teacher with its own selectors': (True, dict(selector_config=[list(range(5, 17))]), dict(selector_index_true=2)),
+}
+
+
+@pytest.mark.parametrize('case', list(KL_SELECTOR_CASES))
+def test_kl_from_embeddings_under_selectors_matches_kl_div_on_the_selected_logits(case):
+    with_teacher, pred_args, true_args = KL_SELECTOR_CASES[case]
+    student = Readout(DIM, num_discrete=VOCAB, selectors=SELECTORS)
+    teacher = Readout(DIM + 3, num_discrete=VOCAB, selectors=SELECTORS, logit_softcap=3.0) if with_teacher else None
+    with torch.no_grad():  # logits of order 1, so that the KL is too
+        for readout in filter(None, (student, teacher)):
+            readout.embeddings.weight.normal_(0, 0.4)
+    x = torch.randn(3, 9, DIM, requires_grad=True)
+    x_true = torch.randn(3, 9, DIM + 3 if with_teacher else DIM, requires_grad=True)
+    mask = torch.rand(3, 9) > 0.25
+    kl = student.kl_div_from_embeds(x_true, x, readout_true=teacher, temperature=1.3, loss_mask=mask, **pred_args, **true_args)
+    true_selector = {k.removesuffix('_true'): v for k, v in true_args.items()} or pred_args
+    ref = selected_kl_reference(teacher or student, x_true, true_selector, student, x, pred_args, mask, 1.3)
+    torch.testing.assert_close(kl, ref, atol=1e-5, rtol=0)
+    assert ref.mean() > 0.1  # the two sides differ: the check has teeth
+    g = torch.randn_like(kl)
+    inputs = (x, x_true, student.embeddings.weight, *((teacher.embeddings.weight,) if teacher else ()))
+    for a, b in zip(torch.autograd.grad((kl * g).sum(), inputs), torch.autograd.grad((ref * g).sum(), inputs)):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_kl_from_embeddings_with_selectors_needs_an_index_and_groups_of_one_size():
+    student = Readout(DIM, num_discrete=VOCAB, selectors=[*SELECTORS, [list(range(4))]])
+    x = torch.randn(2, DIM)
+    with pytest.raises(ValueError, match='selector_index is required'):
+        student.kl_div_from_embeds(x, x)
+    with pytest.raises(ValueError, match=r'same vocabulary \(4 vs 12\)'):
+        student.kl_div_from_embeds(x, x, selector_index=0, selector_index_true=3)
+
+
+# ids with a trailing group axis (auto_squeeze_single_output=False)
+
+
+def test_ids_with_a_group_axis_score_as_log_prob_takes_them_and_keep_the_axis():
+    readout = Readout(DIM, num_discrete=VOCAB, auto_squeeze_single_output=False).double()
+    x, targets, mask, keep = data()
+    ids = targets[..., None]  # (3, 9, 1), as log_prob and forward take them on this readout
+    log_p, entropy = readout.log_prob_from_embeds(x, ids, return_entropy=True, loss_mask=mask)
+    log_softmax = (x @ readout.embeddings.weight.T).log_softmax(-1)  # independent of the readout's paths
+    ref_log_p = log_softmax.gather(-1, ids.clamp(min=0)) * keep[..., None]
+    ref_entropy = -(log_softmax.exp() * log_softmax).sum(-1, keepdim=True) * keep[..., None]
+    assert log_p.shape == entropy.shape == readout.log_prob(readout(x), ids).shape == (3, 9, 1)
+    torch.testing.assert_close(log_p, ref_log_p, atol=1e-10, rtol=0)
+    torch.testing.assert_close(entropy, ref_entropy, atol=1e-10, rtol=0)
+    g = torch.randn_like(log_p)
+    torch.testing.assert_close(torch.autograd.grad((log_p * g).sum(), x)[0], torch.autograd.grad((ref_log_p * g).sum(), x)[0], atol=1e-10, rtol=0)
+    plain = readout.log_prob_from_embeds(x, targets, loss_mask=mask)  # ids without the axis: as before
+    torch.testing.assert_close(plain, ref_log_p.squeeze(-1), atol=1e-10, rtol=0)
+    with pytest.raises(ValueError, match=r'targets must have shape \(3, 9, 1\).*got a tensor of shape \(3, 9, 2\)'):
+        readout.log_prob_from_embeds(x, targets[..., None].expand(3, 9, 2))
+
+
+@pytest.mark.parametrize('form', list(TEMPERATURE_FORMS))
+def test_any_real_scalar_temperature_divides_the_logits(form):
+    temperature = TEMPERATURE_FORMS[form]
+    readout = Readout(DIM, num_discrete=VOCAB).double()
+    x, targets, mask, keep = data()
+    log_p, entropy = readout.log_prob_from_embeds(x, targets, temperature=temperature, return_entropy=True, loss_mask=mask)
+    ref_log_p, ref_entropy = reference(readout, x, targets, keep, float_value(temperature))
+    torch.testing.assert_close(log_p, ref_log_p, atol=1e-10, rtol=0)
+    torch.testing.assert_close(entropy, ref_entropy, atol=1e-10, rtol=0)
+    y = torch.randn_like(x)
+    kl = readout.kl_div_from_embeds(x, y, temperature=temperature, loss_mask=mask)
+    torch.testing.assert_close(kl, kl_reference(readout, x, readout, y, mask, float_value(temperature)), atol=1e-10, rtol=0)

@@ -5,7 +5,7 @@ explicit ``Categorical(probs=mixture)``."""
 
 import pytest
 import torch
-from helpers import assert_frequencies
+from helpers import assert_frequencies, smoothed_nll
 from torch.distributions import Categorical, kl_divergence
 
 from discrete_continuous_embed_readout import ParameterlessReadout, Readout
@@ -112,3 +112,58 @@ def test_forward_returns_the_logits_themselves_masked_or_not():
     torch.testing.assert_close(readout(x), raw)
     mask = torch.tensor([True, False, True, True, False]).expand(3, 5)
     torch.testing.assert_close(readout(x, action_mask=mask), raw.masked_fill(~mask, float('-inf')))
+
+
+def masked_case(seed_rows=6, n=7):
+    allowed = torch.rand(seed_rows, n) > 0.4
+    allowed[:, 2] = True
+    targets = torch.multinomial(allowed.double(), 1).squeeze(-1)  # an allowed id per row
+    return allowed, targets
+
+
+def log_mixture(logits, allowed):
+    """log of the explicit mixture, ``-inf`` at the masked actions (and no NaN gradient there)."""
+    p = mixture(logits, allowed)
+    return p.where(allowed, 1.0).log().masked_fill(~allowed, float('-inf'))
+
+
+@pytest.mark.parametrize('label_smoothing', [0.0, 0.2])
+def test_the_masked_loss_is_the_mixture_cross_entropy_smoothed_over_the_allowed_actions(label_smoothing):
+    readout = Readout(8, num_discrete=7, unimix=U, label_smoothing=label_smoothing).double()
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    allowed, y = masked_case()
+    ref = smoothed_nll(log_mixture(x @ readout.embeddings.weight.T, allowed), y, label_smoothing)  # float64, by hand
+    losses = {
+        'forward': readout(x, y, action_mask=allowed),
+        'unreduced': readout(x, y, action_mask=allowed, return_unreduced_loss=True),
+        'calculate_loss': readout.calculate_loss(readout(x), y, action_mask=allowed),
+    }
+    for name, loss in losses.items():
+        expected = ref if loss.ndim else ref.mean()
+        assert torch.isfinite(loss).all(), name
+        torch.testing.assert_close(loss, expected, atol=1e-10, rtol=0, msg=name)
+        g = torch.randn_like(loss)
+        torch.testing.assert_close(torch.autograd.grad((loss * g).sum(), x)[0], torch.autograd.grad((expected * g).sum(), x, retain_graph=True)[0], atol=1e-10, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize('masked', [False, True], ids=['unmasked', 'masked'])
+def test_the_z_loss_is_that_of_the_logits_not_of_the_mixture(masked):
+    w, cap = 0.05, 3.0
+    readout = Readout(8, num_discrete=7, unimix=U, z_loss_weight=w, logit_softcap=cap).double()
+    with torch.no_grad():
+        readout.embeddings.weight.normal_(0, 0.5)  # logits of order 1: a z-loss far from 0
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    allowed, y = masked_case() if masked else (torch.ones(6, 7, dtype=torch.bool), torch.randint(0, 7, (6,)))
+    mask = allowed if masked else None
+    raw = (cap * torch.tanh(x @ readout.embeddings.weight.T / cap)).masked_fill(~allowed, float('-inf'))  # soft-capped, masked
+    z_ref = torch.logsumexp(raw, -1).square()
+    loss_ref = -log_mixture(raw, allowed).gather(-1, y[:, None]).squeeze(-1) + w * z_ref
+    assert z_ref.mean() > 0.5
+    loss, z = readout(x, y, action_mask=mask, return_z_loss=True)
+    torch.testing.assert_close(z, z_ref.mean(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(loss, loss_ref.mean(), atol=1e-10, rtol=0)
+    torch.testing.assert_close(torch.autograd.grad(loss, x)[0], torch.autograd.grad(loss_ref.mean(), x)[0], atol=1e-10, rtol=0)
+    per, z_per = readout(x, y, action_mask=mask, return_z_loss=True, return_unreduced_loss=True)
+    torch.testing.assert_close(z_per, z_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(per, loss_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(readout.calculate_loss(readout(x), y, action_mask=mask), loss_ref.mean(), atol=1e-10, rtol=0)

@@ -43,7 +43,7 @@ class ReadoutCompat(SelectorCompat):
         Returns:
             ids ``(...)`` / ``(..., G)``, or one-hots ``(..., sum n_g)`` with ``differentiable``.
         """
-        check_temperature(temperature)
+        temperature = check_temperature(temperature)
         dist = self._dist(DiscreteContinuous(discrete_logits, None), selector_index, selector_config, action_mask, None, 'discrete_logits')
         out = dist.sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard)
         return out.discrete if isinstance(out, DiscreteContinuous) else out
@@ -61,7 +61,7 @@ class ReadoutCompat(SelectorCompat):
         Returns:
             ``(..., c)`` in original units (or in ``rescale_range``).
         """
-        check_temperature(temperature)
+        temperature = check_temperature(temperature)
         return self._continuous_part(continuous_dist_params, selector, 'continuous_dist_params', rescale_range).sample(temperature, differentiable)[0]
 
     def log_prob_discrete(self, discrete_logits, sampled) -> Tensor:
@@ -75,7 +75,7 @@ class ReadoutCompat(SelectorCompat):
         Returns:
             ``(...)`` for a tensor, ``(..., g)`` for a sequence.
         """
-        return MultiCategorical(self._unimixed(discrete_logits), self.use_parallel_multi_discrete, self.ignore_index).log_prob(sampled)
+        return MultiCategorical(self._unimixed(discrete_logits), self.use_parallel_multi_discrete, self.ignore_index)._checked_log_prob(sampled, 'sampled', 'readout')
 
     def log_prob_continuous(self, continuous_dist_params, sampled, selector=None, soft_validate_range: bool = False) -> Tensor:
         """``log_prob`` of the continuous part only.

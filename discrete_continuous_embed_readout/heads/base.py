@@ -12,6 +12,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
+from .._checks import check_temperature
+
 __all__ = ['ContinuousDistribution']
 
 
@@ -175,12 +177,13 @@ class ContinuousDistribution(nn.Module):
 
         Args:
             params: ``(..., c, 2)``.
-            temperature: how spread out the sample is.
+            temperature: how spread out the sample is (a real number).
             differentiable: reparameterised (no effect at temperature <= 0).
 
         Returns:
             ``(..., c)`` in the native range.
         """
+        temperature = check_temperature(temperature)
         if temperature <= 0:
             return self.mode(params)
         sampled = self(params, differentiable) if temperature == 1 else self.tempered_sample(params, temperature, differentiable)

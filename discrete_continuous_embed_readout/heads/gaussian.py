@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, Normal, TanhTransform, TransformedDistribution
 
-from .._checks import check_range
+from .._checks import check_range, check_temperature
 from .._utils import exists
 from .base import ContinuousDistribution
 
@@ -121,6 +121,7 @@ class SquashedGaussian(Gaussian):
 
     def pre_tanh_sample(self, params: Tensor, temperature: float = 1.0, differentiable: bool = False) -> Tensor:
         """``u`` with ``sample = tanh(u)``; the mean at temperature <= 0."""
+        temperature = check_temperature(temperature)
         if temperature <= 0:
             return self.mean_log_var(params)[0]
         if temperature == 1:

@@ -23,6 +23,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.distributions import Beta, Kumaraswamy, Normal
@@ -41,6 +42,24 @@ F32_EDGE = 1.0 - F32_EPS  # largest |squashed sample| the readout keeps
 LOG_2PI = math.log(2 * math.pi)
 NUM_SIGMA = 5.0  # frequency checks: each frequency within NUM_SIGMA standard errors
 HALF_DTYPES = [torch.float16, torch.bfloat16]
+
+# every kind of real scalar a temperature may be given as (each compared with its float value)
+TEMPERATURE_FORMS = {
+    'float': 0.6,
+    'int': 2,
+    'numpy float32': np.float32(0.6),
+    'numpy float64': np.float64(0.6),
+    'numpy int': np.int64(2),
+    '0-dim tensor': torch.tensor(0.6),
+    '0-dim float64 tensor': torch.tensor(0.6, dtype=torch.float64),
+    '0-dim int tensor': torch.tensor(2),
+    '0-dim tensor requiring grad': torch.tensor(0.6, requires_grad=True),
+}
+
+
+def float_value(scalar) -> float:
+    """A real scalar of ``TEMPERATURE_FORMS`` as a Python float."""
+    return float(scalar.detach()) if isinstance(scalar, torch.Tensor) else float(scalar)
 
 # a mixed layout with two selectors (9 discrete rows, 4 continuous dims, normalised)
 MIXED_SELECTORS = [([[0, 1, 2, 3]], [0, 1, 2]), ([[4, 5], [6, 7, 8]], [3])]
@@ -164,6 +183,16 @@ def midpoints(lo: float, hi: float, n: int) -> tuple[torch.Tensor, float]:
     """Midpoint-rule nodes of ``[lo, hi]`` in float64, and their spacing."""
     h = (hi - lo) / n
     return lo + (torch.arange(n, dtype=torch.float64) + 0.5) * h, h
+
+
+def smoothed_nll(log_p: torch.Tensor, targets: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Label-smoothed cross entropy per row, by hand: ``-(1 - eps) log p[t] - eps mean_a log p[a]``,
+    the mean over the possible actions only (``log p > -inf``; a masked action gets no
+    target mass). ``log_p``: ``(..., n)`` log-probs; ``targets``: ``(...)``."""
+    picked = log_p.gather(-1, targets[..., None]).squeeze(-1)
+    possible = torch.isfinite(log_p)
+    mean = torch.where(possible, log_p, 0.0).sum(-1) / possible.sum(-1)
+    return -(1 - label_smoothing) * picked - label_smoothing * mean
 
 
 # --------------------------------------------------------------------------- seeded tensors
