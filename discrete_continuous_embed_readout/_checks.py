@@ -390,20 +390,30 @@ def split_pair(obj, selector, name: str):
 
 
 def logit_groups(logits, selector, name: str) -> tuple[Tensor, ...]:
-    """One tensor per group; a single tensor may also hold all groups concatenated."""
+    """One tensor per group; a single tensor may also hold all groups concatenated.
+    A ``free_width`` selector's one group takes any non-empty width."""
     sizes = selector.group_sizes
     if isinstance(logits, Tensor):
         check_floating(logits, name)
-        if logits.ndim == 0 or logits.shape[-1] != sum(sizes):
-            raise ValueError(f'{name} must have a last axis of size {sum(sizes)} (groups {list(sizes)}), got {describe(logits)}')
+        if selector.free_width:
+            return (_check_width(logits, None, name, 'the group\'s ids'),)
+        _check_width(logits, sum(sizes), name, f'groups {list(sizes)}')
         return (logits,) if len(sizes) == 1 else logits.split(list(sizes), dim=-1)
     if not isinstance(logits, (tuple, list)) or len(logits) != len(sizes):
         raise TypeError(f'{name} must be a tensor or a sequence of {len(sizes)} tensors (one per group), got {describe(logits)}')
     for i, (g, n) in enumerate(zip(logits, sizes)):
         check_floating(g, f'{name}[{i}]')
-        if g.ndim == 0 or g.shape[-1] != n:
-            raise ValueError(f'{name}[{i}] must have a last axis of size {n} (group {i}), got {describe(g)}')
+        _check_width(g, None if selector.free_width else n, f'{name}[{i}]', f'group {i}')
     return tuple(logits)
+
+
+def _check_width(logits: Tensor, size: int | None, name: str, what: str) -> Tensor:
+    """A last axis of ``size`` (``None``: of any size but 0)."""
+    if size is None and (logits.ndim == 0 or logits.shape[-1] == 0):
+        raise ValueError(f'{name} must have a non-empty last axis ({what}), got {describe(logits)}')
+    if size is not None:
+        check_last_dim(logits, size, name, what)
+    return logits
 
 
 def continuous_params(params, c: int, num_params: int, name: str) -> Tensor:
@@ -418,11 +428,30 @@ def continuous_params(params, c: int, num_params: int, name: str) -> Tensor:
     return params
 
 
-def discrete_values(values, selector, batch_shape, squeeze: bool, name: str) -> Tensor:
-    """Ids as ``(..., g)``; a squeezed single group arrives as ``(...)``."""
-    ids = check_integer(values, name)
+def broadcasts(shape, expected) -> bool:
+    """Whether a value of ``shape`` can be scored against ``expected`` = batch shape +
+    one trailing axis: the trailing axis equal, the leading axes broadcasting with
+    the batch shape as in ``torch.distributions``' ``log_prob`` (size-1 axes expand on
+    either side, missing leading axes are added) but never more of them than the
+    batch has: ``(3, 1, 1)`` ids against a ``(3,)`` batch are a mistake, not an outer
+    product."""
+    if len(shape) == 0 or len(shape) > len(expected) or shape[-1] != expected[-1]:
+        return False
+    return all(a == b or a == 1 or b == 1 for a, b in zip(reversed(shape[:-1]), reversed(expected[:-1])))
+
+
+def discrete_values(values, selector, batch_shape, squeeze: bool, name: str, *, broadcast: bool = False) -> Tensor:
+    """Ids as ``(..., g)``; a squeezed single group arrives as ``(...)``. With
+    ``broadcast``, the leading shape need only broadcast with ``batch_shape``
+    (``broadcasts``), the ids come back unexpanded, and a squeezed group's ids may
+    keep their trailing axis of 1 (as ``MultiCategorical.log_prob`` takes them),
+    which is then never read as one more batch axis."""
+    values_passed, passed = values, check_integer(values, name)
+    explicit = broadcast and passed.ndim == len(batch_shape) + 1 and passed.shape[-1] == 1
+    values = passed.unsqueeze(-1) if squeeze and not explicit else passed
     expected = (*batch_shape, selector.num_groups)
-    shown = expected[:-1] if squeeze else expected
-    if tuple(ids.shape) != shown:
-        raise ValueError(f'{name} must have shape {shown} (one id per group), got {describe(values)}')
-    return ids.unsqueeze(-1) if squeeze else ids
+    if tuple(values.shape) != expected and not (broadcast and broadcasts(values.shape, expected)):
+        shown = expected[:-1] if squeeze else expected
+        also = ' or one that broadcasts with it' if broadcast else ''
+        raise ValueError(f'{name} must have shape {shown}{also} (one id per group), got {describe(values_passed)}')
+    return values

@@ -64,8 +64,11 @@ def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, targets, mask, 
     the kept entries, or (``unreduced``) per entry with dropped entries 0. ``weight``
     holds the selector's discrete rows, groups concatenated; ``mask`` is the
     ``(...)`` loss mask or ``None``; the loss includes ``z_loss_weight * z_loss``."""
-    ids = discrete_values(targets, selector, embed.shape[:-1], squeeze, 'targets')  # (..., g)
+    ids = discrete_values(targets, selector, embed.shape[:-1], squeeze, 'targets', broadcast=True)  # (..., g)
     check_ids_in_range(ids, selector.group_sizes_t, 'targets', ignore_index, squeeze, owner='readout')
+    if ids.shape[:-1] != embed.shape[:-1]:  # targets broadcast against the embeddings, as on the logits path
+        batch = torch.broadcast_shapes(ids.shape[:-1], embed.shape[:-1])
+        ids, embed = ids.expand(*batch, ids.shape[-1]), embed.expand(*batch, embed.shape[-1])
     keep = entry_mask(ids, check_loss_mask(mask, ids.shape[:-1]), ids != ignore_index if exists(ignore_index) else None)
     keep = default(keep, torch.ones_like(ids, dtype=torch.bool))
     safe = ids.masked_fill(~keep, 0)

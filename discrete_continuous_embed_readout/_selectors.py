@@ -140,13 +140,16 @@ class Selector(nn.Module):
         squashed: whether its continuous samples are tanh-squashed; ``None``
             (every selector but those of ``create_discrete_continuous_selector``):
             as the owning module.
+        free_width: its one discrete group is as wide as the logits it is given
+            (the default selector of a readout without a table: no rows fix the width).
     """
 
-    def __init__(self, parsed: ParsedConfig, layout: TableLayout, squashed: bool | None = None):
+    def __init__(self, parsed: ParsedConfig, layout: TableLayout, squashed: bool | None = None, *, free_width: bool = False):
         super().__init__()
         groups, dims = parsed
         self.parsed = parsed
         self.squashed = squashed  # None: as the owning module (0.2.x selectors could differ)
+        self.free_width = free_width
         self.has_discrete = exists(groups)
         self.has_continuous = exists(dims)
         self.group_sizes = tuple(len(g) for g in groups) if self.has_discrete else ()

@@ -96,8 +96,8 @@ class SharedTable(nn.Module):
             [Selector(parse_selector_config(c, self.layout, f'selectors[{i}]'), self.layout) for i, c in enumerate(configs)]
         )
         self.default_selector = self.selectors[0] if len(configs) == 1 else None
-        if not configs:
-            self.default_selector = Selector(default_config(self.layout), self.layout)
+        if not configs:  # all rows; without a table one group takes its width from the logits (as 0.2.x)
+            self.default_selector = Selector(default_config(self.layout), self.layout, free_width=self.dim is None and len(group_sizes) == 1)
         self._runtime_selectors = OrderedDict()
 
         self.embeddings = None

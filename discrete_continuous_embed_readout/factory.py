@@ -126,7 +126,8 @@ def _bin_spec(head) -> tuple | None:
 class ParameterlessReadout(Readout):
     """A Readout without a table: sampling, log-probs, entropies, KL and losses
     on logits / params computed elsewhere. Takes every ``Readout`` argument but
-    ``dim``.
+    ``dim``. With one discrete group (and no selectors) the group is as wide as
+    the logits it is given, as in 0.2.x: no rows fix its width.
 
     Args:
         *args: none: every argument goes by keyword (a positional one raises

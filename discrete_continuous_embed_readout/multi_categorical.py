@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import check_ids_in_range, check_integer, check_last_dim, check_logit_groups, check_temperature, describe
+from ._checks import broadcasts, check_ids_in_range, check_integer, check_last_dim, check_logit_groups, check_temperature, describe
 from ._utils import exists, identity, upcast
 
 __all__ = ['MultiCategorical', 'PAD_WASTE_LIMIT', 'gumbel_noise', 'log_prob_at', 'pads_cheaply', 'segmented_softmax', 'zero_where_impossible']
@@ -192,11 +192,13 @@ class MultiCategorical:
         return value.unsqueeze(-1) if self._adds_group_axis(value) else value
 
     def _check_value(self, value, name: str) -> Tensor:
-        ids = self._as_groups(check_integer(value, name))
+        passed = value
+        value = self._as_groups(check_integer(value, name))
         expected = (*self.batch_shape, len(self.groups))
-        if ids.shape != expected:
-            raise ValueError(f'{name} must have shape {expected[:-1] if self.is_single else expected}, got {describe(value)}')
-        return ids
+        if value.shape != expected and not broadcasts(value.shape, expected):
+            shown = expected[:-1] if self.is_single else expected
+            raise ValueError(f'{name} must have shape {shown} or one that broadcasts with it, got {describe(passed)}')
+        return value
 
     def log_softmax(self) -> tuple[Tensor, ...] | Tensor:
         """Per-group log-probs.
@@ -217,10 +219,13 @@ class MultiCategorical:
 
         Args:
             value: integer ids ``(...)`` (single tensor; ``(..., 1)`` is taken
-                too) or ``(..., g)``, with the logits' leading shape.
+                too) or ``(..., g)``, with the logits' leading shape or one that
+                broadcasts with it, as in ``torch.distributions`` (size-1 axes
+                expand on either side, missing leading axes are added).
 
         Returns:
-            ``(...)`` / ``(..., g)``, float32 for half precision logits.
+            ``(...)`` / ``(..., g)`` over the broadcast leading shape, float32 for
+            half precision logits.
 
         Raises:
             TypeError: ``value`` does not hold integers.
@@ -234,18 +239,27 @@ class MultiCategorical:
         ids = self._check_value(value, name)
         return self._log_prob(ids, name, self._adds_group_axis(value), owner=owner)
 
-    def _log_prob(self, value: Tensor, name: str, group_axis_added: bool, owner: str | None = None) -> Tensor:
-        # value: (..., g) ids, shape-checked by the caller; range-checked here (owner: see check_ids_in_range)
-        check_ids_in_range(value, self.sizes, name, self.ignore_index, group_axis_added, owner=owner)
+    def _log_prob(self, value: Tensor, name: str, group_axis_added: bool | None = None, owner: str | None = None) -> Tensor:
+        # value: (..., g) ids whose leading shape broadcasts with the logits', shape-checked
+        # by the caller; range-checked here, in the shape it was passed (owner: see check_ids_in_range)
+        check_ids_in_range(value, self.sizes, name, self.ignore_index, self.is_single if group_axis_added is None else group_axis_added, owner=owner)
+        value, groups = self._broadcast(value)
         ignored = value == self.ignore_index if exists(self.ignore_index) else None
         safe = value.masked_fill(ignored, 0) if exists(ignored) else value
         if self.batched:
-            out = log_prob_at(_pad_groups(self.groups, float('-inf')), safe)
+            out = log_prob_at(_pad_groups(groups, float('-inf')), safe)
         else:
-            out = torch.stack([log_prob_at(g, safe[..., i]) for i, g in enumerate(self.groups)], dim=-1)
+            out = torch.stack([log_prob_at(g, safe[..., i]) for i, g in enumerate(groups)], dim=-1)
         if exists(ignored):
             out = out.masked_fill(ignored, 0.0)
         return self._squeeze(out)
+
+    def _broadcast(self, value: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Ids ``(..., g)`` and the groups' logits, expanded to one leading shape (views)."""
+        if value.shape[:-1] == self.batch_shape:
+            return value, self.groups
+        batch = torch.broadcast_shapes(value.shape[:-1], self.batch_shape)
+        return value.expand(*batch, value.shape[-1]), tuple(g.expand(*batch, g.shape[-1]) for g in self.groups)
 
     def log_prob_of_sample(self, sampled: Tensor, differentiable: bool = False, hard: bool = True) -> Tensor:
         """Log-probability of what ``sample`` returned: ids, or with

@@ -164,7 +164,9 @@ class Readout(ReadoutCompat, SharedTable):
 
         Args:
             embed: ``(..., D)``.
-            targets: ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair.
+            targets: ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair;
+                a leading shape that broadcasts with ``embed``'s is scored over the
+                broadcast shape.
             return_loss: defaults to "targets given".
             return_unreduced_loss: per-entry losses (masked entries zeroed).
             loss_mask: ``(...)`` bool, True = count this position.
@@ -231,7 +233,8 @@ class Readout(ReadoutCompat, SharedTable):
 
         Args:
             logits: what ``forward`` returns without targets.
-            targets: ids, values or a pair, as in ``forward``.
+            targets: ids, values or a pair, as in ``forward`` (their leading shape
+                may broadcast with the logits', as in ``log_prob``).
             mask: ``(...)`` bool loss mask, True = count.
             return_unreduced_loss: per-entry losses, masked entries zeroed.
             selector_index: a registered selector (see the class docstring).
@@ -397,7 +400,9 @@ class Readout(ReadoutCompat, SharedTable):
 
         Args:
             dist: what ``forward`` returns (see the class docstring).
-            sampled: what to score: ids, values or a pair.
+            sampled: what to score: ids, values or a pair; a leading shape that
+                broadcasts with ``dist``'s is scored over the broadcast shape (as
+                ``torch.distributions``; the group / dim axis must match).
             selector_index: a registered selector (see the class docstring).
             selector_config: a selector config for this call only.
             concat: join the parts of a pair along the last axis.

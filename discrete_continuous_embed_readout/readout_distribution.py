@@ -108,7 +108,7 @@ class ReadoutDistribution:
         if exists(action_mask):
             if not exists(self.groups):
                 raise ValueError('action_mask was given but there are no discrete logits to mask')
-            self.groups = mask_logits(self.groups, split_action_mask(action_mask, selector.group_sizes, self.groups[0].shape[:-1]))
+            self.groups = mask_logits(self.groups, split_action_mask(action_mask, self.group_sizes, self.groups[0].shape[:-1]))
         self.raw_groups = self.groups  # the logits themselves (masked), before unimix: the z-loss's
         if exists(self.groups) and config.unimix:
             self.groups = tuple(unimix_logits(g, config.unimix) for g in self.groups)
@@ -118,6 +118,19 @@ class ReadoutDistribution:
             self._build_continuous = partial(ContinuousPart.build, params, config, selector, rescale_range, name)
         parts = (exists(self.groups), exists(self._build_continuous))
         self._pack_parts = DiscreteContinuous if self.mixed and (all(parts) or not config.return_only) else default
+
+    @property
+    def group_sizes(self) -> tuple[int, ...]:
+        """The discrete groups' sizes: the selector's, or for a ``free_width``
+        selector the logits' width (``()`` without discrete logits)."""
+        return tuple(g.shape[-1] for g in self.groups) if exists(self.groups) else ()
+
+    @property
+    def group_sizes_t(self) -> Tensor:
+        """``group_sizes`` as a ``(g,)`` long tensor (the selector's buffer where it fixes them)."""
+        if not self.selector.free_width:
+            return self.selector.group_sizes_t
+        return torch.tensor(self.group_sizes, dtype=torch.long, device=self.groups[0].device)
 
     @property
     def categorical(self) -> MultiCategorical | None:
@@ -207,17 +220,21 @@ class ReadoutDistribution:
         """Log-probability of ``sampled``.
 
         Args:
-            sampled: ids, values (user units) or a pair.
+            sampled: ids, values (user units) or a pair. Their leading shape may
+                broadcast with the distribution's (as in ``torch.distributions``:
+                size-1 axes expand, missing leading axes are added); the group
+                and dim axes must match.
             concat: join a pair along the last axis.
             soft_validate_range: clamp values ``eps`` inside a bounded head's range first.
 
         Returns:
-            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or ``(..., G + c)``.
+            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or ``(..., G + c)``, over
+            the broadcast leading shape.
         """
         d_value, c_value = split_pair(sampled, self.selector, 'sampled')
         d = c = None
         if exists(self.groups) and exists(d_value):
-            ids = discrete_values(d_value, self.selector, self.groups[0].shape[:-1], self.squeeze, 'sampled')
+            ids = discrete_values(d_value, self.selector, self.groups[0].shape[:-1], self.squeeze, 'sampled', broadcast=True)
             d = self._squeezed(self.categorical._log_prob(ids, 'sampled', self.squeeze, owner='readout'), concat)
         if exists(self._build_continuous) and exists(c_value):
             c = self.continuous.log_prob(c_value, 'sampled', soft_validate_range)
@@ -260,8 +277,9 @@ class ReadoutDistribution:
         normalised units), masked.
 
         Args:
-            targets: ids, values or a pair.
-            mask: ``(...)`` bool, True = count this position.
+            targets: ids, values or a pair; their leading shape may broadcast
+                with the distribution's (as in ``log_prob``).
+            mask: ``(...)`` bool of the (broadcast) leading shape, True = count this position.
             unreduced: per-entry losses (masked entries zeroed) instead of the mean.
             return_only: bare results with one part missing (default: the readout's).
             return_z_loss: also the discrete logits' ``logsumexp^2``, reduced alike
@@ -277,7 +295,7 @@ class ReadoutDistribution:
             d_loss, z_loss = self._discrete_loss(d_target, mask, unreduced, return_z_loss)
         if exists(self._build_continuous) and exists(c_target):
             per_entry = self.continuous.loss(c_target)
-            c_loss = masked_loss(per_entry, entry_mask(per_entry, check_loss_mask(mask, self.continuous.batch_shape)), reduce=not unreduced)
+            c_loss = masked_loss(per_entry, entry_mask(per_entry, check_loss_mask(mask, per_entry.shape[:-1])), reduce=not unreduced)
         if not exists(d_loss) and not exists(c_loss):
             raise ValueError('targets and logits share no part: nothing to compute a loss on')
         loss = pack(d_loss, c_loss, self.mixed, default(return_only, self.config.return_only))
@@ -290,14 +308,15 @@ class ReadoutDistribution:
         probability 0 in the smoothed target too); ``lse`` is that of the logits
         (capped, masked), not of unimix's mixture, whose log-normaliser is 0."""
         batch = self.groups[0].shape[:-1]
-        ids = discrete_values(targets, self.selector, batch, self.squeeze, 'targets')
-        loss = -self.categorical._log_prob(ids, 'targets', self.squeeze, owner='readout')  # (..., g)
+        ids = discrete_values(targets, self.selector, batch, self.squeeze, 'targets', broadcast=True)
+        loss = -self.categorical._log_prob(ids, 'targets', self.squeeze, owner='readout')  # (..., g), the leading shapes broadcast
+        ids = ids.expand(loss.shape)
         eps, w, _ = self.config.loss_options
         if not (eps or w or want_z):
             return self._squeezed(masked_loss(loss, self._keep(loss, ids, mask), reduce=not unreduced), not unreduced), None
         if eps:
-            loss = (1.0 - eps) * loss - eps * torch.stack([_mean_allowed_log_prob(g) for g in self.groups], dim=-1)
-        lse = torch.stack([torch.logsumexp(upcast(g), -1) for g in self.raw_groups], dim=-1)
+            loss = (1.0 - eps) * loss - eps * torch.stack([_mean_allowed_log_prob(g) for g in self.groups], dim=-1).expand(loss.shape)
+        lse = torch.stack([torch.logsumexp(upcast(g), -1) for g in self.raw_groups], dim=-1).expand(loss.shape)
         loss = loss + w * lse.square() if w else loss
         keep = self._keep(loss, ids, mask)
         return tuple(self._squeezed(masked_loss(t, keep, reduce=not unreduced), not unreduced) for t in (loss, lse.square()))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from helpers import MEAN_STD, MIXED_SELECTORS, mixed_pair
 from helpers.internals import built_selector
-from torch.distributions import Normal
+from torch.distributions import Beta, Categorical, Normal
 
 import discrete_continuous_embed_readout as package
 from discrete_continuous_embed_readout import EmbedAndReadout, ParameterlessReadout, Readout
@@ -391,6 +391,30 @@ def test_multi_categorical_log_prob_takes_a_trailing_singleton_axis():
     close(dist.log_prob(ids), F.log_softmax(logits, -1).gather(-1, ids).squeeze(-1))
     close(dist.log_prob(ids), dist.log_prob(ids.squeeze(-1)))
     assert dist.logits is logits
+
+
+def test_a_table_less_single_group_readout_samples_logits_of_any_width():
+    # sdft-pytorch builds Readout(dim=0, num_discrete=1) as a plain sampler over 256-wide logits
+    readout = Readout(dim=0, num_discrete=1)
+    logits = torch.randn(2, 1, 256)
+    sampled = readout.sample(logits)
+    assert sampled.shape == (2, 1) and sampled.dtype == torch.long
+    close(readout.log_prob(logits, sampled), Categorical(logits=logits).log_prob(sampled))
+    close(readout.entropy(logits), Categorical(logits=logits).entropy())
+
+
+def test_targets_of_one_prediction_head_broadcast_against_several():
+    # dreamer4's ActionEmbedder.log_probs: targets with a leading axis of 1 against 3 heads' logits / params
+    heads, batch, sizes = 3, (2, 6), (4, 5)
+    logits = [torch.randn(heads, *batch, n) for n in sizes]
+    ids = torch.stack([torch.randint(0, n, (1, *batch)) for n in sizes], -1)
+    expected = torch.stack([Categorical(logits=g).log_prob(ids[..., i].expand(heads, *batch)) for i, g in enumerate(logits)], -1)
+    close(legacy.MultiCategorical(logits, use_parallel_multi_discrete=True).log_prob(ids), expected)
+    readout = Readout(None, num_continuous=2, continuous_dist_type='beta', continuous_dist_kwargs=dict(unimodal=True))
+    params, targets = torch.randn(heads, *batch, 2, 2), torch.rand(1, *batch, 2) * 0.98 + 0.01
+    log_prob = readout.log_prob_continuous(params, targets, selector=readout.get_selector())
+    a, b = (F.softplus(params) + 1.0).unbind(-1)
+    close(log_prob, Beta(a, b).log_prob(targets.expand(heads, *batch, 2)), tol=1e-4)
 
 
 def test_continuous_methods_take_a_subset_of_dims_without_a_normaliser():

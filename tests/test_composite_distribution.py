@@ -45,7 +45,7 @@ from tensordict.nn import (  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.distributions import Categorical, Normal  # noqa: E402
 
-from discrete_continuous_embed_readout import CompositeActionDistribution, EmbedAndReadout, ParameterlessReadout  # noqa: E402
+from discrete_continuous_embed_readout import CompositeActionDistribution, EmbedAndReadout, ParameterlessReadout, Readout  # noqa: E402
 from discrete_continuous_embed_readout.rl.composite import SAMPLE_KEYS  # noqa: E402
 
 MIXED_CASES = [c for c in POLICY_CASES if c.groups and c.cont]
@@ -231,11 +231,12 @@ def test_mode_and_deterministic_sample_are_the_readouts_mode(case):
 def test_bad_arguments_raise_errors_that_name_them():
     readout, logits, params, _ = hybrid()
     discrete_only = ParameterlessReadout(num_discrete=3)
+    with_table = Readout(8, num_discrete=3, num_continuous=3, continuous_squashed=True)  # its rows fix the logits' width
     cases = [
         (TypeError, 'readout must be a Readout', dict(readout=nn.Linear(2, 2))),
         (TypeError, r'logits\[0\] must be a tensor', dict(logits=[0.0, 1.0, 2.0])),
         (ValueError, 'params is None', dict(params=None)),
-        (ValueError, 'discrete logits must have a last axis of size 3', dict(logits=torch.randn(6, 4))),
+        (ValueError, 'discrete logits must have a last axis of size 3', dict(logits=torch.randn(6, 4), readout=with_table)),
         (ValueError, 'needs a readout .* with discrete and continuous parts', dict(readout=discrete_only, params=None)),
         (ValueError, 'sample_keys must be a', dict(sample_keys=('action',))),
         (ValueError, 'sample_keys must name two different', dict(sample_keys=('a', 'a'))),
@@ -261,6 +262,19 @@ def test_log_prob_of_a_bad_sample_names_it():
         dist.log_prob((logits.argmax(-1), params[..., 0]))
     with pytest.raises(ValueError, match=r"sample has no entry \[\('action', 'continuous'\)\]"):
         dist.log_prob(dist.sample().exclude(C_KEY))
+
+
+def test_a_table_less_readouts_group_is_as_wide_as_its_logits():
+    readout = ParameterlessReadout(num_discrete=1, num_continuous=3, continuous_squashed=True)
+    logits, params = 2 * torch.randn(6, 5), torch.randn(6, 3, 2)
+    dist = CompositeActionDistribution(logits, params, readout=readout, continuous_used_by=torch.ones(5, 3, dtype=torch.bool))
+    action = dist.sample()
+    log_prob = dist.log_prob(action)['action']
+    torch.testing.assert_close(log_prob['discrete_log_prob'], Categorical(logits=logits).log_prob(action[D_KEY]))
+    torch.testing.assert_close(log_prob['continuous_log_prob'], readout.log_prob((logits, params), (action[D_KEY], action[C_KEY])).continuous.sum(-1))
+    action[D_KEY] = torch.full((6,), 5)
+    with pytest.raises(IndexError, match='expected 0 <= id < 5'):
+        dist.log_prob(action)
 
 
 def test_a_parameterised_continuous_part_refuses_to_be_scored_alone():

@@ -95,7 +95,8 @@ MISTAKES = {
     'float selector_index': (lambda: R(num_discrete=3, selectors=[[[0]], [[1]]])(x8, selector_index=0.0), TypeError, 'selector_index must be an int'),
     'index without selectors': (lambda: R(num_discrete=3)(x8, selector_index=1), IndexError, 'no selectors are registered'),
     # sample / log_prob / entropy / kl_div
-    'logits wrong size': (lambda: ParameterlessReadout(num_discrete=3).sample(torch.randn(2, 4)), ValueError, 'dist discrete logits must have a last axis of size 3'),
+    'logits wrong size': (lambda: ParameterlessReadout(num_discrete=(3, 4)).sample(torch.randn(2, 8)), ValueError, r'dist discrete logits must have a last axis of size 7 \(groups \[3, 4\]\)'),
+    'logits wrong size for a selector': (lambda: ParameterlessReadout(num_discrete=5, selectors=[[[0, 1, 2]]]).sample(torch.randn(2, 5)), ValueError, 'dist discrete logits must have a last axis of size 3'),
     'too few groups': (lambda: multi().sample([torch.randn(2, 3)]), TypeError, 'sequence of 2 tensors'),
     'group wrong size': (lambda: multi().entropy([torch.randn(2, 3), torch.randn(2, 5)]), ValueError, r'logits\[1\] must have a last axis of size 4'),
     'params wrong shape': (lambda: gauss().sample(torch.randn(5, 2)), ValueError, r'continuous params must have shape \(\.\.\., 2, 2\)'),
@@ -127,7 +128,7 @@ MISTAKES = {
     'groups disagree on batch': (lambda: MultiCategorical([torch.randn(2, 3), torch.randn(3, 3)]), ValueError, 'leading shape'),
     'integer logits': (lambda: MultiCategorical(torch.ones(2, 3, dtype=torch.long)), TypeError, 'logits must be a floating'),
     'kl with a tensor': (lambda: MultiCategorical(torch.randn(2, 3)).kl_div(torch.randn(2, 3)), TypeError, 'other must be a MultiCategorical'),
-    'value wrong shape': (lambda: MultiCategorical([torch.randn(2, 3), torch.randn(2, 3)]).log_prob(torch.tensor([0, 1])), ValueError, r'value must have shape \(2, 2\)'),
+    'value wrong shape': (lambda: MultiCategorical([torch.randn(2, 3), torch.randn(2, 3)]).log_prob(torch.tensor([[0, 1], [1, 0], [0, 0]])), ValueError, r'value must have shape \(2, 2\) or one that broadcasts with it, got a tensor of shape \(3, 2\)'),
     'segments do not add up': (lambda: segmented_softmax(torch.randn(2, 5), [2, 2]), ValueError, 'flat_logits must have a last axis of size 4'),
     'validate switch type': (lambda: set_validate_args('no'), TypeError, 'value must be a bool'),
     # selectors, registered and runtime

@@ -1,14 +1,15 @@
 """Log-probs, entropy and KL of the readout: shapes (a size-one batch axis kept,
-``concat=True`` at any batch rank, concatenated logits of several groups), log-probs
+``concat=True`` at any batch rank, concatenated logits of several groups), values
+whose leading shape broadcasts with the outputs' (as torch.distributions), log-probs
 far below the max that do not saturate, and the squashed gaussian's entropy (the
 pre-tanh gaussian's by default, a Monte-Carlo estimate of the true one with
 ``squashed_entropy_samples``, checked against float64 quadrature)."""
 
 import pytest
 import torch
-from helpers import LOG_2PI, MEAN_STD
+from helpers import LOG_2PI, MEAN_STD, concentrations
 from helpers.policy_cases import assert_close
-from torch.distributions import Normal
+from torch.distributions import Beta, Categorical, Normal
 
 from discrete_continuous_embed_readout import DiscreteContinuous, ParameterlessReadout, Readout
 
@@ -49,6 +50,97 @@ def test_concatenated_logits_are_accepted_for_several_groups():
     flat = torch.randn(5, 7)
     ids = torch.stack([torch.randint(0, 3, (5,)), torch.randint(0, 4, (5,))], -1)
     torch.testing.assert_close(readout.log_prob(flat, ids), readout.log_prob(flat.split([3, 4], -1), ids))
+
+
+# values broadcast against the outputs' leading shape, as torch.distributions' log_prob:
+# size-1 axes expand on either side, missing leading axes are added; the group / dim axis must match
+
+H, B, N, C, SIZES = 3, 2, 6, 2, (4, 5)
+BROADCASTS = {  # (leading shape of the outputs, of the values)
+    'one head against three': ((H, B, N), (1, B, N)),
+    'no head axis': ((H, B, N), (B, N)),
+    'three heads against one': ((1, B, N), (H, B, N)),
+    'both expand': ((H, 1, N), (1, B, N)),
+}
+
+
+def reference_continuous(kind: str, params, values):
+    """Per-dim log-density from torch.distributions, in float64, both sides expanded by hand."""
+    batch = torch.broadcast_shapes(params.shape[:-2], values.shape[:-1])
+    params, values = params.double().expand(*batch, C, 2), values.double().expand(*batch, C)
+    if kind == 'beta':
+        return Beta(*concentrations(params)).log_prob(values)
+    mean, std = MEAN_STD[:C, 0].double(), MEAN_STD[:C, 1].double()
+    return Normal(params[..., 0] * std + mean, params[..., 1].mul(0.5).exp() * std).log_prob(values)
+
+
+@pytest.mark.parametrize('kind', ['normalised gaussian', 'beta'])
+@pytest.mark.parametrize('case', list(BROADCASTS))
+def test_continuous_values_broadcast_against_the_params(case, kind):
+    outer, inner = BROADCASTS[case]
+    options = dict(continuous_dist_type='beta') if kind == 'beta' else dict(continuous_mean_std=MEAN_STD[:C])
+    readout = ParameterlessReadout(num_continuous=C, **options)
+    params = torch.randn(*outer, C, 2, requires_grad=True)
+    values = torch.rand(*inner, C) * 0.98 + 0.01 if kind == 'beta' else torch.randn(*inner, C) * 3
+    expected = reference_continuous(kind, params.detach(), values)
+    for log_prob in (readout.log_prob(params, values), readout.log_prob_continuous(params, values)):
+        torch.testing.assert_close(log_prob.double(), expected, rtol=1e-5, atol=1e-5)
+    # the loss is the negative log-prob over the broadcast entries, its gradient that of the expanded call
+    loss = readout.calculate_loss(params, values)
+    torch.testing.assert_close(loss.double(), -expected.mean(), rtol=1e-5, atol=1e-5)
+    batch = torch.broadcast_shapes(outer, inner)
+    by_hand = readout.calculate_loss(params.expand(*batch, C, 2), values.expand(*batch, C))
+    torch.testing.assert_close(torch.autograd.grad(loss, params)[0], torch.autograd.grad(by_hand, params)[0])
+
+
+@pytest.mark.parametrize('parallel', [True, False])
+@pytest.mark.parametrize('case', list(BROADCASTS))
+def test_discrete_ids_broadcast_against_the_logits(case, parallel):
+    outer, inner = BROADCASTS[case]
+    logits = [torch.randn(*outer, n) * 2 for n in SIZES]
+    ids = torch.stack([torch.randint(0, n, inner) for n in SIZES], -1)
+    batch = torch.broadcast_shapes(outer, inner)
+    expected = torch.stack([Categorical(logits=g.expand(*batch, n)).log_prob(ids[..., i].expand(batch)) for i, (g, n) in enumerate(zip(logits, SIZES))], -1)
+    readout = ParameterlessReadout(num_discrete=SIZES, use_parallel_multi_discrete=parallel)
+    torch.testing.assert_close(readout.log_prob(tuple(logits), ids), expected)
+    torch.testing.assert_close(readout.calculate_loss(tuple(logits), ids, return_unreduced_loss=True), -expected)
+    torch.testing.assert_close(readout.calculate_loss(tuple(logits), ids), -expected.mean())
+    single = ParameterlessReadout(num_discrete=SIZES[0])
+    torch.testing.assert_close(single.log_prob(logits[0], ids[..., 0]), expected[..., 0])
+    torch.testing.assert_close(single.calculate_loss(logits[0], ids[..., 0]), -expected[..., 0].mean())
+
+
+def test_a_mixed_pair_broadcasts_each_part():
+    readout = ParameterlessReadout(num_discrete=SIZES[0], num_continuous=C)
+    logits, params = torch.randn(H, B, N, SIZES[0]), torch.randn(H, B, N, C, 2)
+    ids, values = torch.randint(0, SIZES[0], (1, B, N)), torch.randn(1, B, N, C)
+    log_prob = readout.log_prob((logits, params), (ids, values), concat=True)
+    expected_d = Categorical(logits=logits).log_prob(ids.expand(H, B, N))
+    expected_c = Normal(params[..., 0], params[..., 1].mul(0.5).exp()).log_prob(values.expand(H, B, N, C))
+    torch.testing.assert_close(log_prob, torch.cat((expected_d.unsqueeze(-1), expected_c), -1))
+    loss = readout.calculate_loss((logits, params), (ids, values))
+    torch.testing.assert_close(torch.stack(tuple(loss)), torch.stack((-expected_d.mean(), -expected_c.mean())))
+
+
+def test_values_that_do_not_broadcast_name_the_shapes_as_passed():
+    readout = ParameterlessReadout(num_discrete=SIZES, num_continuous=C)
+    logits, params = tuple(torch.randn(H, B, N, n) for n in SIZES), torch.randn(H, B, N, C, 2)
+    ids, values = torch.zeros(4, B, N, 2, dtype=torch.long), torch.randn(4, B, N, C)
+    with pytest.raises(ValueError, match=r'sampled must have shape \(3, 2, 6, 2\) or one that broadcasts with it \(one id per group\), got a tensor of shape \(4, 2, 6, 2\)'):
+        readout.log_prob((logits, params), (ids, None))
+    with pytest.raises(ValueError, match=r'sampled must have shape \(3, 2, 6, 2\) or one that broadcasts with it \(one value per continuous dim\), got a tensor of shape \(4, 2, 6, 2\)'):
+        readout.log_prob((logits, params), (None, values))
+    with pytest.raises(ValueError, match=r'targets must have shape \(3, 2, 6, 2\) or one that broadcasts with it .*got a tensor of shape \(1, 2, 6, 3\)'):
+        readout.calculate_loss((logits, params), (None, torch.randn(1, B, N, 3)))  # the dim axis never broadcasts
+    with pytest.raises(ValueError, match=r'sampled must have shape \(3, 2, 6\) or one that broadcasts with it .*got a tensor of shape \(4, 2, 6\)'):
+        ParameterlessReadout(num_discrete=5).log_prob(torch.randn(H, B, N, 5), torch.zeros(4, B, N, dtype=torch.long))
+
+
+def test_a_single_groups_explicit_axis_of_one_is_not_read_as_a_batch_axis():
+    # (B, 1) ids for (B,) logits: the group axis kept (as MultiCategorical takes it), not a (B, B) broadcast
+    readout = ParameterlessReadout(num_discrete=5)
+    logits, ids = torch.randn(B, 5), torch.tensor([[1], [4]])
+    torch.testing.assert_close(readout.log_prob(logits, ids), Categorical(logits=logits).log_prob(ids[:, 0]))
 
 
 # log-probs far below the max

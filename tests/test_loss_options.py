@@ -1,6 +1,7 @@
 """The discrete loss's options on the fused and the logits path: label smoothing,
-z-loss, logit soft-capping, unreduced losses, rows without a loss, action masks; each
-against ``F.cross_entropy`` / the explicit formula, values and gradients."""
+z-loss, logit soft-capping, unreduced losses, rows without a loss, action masks,
+targets that broadcast against the embeddings; each against ``F.cross_entropy`` /
+the explicit formula, values and gradients."""
 
 import pytest
 import torch
@@ -72,6 +73,30 @@ def test_unreduced_losses_match_per_token_with_per_token_gradients(name, fused, 
     torch.testing.assert_close(z, ref_z, atol=1e-10, rtol=0)
     g = torch.randn_like(per)
     torch.testing.assert_close(torch.autograd.grad((per * g).sum(), x)[0], torch.autograd.grad((ref * g).sum(), x)[0], atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize('heads', [(3, 1), (1, 3)], ids=['targets of one head', 'embeddings of one head'])
+@pytest.mark.parametrize('fused', [True, False], ids=['fused', 'logits'])
+def test_targets_that_broadcast_are_scored_with_every_option(fused, heads, monkeypatch):
+    use_small_fused_chunks(monkeypatch)
+    options = OPTIONS['all']
+    readout = Readout(DIM, num_discrete=VOCAB, fused_cross_entropy=fused, **options).to(torch.float64)
+    x_heads, t_heads = heads
+    x = torch.randn(x_heads, 4, 8, DIM, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, VOCAB, (t_heads, 4, 8))
+    targets[..., 0, :3] = -1
+    full = (3, 4, 8)
+    loss, z_loss = readout(x, targets, return_z_loss=True)
+    ref, ref_z = reference_loss(raw_logits(readout, x.expand(*full, DIM)), targets.expand(full), targets.expand(full) != -1, **options)
+    torch.testing.assert_close(loss, ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(z_loss, ref_z, atol=1e-10, rtol=0)
+    torch.testing.assert_close(torch.autograd.grad(loss, x)[0], torch.autograd.grad(ref, x)[0], atol=1e-10, rtol=0)
+    for ignore_index in (-1, None):
+        readout.ignore_index, targets = ignore_index, targets if ignore_index == -1 else targets.clamp(min=0)
+        per, z = readout(x, targets, return_unreduced_loss=True, return_z_loss=True)
+        ref, ref_z = reference_loss(raw_logits(readout, x.expand(*full, DIM)), targets.expand(full), targets.expand(full) != -1, reduce=False, **options)
+        torch.testing.assert_close(per, ref, atol=1e-10, rtol=0)
+        torch.testing.assert_close(z, ref_z, atol=1e-10, rtol=0)
 
 
 def test_float32_fused_matches_f_cross_entropy_to_1e5():

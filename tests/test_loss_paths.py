@@ -2,7 +2,8 @@
 params) of every head, with every loss option (loss mask, ignore_index, action
 mask, unreduced, all at once), against an independent float64 computation
 (torch.distributions / F.cross_entropy through the documented table layout),
-and float64 ``gradcheck`` of each with respect to the embeddings and the table."""
+float64 ``gradcheck`` of each with respect to the embeddings and the table, and
+targets whose leading shape broadcasts with the outputs' (several prediction heads)."""
 
 import pytest
 import torch
@@ -119,3 +120,38 @@ def test_gradcheck_float64(name, option, via):
 
     # the full Jacobian for the plain forward loss, a random projection of it (fast mode) elsewhere
     assert torch.autograd.gradcheck(fn, (x, w), eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=(option, via) != ('plain', 'forward'))
+
+
+# targets broadcast against the outputs' leading shape (as torch.distributions' log_prob)
+
+HEADS = 3
+BROADCASTS = {'targets of one head': ((HEADS,), (1,)), 'outputs of one head': ((1,), (HEADS,))}  # (outputs', targets' leading axes)
+
+
+@pytest.mark.parametrize('unreduced', [False, True], ids=['mean', 'unreduced'])
+@pytest.mark.parametrize('via', ['forward', 'calculate_loss'])
+@pytest.mark.parametrize('direction', list(BROADCASTS))
+@pytest.mark.parametrize('name', list(LOSS_CASES))
+def test_targets_broadcast_against_the_outputs(name, direction, via, unreduced):
+    """The loss of targets that broadcast is the loss of both sides expanded by hand
+    (values and gradients), on the fused path too."""
+    case = LossCase(name)
+    x_lead, t_lead = BROADCASTS[direction]
+    readout, targets = case.readout(), case.targets(batch=(*t_lead, *BATCH))
+    x, w = torch.randn(*x_lead, *BATCH, D, dtype=torch.float64, requires_grad=True), readout.embeddings.weight
+    if via == 'forward':
+        out = readout(x, targets, return_unreduced_loss=unreduced)
+    else:
+        out = case.readout(table=False).calculate_loss(case.as_logits(*case.outputs(w, x)), targets, return_unreduced_loss=unreduced)
+    full = (HEADS, *BATCH)
+
+    def expand(t):
+        return None if t is None else t.expand(*full, *t.shape[len(full) :])
+
+    expected = reference_loss(case, *case.outputs(w, expand(x)), pack(*map(expand, split(case, targets))), unreduced=unreduced)
+    for got, want in zip(parts(out), parts(expected), strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    grads = torch.autograd.grad(sum(p.sum() for p in parts(out)), (x, w))
+    for got, want in zip(grads, torch.autograd.grad(sum(p.sum() for p in parts(expected)), (x, w)), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)

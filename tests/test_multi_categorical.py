@@ -1,7 +1,8 @@
 """MultiCategorical: log_prob, entropy and KL against torch.distributions.Categorical
 per group, the parallel (padded) and sequential paths agreeing (values, gradients,
-the readout's loss), a single tensor without a group axis, log-probs far below the
-max, -inf (filtered or masked) logits, and when the padded path is taken."""
+the readout's loss), a single tensor without a group axis, values that broadcast
+against the logits, log-probs far below the max, -inf (filtered or masked) logits,
+and when the padded path is taken."""
 
 import pytest
 import torch
@@ -123,6 +124,39 @@ def test_multi_categorical_single_tensor_has_no_group_axis(parallel):
     torch.testing.assert_close(mc.entropy(), ref.entropy())
     kl = mc.kl_div(MultiCategorical(other, use_parallel_multi_discrete=parallel))
     torch.testing.assert_close(kl, kl_divergence(ref, Categorical(logits=other)))
+
+
+# values broadcast against the logits' leading shape, as Categorical.log_prob does
+
+
+@pytest.mark.parametrize('parallel', [True, False])
+@pytest.mark.parametrize('shapes', [((3, 2, 6), (1, 2, 6)), ((3, 2, 6), (2, 6)), ((1, 2, 6), (3, 2, 6)), ((3, 0, 6), (1, 0, 6))],
+                         ids=['one head against three', 'no head axis', 'three heads against one', 'empty'])  # fmt: skip
+def test_log_prob_broadcasts_values_against_the_logits(shapes, parallel):
+    outer, inner = shapes
+    batch = torch.broadcast_shapes(outer, inner)
+    sizes = (4, 5)
+    logits = [torch.randn(*outer, n, requires_grad=True) for n in sizes]
+    ids = torch.stack([torch.randint(0, n, inner) for n in sizes], -1)
+    # validate_args=False: torch's own sample check cannot reshape an empty batch
+    expected = [Categorical(logits=g.expand(*batch, g.shape[-1]), validate_args=False).log_prob(ids[..., i].expand(batch)) for i, g in enumerate(logits)]
+    expected = torch.stack(expected, -1)
+    log_prob = MultiCategorical(logits, use_parallel_multi_discrete=parallel).log_prob(ids)
+    torch.testing.assert_close(log_prob, expected)
+    weights = torch.randn(batch + (2,))
+    for got, want in zip(torch.autograd.grad((log_prob * weights).sum(), logits), torch.autograd.grad((expected * weights).sum(), logits)):
+        torch.testing.assert_close(got, want)
+    single = MultiCategorical(logits[0], use_parallel_multi_discrete=parallel)
+    torch.testing.assert_close(single.log_prob(ids[..., 0]), expected[..., 0])
+    if len(inner) == len(outer):  # ids with their trailing axis of 1 (read as the group axis where it adds an axis)
+        torch.testing.assert_close(single.log_prob(ids[..., :1]), expected[..., 0])
+
+
+def test_log_prob_of_values_that_do_not_broadcast_names_both_shapes():
+    with pytest.raises(ValueError, match=r'value must have shape \(3, 2, 2\) or one that broadcasts with it, got a tensor of shape \(4, 2, 2\)'):
+        MultiCategorical([torch.randn(3, 2, 4), torch.randn(3, 2, 5)]).log_prob(torch.zeros(4, 2, 2, dtype=torch.long))
+    with pytest.raises(IndexError, match=r'value: id 5 at index \(0, 1, 1\) is out of range for group 1; expected 0 <= id < 5'):
+        MultiCategorical([torch.randn(3, 2, 4), torch.randn(3, 2, 5)]).log_prob(torch.tensor([[[0, 0], [0, 5]]]))  # in the shape passed
 
 
 # log-probs far below the max and -inf logits

@@ -1,8 +1,9 @@
 """Readout forward: its table (the embed's rows plus one log-variance row per
 continuous dim), logits and continuous params as dot products with the rows,
 regression mode, the shapes of what it returns, the forward loss against
-calculate_loss, the table-free ParameterlessReadout, the attributes
-downstream code reads and the options settable after construction."""
+calculate_loss, the table-free ParameterlessReadout (a single group as wide as
+its logits), the attributes downstream code reads and the options settable after
+construction."""
 
 import copy
 import pickle
@@ -10,7 +11,8 @@ import pickle
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import MEAN_STD
+from helpers import MEAN_STD, assert_frequencies
+from torch.distributions import Categorical, kl_divergence
 
 from discrete_continuous_embed_readout import DiscreteContinuous, Embed, EmbedAndReadout, ParameterlessReadout, Readout
 
@@ -99,6 +101,76 @@ def test_parameterless_readout_needs_no_table():
         ParameterlessReadout(16, num_discrete=5)
     with pytest.raises(ValueError, match='no table'):
         readout(torch.randn(2, 16))
+
+
+TABLE_LESS_SINGLE_GROUP = {
+    'Readout(dim=0, num_discrete=1)': lambda: Readout(0, num_discrete=1),
+    'Readout(None, num_discrete=5)': lambda: Readout(None, num_discrete=5),
+    'ParameterlessReadout(num_discrete=1)': lambda: ParameterlessReadout(num_discrete=1),
+}
+
+
+@pytest.mark.parametrize('build', list(TABLE_LESS_SINGLE_GROUP))
+def test_a_table_less_single_group_is_as_wide_as_its_logits(build):
+    # no rows fix the width, so num_discrete does not either (as in 0.2.x): a plain
+    # sampler over logits computed elsewhere, here 256 wide
+    readout = TABLE_LESS_SINGLE_GROUP[build]()
+    p, q = torch.randn(2, 1, 256) * 2, torch.randn(2, 1, 256) * 2
+    ids = torch.randint(0, 256, (2, 1))
+    torch.testing.assert_close(readout.log_prob(p, ids), Categorical(logits=p).log_prob(ids))
+    torch.testing.assert_close(readout.entropy(p), Categorical(logits=p).entropy())
+    torch.testing.assert_close(readout.kl_div(p, q), kl_divergence(Categorical(logits=p), Categorical(logits=q)))
+    torch.testing.assert_close(readout.calculate_loss(p, ids), F.cross_entropy(p.reshape(-1, 256), ids.reshape(-1)))
+    torch.testing.assert_close(readout.calculate_loss(p, ids, return_unreduced_loss=True), -Categorical(logits=p).log_prob(ids))
+    assert torch.equal(readout.mode(p), p.argmax(-1))
+    torch.testing.assert_close(readout.get_dist(p).probs, p.softmax(-1))
+    assert readout.sample(p).shape == (2, 1)
+    one_hot = readout.sample(p, differentiable=True)
+    assert one_hot.shape == (2, 1, 256) and torch.equal(one_hot.sum(-1), torch.ones(2, 1))
+    # draws follow softmax(logits): frequencies over 6 ids
+    row = torch.tensor([1.0, -0.5, 0.0, 2.0, -1.0, 0.5])
+    assert_frequencies(readout.sample(row.expand(20000, 6)), row.softmax(-1), build)
+    # an id past the logits' width names it
+    with pytest.raises(IndexError, match='expected 0 <= id < 256'):
+        readout.log_prob(p, torch.tensor([[3], [256]]))
+
+
+def test_a_table_less_single_group_takes_action_masks_and_a_one_group_tuple():
+    readout = ParameterlessReadout(num_discrete=1)
+    logits = torch.randn(4000, 10)
+    allowed = torch.arange(10) % 3 != 0
+    sampled = readout.sample(logits, action_mask=allowed)
+    assert allowed[sampled].all()
+    masked = logits.masked_fill(~allowed, float('-inf'))
+    torch.testing.assert_close(readout.entropy(logits, action_mask=allowed), Categorical(logits=masked).entropy())
+    assert torch.isneginf(readout.log_prob(logits, torch.zeros(4000, dtype=torch.long), action_mask=allowed)).all()
+    with pytest.raises(ValueError, match='action_mask must have a last axis of size 10'):
+        readout.sample(logits, action_mask=allowed[:9])
+    mixed = ParameterlessReadout(num_discrete=1, num_continuous=2)
+    params = torch.randn(4000, 2, 2)
+    log_probs = mixed.log_prob((logits, params), (sampled, params[..., 0]), concat=True)
+    torch.testing.assert_close(log_probs[:, 0], Categorical(logits=logits).log_prob(sampled))
+    kept = ParameterlessReadout(num_discrete=1, auto_squeeze_single_output=False)
+    ids = torch.randint(0, 10, (4000, 1))
+    torch.testing.assert_close(kept.log_prob((logits,), ids), Categorical(logits=logits).log_prob(ids[:, 0]).unsqueeze(-1))
+
+
+FIXED_WIDTHS = {
+    'a table': (lambda: Readout(8, num_discrete=1), {}, 'last axis of size 1'),
+    'several groups': (lambda: ParameterlessReadout(num_discrete=(1, 3)), {}, r'last axis of size 4 \(groups \[1, 3\]\)'),
+    'a registered selector': (lambda: ParameterlessReadout(num_discrete=4, selectors=[[[0, 2]]]), {}, 'last axis of size 2'),
+    'selector_index=0 of it': (lambda: ParameterlessReadout(num_discrete=4, selectors=[[[0, 2]]]), {'selector_index': 0}, 'last axis of size 2'),
+    'a runtime selector_config': (lambda: ParameterlessReadout(num_discrete=4), {'selector_config': [[1, 2, 3]]}, 'last axis of size 3'),
+}
+
+
+@pytest.mark.parametrize('case', list(FIXED_WIDTHS))
+def test_widths_fixed_by_rows_or_groups_are_still_checked(case):
+    build, call, message = FIXED_WIDTHS[case]
+    readout = build()
+    for method in (readout.sample, readout.entropy):
+        with pytest.raises(ValueError, match=message):
+            method(torch.randn(2, 1, 256), **call)
 
 
 def test_attributes_downstream_projects_use():

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.distributions import Normal
 from torch.distributions.transforms import AffineTransform
 
-from .._checks import check_bounds, check_finite, check_floating, check_support, check_tensor, describe
+from .._checks import broadcasts, check_bounds, check_finite, check_floating, check_support, check_tensor, describe
 from .._utils import exists, take, upcast
 from .base import ContinuousDistribution
 from .gaussian import Gaussian, SquashedGaussian
@@ -195,22 +195,33 @@ class ContinuousPart:
         return sampled, log_prob if outside is None else log_prob.masked_fill(outside, float('-inf')), native, head_log_prob
 
     def values(self, values, name: str) -> Tensor:
-        """``values`` checked: a finite floating tensor ``(..., c)`` of this batch shape."""
+        """``values`` checked: a finite floating tensor ``(..., c)`` whose leading
+        shape broadcasts with this batch shape (``torch.distributions``' rule), unexpanded."""
         check_tensor(values, name)
         check_floating(values, name)
         expected = (*self.batch_shape, self.num_continuous)
-        if tuple(values.shape) != expected:
-            raise ValueError(f'{name} must have shape {expected} (one value per continuous dim), got {describe(values)}')
+        if tuple(values.shape) != expected and not broadcasts(values.shape, expected):
+            raise ValueError(f'{name} must have shape {expected} or one that broadcasts with it (one value per continuous dim), got {describe(values)}')
         return check_finite(values, name)
 
+    def _broadcast(self, native: Tensor) -> tuple[Tensor, Tensor]:
+        """``(native values, params)`` expanded to one leading shape (views), so
+        that every head, a user's too, sees params and values of one batch shape."""
+        if native.shape[:-1] == self.batch_shape:
+            return native, self.params
+        batch = torch.broadcast_shapes(native.shape[:-1], self.batch_shape)
+        return native.expand(*batch, native.shape[-1]), self.params.expand(*batch, *self.params.shape[len(self.batch_shape):])
+
     def log_prob(self, values, name: str = 'value', soft_validate_range: bool = False, legacy: bool = False) -> Tensor:
-        """Log-density of user-unit ``values`` ``(..., c)``, in those units."""
+        """Log-density of user-unit ``values`` ``(..., c)``, in those units, over the
+        leading shape broadcast from the values' and the params'."""
         self.require_distribution('log_prob')
         values = self.values(values, name)
         rounding = _rounding_in_native(values, self.units) if values.dtype in HALF else 0.0
         native, outside = check_support(self.head, self.units.inv(upcast(values)), name=name, to_user=self.units,
                                         soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)  # fmt: skip
-        log_prob = self.head.log_prob(self.params, native) - self._log_jacobian(native)
+        native, params = self._broadcast(native)
+        log_prob = self.head.log_prob(params, native) - self._log_jacobian(native)
         return log_prob if outside is None else log_prob.masked_fill(outside, float('-inf'))
 
     def entropy(self, num_samples: int | None = None) -> Tensor:
@@ -244,11 +255,12 @@ class ContinuousPart:
         """Per-entry loss ``(..., c)``: the negative log-density (a binned head: the
         cross entropy against the target's bins), or in regression mode the
         regression loss in native (normalised) units."""
-        if self.config.log_var and self.head.discrete_support:
-            return self.head.loss(self.params, self.units.inv(upcast(self.values(targets, 'targets'))))
-        if self.config.log_var:
+        if self.config.log_var and not self.head.discrete_support:
             return -self.log_prob(targets, 'targets')
-        return regression_loss(self.params, self.units.inv(self.values(targets, 'targets')), self.config.regression_loss_type)
+        native, params = self._broadcast(self.units.inv(upcast(self.values(targets, 'targets'))))
+        if self.config.log_var:
+            return self.head.loss(params, native)
+        return regression_loss(params, native, self.config.regression_loss_type)
 
     def user_normal(self) -> Normal:
         """A gaussian head's normal mapped to the user's units (still a normal)."""

@@ -93,7 +93,7 @@ def _check_used_by(used, dist) -> Tensor | None:
         return None
     if not isinstance(used, Tensor) or used.dtype != torch.bool:
         raise TypeError(f'continuous_used_by must be a bool tensor (n, c), got {describe(used)}')
-    sizes, c = dist.selector.group_sizes, dist.continuous.num_continuous
+    sizes, c = dist.group_sizes, dist.continuous.num_continuous
     if len(sizes) != 1:
         raise ValueError(f'continuous_used_by needs a readout (selector) with one discrete group, this one has {len(sizes)}: sizes {list(sizes)}')
     if tuple(used.shape) != (sizes[0], c):
@@ -216,7 +216,7 @@ class CompositeActionDistribution(CompositeDistribution):
         ids, values = self._parts_of(sample)
         (d_key, discrete), (c_key, continuous) = self.dists.items()
         ids = check_integer(ids, f'sample[{d_key!r}]')
-        check_ids_in_range(ids.unsqueeze(-1) if self.readout_dist.squeeze else ids, self.readout_dist.selector.group_sizes_t, f'sample[{d_key!r}]',
+        check_ids_in_range(ids.unsqueeze(-1) if self.readout_dist.squeeze else ids, self.readout_dist.group_sizes_t, f'sample[{d_key!r}]',
                            group_axis_added=self.readout_dist.squeeze)  # fmt: skip
         if exists(self.continuous_used_by):  # the per-dim log-densities of the dims the ids use
             used = self.continuous_used_by[ids if self.readout_dist.squeeze else ids.squeeze(-1)]
