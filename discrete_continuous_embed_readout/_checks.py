@@ -221,6 +221,14 @@ def check_bounds(value, name: str, like: Tensor):
     return lo, hi
 
 
+def check_bound_units(bounds: Tensor, name: str) -> None:
+    """``(C, 2)`` bounds (``continuous_range``) finite with ``lo < hi`` in every
+    dim, whether or not content checks are on (checked once, when bound)."""
+    lo, hi = bounds.unbind(-1)
+    if not bool((torch.isfinite(bounds).all(-1) & (lo < hi)).all()):
+        raise ValueError(f'{name} must be finite with lo < hi in every dim (in float32), got lo={lo.tolist()}, hi={hi.tolist()}')
+
+
 def check_support(head, native: Tensor, *, name: str, to_user, soft_validate_range: bool = False, rounding: Tensor | float = 0.0,
                   legacy: bool = False) -> tuple[Tensor, Tensor | None]:  # fmt: skip
     """Native values checked against a head's support, ready to score.

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ._checks import check_bool, check_floating, checked_option, describe
 from ._selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config
+from ._units_state import check_loaded_units, explain_units_keys
 from ._utils import exists, take
 
 MAX_CACHED_RUNTIME_SELECTORS = 64
@@ -71,6 +72,7 @@ class SharedTable(nn.Module):
         *,
         log_var_rows: bool,
         num_bins: int = 0,
+        continuous_range: Tensor | None = None,
     ):
         super().__init__()
         if exists(selector) and exists(selectors):
@@ -91,6 +93,7 @@ class SharedTable(nn.Module):
         self.continuous_squashed = False
         self.layout = TableLayout(sum(group_sizes), group_sizes, num_continuous, log_var_rows and num_continuous > 0, num_bins if num_continuous > 0 else 0)
         self.register_buffer('continuous_mean_std', _check_mean_std(continuous_mean_std, num_continuous))
+        self.register_buffer('continuous_range', continuous_range)  # (C, 2), checked (bound_units); None: not in the state dict
 
         self.selectors = nn.ModuleList(
             [Selector(parse_selector_config(c, self.layout, f'selectors[{i}]'), self.layout) for i, c in enumerate(configs)]
@@ -142,6 +145,17 @@ class SharedTable(nn.Module):
         """Whether ``continuous_mean_std`` was given, so continuous values are normalised."""
         return exists(self.continuous_mean_std)
 
+    def _apply(self, fn, *args, **kwargs):
+        """The bound units stay float32 when the module's dtype changes (half
+        precision would move bounds such as 0.1 and make the same per-call bounds
+        differ); they follow its device."""
+        bounds = self.continuous_range
+        super()._apply(fn, *args, **kwargs)
+        moved = self.continuous_range
+        if exists(moved) and moved.dtype != torch.float32:
+            self.continuous_range = moved.float() if bounds.is_meta else bounds.to(moved.device, torch.float32)
+        return self
+
     # checkpoints
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
@@ -157,7 +171,9 @@ class SharedTable(nn.Module):
         mean_std = state_dict.get(prefix + 'continuous_mean_std')
         if mean_std is not None and exists(self.continuous_mean_std) and mean_std.shape == self.continuous_mean_std.shape:
             _check_mean_std(mean_std, self.num_continuous, f'state_dict[{prefix}continuous_mean_std]')
+        check_loaded_units(self.continuous_range, state_dict, prefix + 'continuous_range')
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        explain_units_keys(self.continuous_range, state_dict, prefix + 'continuous_range', missing_keys, unexpected_keys)
 
     # selectors
 

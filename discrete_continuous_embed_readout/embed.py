@@ -11,8 +11,9 @@ from torch import Tensor
 from ._checks import check_finite, check_floating, check_ids_in_range, check_integer, check_last_dim, check_tensor, describe, typecheck
 from ._selectors import Selector
 from ._table import SharedTable
-from ._utils import DiscreteContinuous, default, exists, is_pair, take
+from ._utils import DiscreteContinuous, default, exists, is_pair, take, upcast
 from .compat.table_methods import SelectorCompat
+from .heads.part import bound_units, unit_map
 from .heads.registry import build_continuous_dist, is_binned, table_bins
 
 __all__ = ['Embed']
@@ -47,6 +48,16 @@ class Embed(SelectorCompat, SharedTable):
         eps: floor of the std.
         auto_append_discrete_set_dim: single-group ids come without a trailing
             group axis (default: true iff there is exactly one group).
+        continuous_range: ``(lo, hi)``, the units of the continuous values, as the
+            ``Readout``'s (numbers or per-dim bounds): values given in them are
+            mapped back onto the native range of the head the arguments name
+            (squashed ``(-1, 1)``, beta / kumaraswamy ``(0, 1)``) before they are
+            embedded, by the inverse of the readout's units map. So a policy built by
+            ``EmbedAndReadout(..., continuous_range=...)`` embeds its previous action
+            as ``sample`` returned it, and the table sees values of order one
+            whatever the bounds. It replaces the ``continuous_mean_std``
+            normalisation (as in the readout); ``normalize_continuous=False`` embeds
+            the values as given. Kept as the float32 buffer ``continuous_range``.
 
     Shape:
         discrete ids ``(...)`` (one group) or ``(..., G)``; continuous ``(..., C)``;
@@ -76,16 +87,20 @@ class Embed(SelectorCompat, SharedTable):
         regression_loss_type: str = 'mse',
         eps: float = 1e-6,
         auto_append_discrete_set_dim: bool | None = None,
+        *,
+        continuous_range=None,
     ):
-        bins = None  # a binned head's bins: a value is embedded as its target weights times the bin rows
-        if num_continuous > 0 and is_binned(continuous_dist_type):
-            bins = build_continuous_dist(continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed, True, regression_loss_type, eps)
+        bins = head = None  # a binned head's bins: a value is embedded as its target weights times the bin rows
+        if num_continuous > 0 and (is_binned(continuous_dist_type) or exists(continuous_range)):
+            head = build_continuous_dist(continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed, True, regression_loss_type, eps)
+            bins = head if is_binned(continuous_dist_type) else None
         super().__init__(
             dim, num_discrete, num_continuous, selector, selectors, continuous_log_var_embed,
             continuous_mean_std, use_parallel_multi_discrete, return_only_discrete_or_continuous, eps,
-            log_var_rows=False, num_bins=table_bins(bins),
+            log_var_rows=False, num_bins=table_bins(bins), continuous_range=bound_units(continuous_range, head, num_continuous),
         )  # fmt: skip
         self.continuous_bins = bins
+        self._native_range = head.default_range if exists(continuous_range) else None  # what the bound units map back onto
         if not exists(self.dim):
             raise ValueError(f'Embed needs a table: dim must be a positive int, got {dim!r}')
         self.auto_append_discrete_set_dim = auto_append_discrete_set_dim
@@ -115,8 +130,9 @@ class Embed(SelectorCompat, SharedTable):
             sum_continuous: sum over dims ``(..., D)``, else ``(..., C, D)``.
             sum_discrete_continuous: add the two parts; if any ``sum_*`` flag is
                 false, the pair ``DiscreteContinuous(discrete, continuous)`` instead.
-            normalize_continuous: normalise with ``continuous_mean_std``
-                (``None``: when it is set).
+            normalize_continuous: map the values into the head's native units
+                first: from ``continuous_range`` when bound, else normalised with
+                ``continuous_mean_std`` (``None``: when either is set).
             return_only_discrete_or_continuous: overrides the module default.
             selector_index: a registered selector.
             selector_config: a selector config used for this call only.
@@ -192,11 +208,11 @@ class Embed(SelectorCompat, SharedTable):
             raise ValueError(f'continuous input was given but this {"selector" if self.has_continuous else "Embed"} has no continuous part')
         check_last_dim(values, selector.num_continuous, 'continuous input', 'one value per continuous dim')
         check_finite(values, 'continuous input')
-        normalize = default(normalize, self.can_norm_continuous)
-        if normalize:
-            if not self.can_norm_continuous:
-                raise ValueError('normalize_continuous=True needs continuous_mean_std at construction')
-            values = self.normalize(values, selector)
+        bound = exists(self.continuous_range)
+        if default(normalize, self.can_norm_continuous or bound):
+            if not (self.can_norm_continuous or bound):
+                raise ValueError('normalize_continuous=True needs continuous_mean_std or continuous_range at construction')
+            values = self._from_bound_units(values, selector) if bound else self.normalize(values, selector)
         if exists(self.continuous_bins):
             return self._embed_binned(values, selector, sum_dims)
         rows = take(self.embeddings.weight, selector.continuous_rows)  # (c, d)
@@ -204,6 +220,12 @@ class Embed(SelectorCompat, SharedTable):
         if sum_dims:
             return values @ rows  # (..., d)
         return values.unsqueeze(-1) * rows  # (..., c, d)
+
+    def _from_bound_units(self, values: Tensor, selector: Selector) -> Tensor:
+        """Values in the bound units back in the head's native range: the inverse of
+        the readout's units map (``continuous_part.unit_map``), in float32 at least."""
+        units = unit_map(self._native_range, None, None, upcast(values), take(self.continuous_range, selector.continuous_dims))
+        return units.inv(upcast(values))
 
     def _embed_binned(self, values: Tensor, selector: Selector, sum_dims: bool) -> Tensor:
         """Each value as its target weights over its dim's bins times the bin rows:

@@ -47,6 +47,9 @@ def EmbedAndReadout(
             one-element tuple).
         **kwargs: shared keyword arguments; an option only one of the two takes
             (``ignore_index``, ``auto_append_discrete_set_dim``, ...) goes to that one.
+            ``continuous_range=(lo, hi)`` binds the units of the continuous values
+            in both: the readout samples and scores in them, the Embed maps values
+            given in them back onto the head's native range (see ``Embed``).
 
     Returns:
         ``(embed, readout)``, a named tuple.

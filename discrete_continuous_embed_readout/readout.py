@@ -36,6 +36,7 @@ from .compat.readout_methods import ReadoutCompat
 from .fused.from_embeds import token_kl_divs, token_log_probs
 from .fused.linear_softmax import apply_softcap
 from .heads.gaussian import Gaussian, SquashedGaussian
+from .heads.part import bound_units
 from .heads.registry import build_continuous_dist, table_bins
 from .readout_distribution import DistConfig, ReadoutDistribution
 
@@ -90,6 +91,14 @@ class Readout(ReadoutCompat, SharedTable):
         unimix: ``u``: each group's distribution is ``(1 - u) softmax(logits) + u / n``
             (over the allowed actions; DreamerV3's 1%) for sampling, scores, the loss
             and ``get_dist`` (``forward`` still returns the logits; settable).
+        continuous_range: ``(lo, hi)``, numbers or per-dim bounds (sequences, numpy
+            arrays or tensors of ``num_continuous`` entries; a gymnasium ``Box``'s
+            ``low`` and ``high``): the units of the continuous values, bound once.
+            Every method then works in them without being told (``rescale_range``
+            below, the loss of ``forward`` and ``calculate_loss`` included). A
+            bounded head only (squashed, beta, kumaraswamy); finite, ``lo < hi``.
+            Kept as the float32 buffer ``continuous_range`` ``(C, 2)`` (in the
+            state dict; it stays float32 when the module's dtype changes).
 
     The settable options are checked on every assignment as the constructor checks
     them (``readout.label_smoothing = 1.5`` is a ``ValueError``).
@@ -106,7 +115,12 @@ class Readout(ReadoutCompat, SharedTable):
         - ``rescale_range``: ``(lo, hi)``, numbers or per-dim bounds (a gymnasium
           ``Box``'s ``low`` and ``high``): continuous values live in ``(lo, hi)``,
           mapped linearly from the head's native range (beta / kumaraswamy
-          ``(0, 1)``, squashed ``(-1, 1)``) instead of de-normalised.
+          ``(0, 1)``, squashed ``(-1, 1)``) instead of de-normalised. For a
+          readout without ``continuous_range`` (0.2.x style, per call); a readout
+          with it takes the same bounds silently and refuses others
+          (``ValueError``) unless ``override_range=True``.
+        - ``override_range``: with ``rescale_range``, use its bounds for this call
+          instead of the bound ``continuous_range``.
         - ``concat``: join the parts of a pair along the last axis (``maybe_concat``).
 
     Examples:
@@ -122,7 +136,8 @@ class Readout(ReadoutCompat, SharedTable):
                  continuous_dist_type: str = 'gaussian', continuous_dist_kwargs: dict | None = None, continuous_squashed: bool = False,
                  regression_loss_type: str = 'mse', eps: float = 1e-6, return_one_discrete_logits: bool | None = None,
                  auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True,
-                 label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None, unimix: float = 0.0):  # fmt: skip
+                 label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None, unimix: float = 0.0,
+                 continuous_range=None):  # fmt: skip
         head = None  # built first: a binned head's bins are rows of the table
         if num_continuous > 0:
             head = build_continuous_dist(continuous_dist_type, default(continuous_dist_kwargs, {}), continuous_squashed,
@@ -132,6 +147,7 @@ class Readout(ReadoutCompat, SharedTable):
             continuous_mean_std=continuous_mean_std, use_parallel_multi_discrete=use_parallel_multi_discrete,
             return_only_discrete_or_continuous=return_only_discrete_or_continuous, eps=eps,
             log_var_rows=continuous_log_var_embed and not table_bins(head), num_bins=table_bins(head),
+            continuous_range=bound_units(continuous_range, head, num_continuous),
         )  # fmt: skip
         self.continuous_log_var_embed = continuous_log_var_embed
         self.continuous_squashed = continuous_squashed
@@ -322,7 +338,8 @@ class Readout(ReadoutCompat, SharedTable):
 
     # the distribution of outputs, and what is done with it
 
-    def dist(self, outputs, *, selector_index=None, selector_config=None, action_mask=None, rescale_range=None) -> ReadoutDistribution:
+    def dist(self, outputs, *, selector_index=None, selector_config=None, action_mask=None, rescale_range=None,
+             override_range: bool = False) -> ReadoutDistribution:  # fmt: skip
         """The distribution ``outputs`` (what ``forward`` returns) define, parsed and
         checked once: sample, mode, log-prob, entropy, KL, loss and
         ``torch.distributions`` views are its methods (see ``ReadoutDistribution``).
@@ -333,19 +350,21 @@ class Readout(ReadoutCompat, SharedTable):
             selector_config: a selector config for this call only.
             action_mask: bool, True = allowed (see the class docstring).
             rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
+            override_range: see the class docstring.
 
         Returns:
             a ``ReadoutDistribution``.
         """
-        return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs')
+        return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs', override_range)
 
-    def _dist(self, outputs, selector_index, selector_config, action_mask, rescale_range, name: str) -> ReadoutDistribution:
+    def _dist(self, outputs, selector_index, selector_config, action_mask, rescale_range, name: str, override_range: bool = False) -> ReadoutDistribution:
         selector = self._selector(selector_index, selector_config, first_tensor(outputs).device)
-        return ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, rescale_range=rescale_range, name=name)
+        return ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, rescale_range=rescale_range, name=name,
+                                   override_range=override_range)  # fmt: skip
 
     def sample(self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
                rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
-               action_mask=None, hard: bool = True, return_log_prob: bool = False):  # fmt: skip
+               action_mask=None, hard: bool = True, return_log_prob: bool = False, override_range: bool = False):  # fmt: skip
         """Draw from ``dist``: ``self.dist(dist, ...).sample(...)`` (see
         [`ReadoutDistribution.sample`][] for what each option does per head).
 
@@ -362,19 +381,20 @@ class Readout(ReadoutCompat, SharedTable):
             action_mask: bool, True = allowed (see the class docstring).
             hard: see [`ReadoutDistribution.sample`][].
             return_log_prob: see [`ReadoutDistribution.sample`][].
+            override_range: see the class docstring.
 
         Returns:
             ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``
             (``differentiable``: one-hots concatenated ``(..., sum n_g)``); values
-            ``(..., c)`` in original units (or ``rescale_range``'s); a pair for both
-            parts; with ``return_log_prob``, ``(sample, log_prob)``.
+            ``(..., c)`` in original units (or ``continuous_range``'s / ``rescale_range``'s);
+            a pair for both parts; with ``return_log_prob``, ``(sample, log_prob)``.
         """
         temperature = check_temperature(temperature)
-        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist').sample(
+        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range).sample(
             temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard, return_log_prob=return_log_prob,
         )  # fmt: skip
 
-    def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None):
+    def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None, override_range: bool = False):
         """The deterministic action, ``sample(dist, temperature=0.)``: argmax
         (discrete); gaussian mean, squashed ``tanh(mean)``, beta / kumaraswamy mode
         where unique and inside (0, 1), else their mean (continuous).
@@ -385,18 +405,19 @@ class Readout(ReadoutCompat, SharedTable):
             selector_config: a selector config for this call only.
             rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
             action_mask: bool, True = allowed (see the class docstring).
+            override_range: see the class docstring.
 
         Returns:
             ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair.
         """
-        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist').mode()
+        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range).mode()
 
     def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None,
-                 soft_validate_range: bool = False):  # fmt: skip
+                 soft_validate_range: bool = False, override_range: bool = False):  # fmt: skip
         """Log-probability of ``sampled`` under ``dist``: ids ``(...)`` / ``(..., G)``
         (``ignore_index`` gives 0, disallowed actions ``-inf``), values ``(..., c)``
-        in original units (or ``rescale_range``'s), or a pair; continuous densities
-        are in the values' units.
+        in original units (or ``continuous_range``'s / ``rescale_range``'s), or a pair;
+        continuous densities are in the values' units.
 
         Args:
             dist: what ``forward`` returns (see the class docstring).
@@ -411,15 +432,16 @@ class Readout(ReadoutCompat, SharedTable):
             soft_validate_range: clamp values ``eps`` inside a bounded head's native
                 range first (0.2.10's option); otherwise a value outside the support
                 is a ``ValueError`` (``-inf`` with content checks off).
+            override_range: see the class docstring.
 
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
         """
-        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist')
+        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range)
         return dist.log_prob(sampled, concat=concat, soft_validate_range=soft_validate_range)
 
     def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
-                squashed_entropy_samples: int | None = None, rescale_range=None):  # fmt: skip
+                squashed_entropy_samples: int | None = None, rescale_range=None, override_range: bool = False):  # fmt: skip
         """Entropy per group (over allowed actions) and per dim (in the user's
         units). The squashed gaussian's is that of its pre-tanh gaussian (as 0.2.7);
         ``squashed_entropy_samples=n`` gives a Monte-Carlo estimate of the squashed
@@ -433,11 +455,12 @@ class Readout(ReadoutCompat, SharedTable):
             action_mask: bool, True = allowed (see the class docstring).
             rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
             squashed_entropy_samples: a positive int (squashed readouts only).
+            override_range: see the class docstring.
 
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
         """
-        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist')
+        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range)
         return dist.entropy(concat=concat, squashed_entropy_samples=squashed_entropy_samples)
 
     def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None):
@@ -457,7 +480,8 @@ class Readout(ReadoutCompat, SharedTable):
         true = self._dist(dist_true, selector_index, selector_config, action_mask, None, 'dist_true')
         return true.kl_div(self._dist(dist_pred, selector_index, selector_config, action_mask, None, 'dist_pred'), concat=concat)
 
-    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None, composite: bool = False):
+    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None, composite: bool = False,
+                 override_range: bool = False):  # fmt: skip
         """``torch.distributions`` views of ``dist_params`` (see
         ``ReadoutDistribution.get_dist``), e.g. for tensordict's
         ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
@@ -470,6 +494,7 @@ class Readout(ReadoutCompat, SharedTable):
             rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
             composite: for a mixed readout, one ``CompositeActionDistribution`` (TorchRL's
                 composite interface; needs tensordict) instead of the pair.
+            override_range: see the class docstring.
 
         Returns:
             a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair
@@ -480,8 +505,8 @@ class Readout(ReadoutCompat, SharedTable):
 
             logits, params = dist_params if isinstance(dist_params, tuple) and len(dist_params) == 2 else (dist_params, None)
             return CompositeActionDistribution(logits, params, readout=self, action_mask=action_mask, rescale_range=rescale_range,
-                                               selector_index=selector_index, selector_config=selector_config)  # fmt: skip
-        return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params').get_dist()
+                                               selector_index=selector_index, selector_config=selector_config, override_range=override_range)  # fmt: skip
+        return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params', override_range).get_dist()
 
 
     def _check_squashable(self) -> None:

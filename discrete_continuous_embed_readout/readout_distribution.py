@@ -52,6 +52,7 @@ class DistConfig(NamedTuple):
     loss_options: LossOptions = NO_OPTIONS
     unimix: float = 0.0
     num_params: int = 2  # per continuous dim: (mean, log-var), a binned head's bins, or 0 in regression
+    continuous_range: Tensor | None = None  # (C, 2) bound units of the whole table (continuous_range), or None
 
     @classmethod
     def of(cls, readout) -> DistConfig:
@@ -60,7 +61,7 @@ class DistConfig(NamedTuple):
             readout.continuous_dist, readout.continuous_log_var_embed, readout.regression_loss_type, readout.ignore_index,
             readout.use_parallel_multi_discrete, readout.auto_squeeze_single_output, readout.return_only_discrete_or_continuous,
             readout.continuous_mean_std, readout.eps, LossOptions(readout.label_smoothing, readout.z_loss_weight, readout.logit_softcap), readout.unimix,
-            readout.layout.num_bins or (2 if readout.continuous_log_var_embed else 0),
+            readout.layout.num_bins or (2 if readout.continuous_log_var_embed else 0), readout.continuous_range,
         )  # fmt: skip
 
 
@@ -89,7 +90,9 @@ class ReadoutDistribution:
         selector: the selector the outputs were produced under.
         config: the readout's options (``DistConfig``).
         action_mask: bool, True = allowed; disallowed logits become ``-inf``.
-        rescale_range: ``(lo, hi)`` of the user's continuous units.
+        rescale_range: ``(lo, hi)`` of the user's continuous units for this call
+            (a readout with a bound ``continuous_range`` takes only the same bounds).
+        override_range: ``rescale_range`` replaces different bound units.
         name: the argument name used in error messages.
         num_continuous: 0.2.x: params may cover this many dims instead of the selector's.
 
@@ -99,7 +102,7 @@ class ReadoutDistribution:
     """
 
     def __init__(self, outputs, selector, config: DistConfig, *, action_mask=None, rescale_range=None, name: str = 'outputs',
-                 num_continuous: int | None = None):  # fmt: skip
+                 num_continuous: int | None = None, override_range: bool = False):  # fmt: skip
         self.selector, self.config, self.name = selector, config, name
         self.mixed = selector.has_discrete and selector.has_continuous
         self.squeeze = config.auto_squeeze and selector.num_groups == 1
@@ -115,7 +118,7 @@ class ReadoutDistribution:
         self._categorical = self._continuous = self._build_continuous = None
         if exists(continuous):
             params = continuous_params(continuous, default(num_continuous, selector.num_continuous), config.num_params, f'{name} continuous params')
-            self._build_continuous = partial(ContinuousPart.build, params, config, selector, rescale_range, name)
+            self._build_continuous = partial(ContinuousPart.build, params, config, selector, rescale_range, name, override_range)
         parts = (exists(self.groups), exists(self._build_continuous))
         self._pack_parts = DiscreteContinuous if self.mixed and (all(parts) or not config.return_only) else default
 
@@ -188,9 +191,10 @@ class ReadoutDistribution:
 
         Raises:
             TypeError, ValueError: a temperature that is not a finite real scalar;
-                ``rescale_range`` for an unbounded gaussian; ``return_log_prob`` in
-                regression mode or with relaxed samples; a ``filter_fn`` that does
-                not return logits of the shape it was given.
+                ``rescale_range`` for an unbounded gaussian, or one that differs from
+                the bound ``continuous_range``; ``return_log_prob`` in regression mode
+                or with relaxed samples; a ``filter_fn`` that does not return logits
+                of the shape it was given.
         """
         temperature = check_temperature(temperature)
         d = d_lp = c = c_lp = None

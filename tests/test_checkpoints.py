@@ -1,6 +1,7 @@
 """Checkpoints and module state: state_dict, save / load, deepcopy, pickling, tying
 across loads, construction on the meta device then loading, checkpoints written by
-0.2.7 and 0.2.12, and the checks a loaded state goes through."""
+0.2.7 and 0.2.12, bound units (``continuous_range``) in the state dict, and the
+checks a loaded state goes through."""
 
 import copy
 import io
@@ -249,3 +250,70 @@ def test_a_loaded_normaliser_is_checked_as_at_construction():
     meta.to_empty(device='cpu')
     with pytest.raises(ValueError, match=r'state_dict\[continuous_mean_std\] must be finite with std \(column 1\) > 0'):
         meta.load_state_dict(state)
+
+
+# bound units (continuous_range): a buffer in the state dict only when bound
+
+BOUND = dict(num_discrete=3, num_continuous=2, continuous_squashed=True)
+
+
+def test_bound_units_round_trip_through_the_state_dict():
+    embed, readout = EmbedAndReadout(8, **BOUND, continuous_range=([0.0, -1.0], [5.0, 1.0]))
+    assert set(readout.state_dict()) == {'embeddings.weight', 'continuous_range'}
+    assert set(embed.state_dict()) == {'embeddings.weight', 'continuous_range'}
+    buffer = io.BytesIO()
+    torch.save(readout.state_dict(), buffer)
+    buffer.seek(0)
+    _, fresh = EmbedAndReadout(8, **BOUND, continuous_range=(-9.0, 9.0))  # bound, to other units: the checkpoint's replace them
+    fresh.load_state_dict(torch.load(buffer), strict=True)
+    assert torch.equal(fresh.continuous_range, torch.tensor([[0.0, 5.0], [-1.0, 1.0]]))
+    out = readout(torch.randn(4, 8))
+    torch.manual_seed(2)
+    expected = readout.sample(out)
+    torch.manual_seed(2)
+    got = fresh.sample(out)
+    assert torch.equal(got.continuous, expected.continuous) and (got.continuous[:, 0] >= 0).all() and (got.continuous[:, 0] <= 5).all()
+    torch.testing.assert_close(fresh.log_prob(out, got), readout.log_prob(out, expected), rtol=0, atol=0)
+
+
+def test_a_readout_without_bound_units_has_no_such_key_and_loads_older_checkpoints():
+    _, readout = EmbedAndReadout(8, **BOUND)
+    assert set(readout.state_dict()) == {'embeddings.weight'} and readout.continuous_range is None
+    EmbedAndReadout(8, **BOUND)[1].load_state_dict(readout.state_dict(), strict=True)
+
+
+def test_bound_units_in_only_one_of_checkpoint_and_module_is_a_clear_error():
+    _, bound = EmbedAndReadout(8, **BOUND, continuous_range=(-2.0, 2.0))
+    _, unbound = EmbedAndReadout(8, **BOUND)
+    with pytest.raises(RuntimeError, match=r'Unexpected key.*"continuous_range: the checkpoint binds continuous units \(lo=\[-2.0, -2.0\], hi=\[2.0, 2.0\]\), but this module was built without continuous_range'):
+        unbound.load_state_dict(bound.state_dict())
+    with pytest.raises(RuntimeError, match=r'Missing key.*"continuous_range: this module binds continuous units \(continuous_range\) \(lo=\[-2.0, -2.0\], hi=\[2.0, 2.0\]\), but the checkpoint has none'):
+        bound.load_state_dict(unbound.state_dict())
+    # strict=False: the key is reported as torch reports it, and the module keeps its own units
+    assert unbound.load_state_dict(bound.state_dict(), strict=False).unexpected_keys == ['continuous_range']
+    assert unbound.continuous_range is None
+    assert bound.load_state_dict(unbound.state_dict(), strict=False).missing_keys == ['continuous_range']
+    assert torch.equal(bound.continuous_range, torch.tensor([[-2.0, 2.0], [-2.0, 2.0]]))
+
+
+def test_a_0_2_checkpoint_into_a_module_with_bound_units_says_what_to_do():
+    data = torch.load(LEGACY / 'v0_2_12' / 'mixed_squashed.pt', weights_only=True)
+    assert data['kwargs']['continuous_squashed']
+    _, readout = EmbedAndReadout(**data['kwargs'], continuous_range=(-2.0, 2.0))
+    with pytest.raises(RuntimeError, match=r'checkpoint has none \(saved by a module built without continuous_range, or by 0.2.x\)'):
+        readout.load_state_dict(data['readout_state_dict'])
+    readout.load_state_dict({**data['readout_state_dict'], 'continuous_range': readout.continuous_range}, strict=True)
+
+
+def test_loaded_bound_units_are_checked_as_at_construction():
+    _, readout = EmbedAndReadout(8, **BOUND, continuous_range=(-2.0, 2.0))
+    state = readout.state_dict()
+    state['continuous_range'] = torch.tensor([[0.0, 1.0], [3.0, 3.0]])
+    with torch.device('meta'):
+        _, meta = EmbedAndReadout(8, **BOUND, continuous_range=(-2.0, 2.0))
+    meta.to_empty(device='cpu')
+    with pytest.raises(ValueError, match=r'state_dict\[continuous_range\] must be finite with lo < hi in every dim'):
+        meta.load_state_dict(state)
+    state['continuous_range'] = torch.tensor([[0.0, 1.0], [3.0, 4.0]])
+    meta.load_state_dict(state)
+    assert torch.equal(meta.continuous_range, state['continuous_range'])

@@ -86,3 +86,21 @@ def test_per_token_log_probs_and_kl_compile_without_graph_breaks_and_match_eager
         torch.testing.assert_close(a, b)
     for a, b in zip(torch.autograd.grad(sum(t.sum() for t in compiled), params), eager_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_bound_units_compile_without_graph_breaks_and_match_eager():
+    embed, readout = build_pair(16, num_continuous=3, continuous_squashed=True, continuous_range=([0.0, -1.0, 10.0], [1.0, 1.0, 30.0]), selectors=[[2, 0]])
+    u = torch.rand(2, 5, 2) * 0.9 + 0.05
+    values = torch.stack((10.0 + 20.0 * u[..., 0], u[..., 1]), -1)  # dims [2, 0], inside their bounds
+    hidden = lambda: embed(values, selector_index=0)
+    fns = {
+        'embed': hidden,
+        'loss': lambda: readout(hidden(), values, selector_index=0),
+        'log_prob': lambda: readout.log_prob(readout(hidden(), selector_index=0), values, selector_index=0),
+        'entropy': lambda: readout.entropy(readout(hidden(), selector_index=0), selector_index=0),
+    }
+    for what, fn in fns.items():
+        dynamo.reset()
+        explained = dynamo.explain(fn)()
+        assert explained.graph_break_count == 0, (what, explained.break_reasons)
+        torch.testing.assert_close(torch.compile(fn, fullgraph=True, backend='aot_eager')(), fn())

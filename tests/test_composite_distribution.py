@@ -14,6 +14,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import bounded_log_density
 from helpers.policy_cases import (
     BATCH,
     POLICY_CASES,
@@ -95,6 +96,32 @@ def test_the_constructor_takes_the_outputs_as_keywords_and_nested_sample_keys():
     action = dist.sample()
     assert action['action', 'move'].shape == (6,) and action['speed'].shape == (6, 3)
     assert set(dist.log_prob(action).keys(True, True)) == {('action', 'move_log_prob'), 'speed_log_prob'}
+
+
+def test_a_readout_with_bound_units_needs_no_per_call_range():
+    unbound, logits, params, per_call = hybrid()
+    bound = ParameterlessReadout(num_discrete=3, num_continuous=3, continuous_squashed=True, continuous_range=RUN_HOP_LEAP)
+    for dist in (CompositeActionDistribution(logits, params, readout=bound), bound.get_dist((logits, params), composite=True)):
+        torch.manual_seed(4)
+        action = dist.sample()
+        torch.manual_seed(4)
+        assert (action == per_call.sample()).all()
+        _, speed = parts(action)
+        lo, hi = RUN_HOP_LEAP
+        assert ((speed >= lo) & (speed <= hi)).all()
+        torch.testing.assert_close(dist.log_prob(action)[LP_KEYS[1]], per_call.log_prob(action)[LP_KEYS[1]], rtol=0, atol=0)
+        reference = bounded_log_density('squashed', params, speed, lo, hi).sum(-1)
+        torch.testing.assert_close(dist.log_prob(action)[LP_KEYS[1]].double(), reference, rtol=1e-4, atol=1e-4)
+        assert (dist.mode == per_call.mode).all()
+        torch.testing.assert_close(dist.entropy()['action', 'continuous_entropy'], per_call.entropy()['action', 'continuous_entropy'], rtol=0, atol=0)
+    # the same bounds per call pass; others need override_range=True
+    CompositeActionDistribution(logits, params, readout=bound, rescale_range=RUN_HOP_LEAP).sample()
+    with pytest.raises(ValueError, match='rescale_range .* differs from the continuous_range .* override_range=True'):
+        CompositeActionDistribution(logits, params, readout=bound, rescale_range=(0.0, 1.0)).sample()
+    override = CompositeActionDistribution(logits, params, readout=bound, rescale_range=(0.0, 1.0), override_range=True)
+    assert override.mode[C_KEY].max() <= 1.0
+    with pytest.raises(ValueError, match='differs from the continuous_range'):
+        bound.get_dist((logits, params), composite=True, rescale_range=(0.0, 1.0))
 
 
 # log-probs

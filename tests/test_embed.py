@@ -1,5 +1,6 @@
 """Embed: the table layout and init, lookups of discrete ids with their group
-offsets, continuous values times their rows, normalisation, mixed inputs (summed,
+offsets, continuous values times their rows, normalisation and bound units (values
+mapped back onto the head's native range), mixed inputs (summed,
 as a pair, concatenated as tokens), weight tying and the integer id dtypes."""
 
 import pytest
@@ -71,6 +72,41 @@ def test_normalize_continuous_false_embeds_the_raw_values():
     rows = embed.embeddings.weight[:2]
     torch.testing.assert_close(embed(x, normalize_continuous=False), x @ rows)
     torch.testing.assert_close(embed(x), ((x - mean_std[:, 0]) / mean_std[:, 1]) @ rows)
+
+
+@pytest.mark.parametrize('head, native', [(dict(continuous_squashed=True), (-1.0, 1.0)), (dict(continuous_dist_type='beta'), (0.0, 1.0))])
+def test_values_in_bound_units_are_embedded_in_the_heads_native_range(head, native):
+    """A policy that embeds its previous action gives it as sample returned it (in the
+    bound units); the Embed maps it back, by hand: native = n_lo + (x - lo) / (hi - lo) * (n_hi - n_lo)."""
+    lo, hi = torch.tensor([0.0, -10.0, 100.0]), torch.tensor([4.0, 10.0, 101.0])
+    embed, policy = EmbedAndReadout(8, num_discrete=3, num_continuous=3, **head, continuous_range=(lo, hi))
+    assert torch.equal(embed.continuous_range, policy.continuous_range)
+    action = policy.sample(policy(torch.randn(6, 8)))
+    n_lo, n_hi = native
+    rows = embed.embeddings.weight[3:6]
+    expected = (n_lo + (action.continuous.double() - lo) / (hi - lo) * (n_hi - n_lo)).float()
+    assert expected.min() >= n_lo and expected.max() <= n_hi
+    torch.testing.assert_close(embed((None, action.continuous)), expected @ rows)
+    torch.testing.assert_close(embed(action), embed.embeddings.weight[action.discrete] + expected @ rows)
+    # as given with normalize_continuous=False; a selector's dims take their own bounds
+    torch.testing.assert_close(embed((None, action.continuous), normalize_continuous=False), action.continuous @ rows)
+    picked = embed((None, action.continuous[:, [2, 0]]), selector_config=[2, 0], sum_continuous=False, return_only_discrete_or_continuous=True)
+    torch.testing.assert_close(picked, expected[:, [2, 0], None] * rows[[2, 0]])
+
+
+def test_bound_units_replace_the_normaliser_in_the_embed_as_in_the_readout():
+    embed, readout = EmbedAndReadout(8, num_continuous=2, continuous_squashed=True, continuous_mean_std=MEAN_STD[:2], continuous_range=(-4.0, 4.0))
+    x = torch.tensor([[-4.0, 2.0], [0.0, 4.0]])
+    torch.testing.assert_close(embed(x), (x / 4.0) @ embed.embeddings.weight)
+    # the readout's samples are in (-4, 4), not de-normalised: the embed reads them back the same way
+    assert readout.sample(readout(torch.randn(100, 8) * 20)).abs().max() <= 4.0
+
+
+def test_an_embed_with_bound_units_needs_a_bounded_head_and_normalize_true_needs_units():
+    with pytest.raises(ValueError, match='continuous_range: the Gaussian head is unbounded'):
+        Embed(8, num_continuous=2, continuous_range=(0.0, 1.0))
+    with pytest.raises(ValueError, match='normalize_continuous=True needs continuous_mean_std or continuous_range'):
+        Embed(8, num_continuous=2)(torch.randn(3, 2), normalize_continuous=True)
 
 
 # mixed inputs: summed, paired, concatenated

@@ -211,9 +211,12 @@ def test_a_course_ends_after_num_gaps_jumps():
 
 def test_the_adapter_reads_the_action_space_as_one_mixed_readout():
     adapter = SpaceAdapter(hybrid.GapJump().action_space)
-    assert adapter.kwargs == dict(num_discrete=3, num_continuous=3, continuous_squashed=True)
+    kwargs = dict(adapter.kwargs)
+    bound = kwargs.pop('continuous_range')  # the box's bounds, bound as the readout's units
+    assert kwargs == dict(num_discrete=3, num_continuous=3, continuous_squashed=True)
     low, high = adapter.rescale_range  # per-move bounds, per dim
     assert low.tolist() == hybrid.SPEED_LOW.tolist() and high.tolist() == hybrid.SPEED_HIGH.tolist()
+    assert bound[0].tolist() == low.tolist() and bound[1].tolist() == high.tolist()
 
 
 def test_joint_log_prob_skips_the_unused_speeds():

@@ -1,16 +1,22 @@
 """Continuous ranges: the native range of each head, ``rescale_range`` (scalar and
 per dim: samples mapped linearly, log-probs changed by the log of the scale, the
-rescale helpers inverting each other), ``continuous_mean_std`` normalisation (the
+rescale helpers inverting each other), units bound once (``continuous_range``: the
+same map without per-call arguments, other per-call bounds refused, selectors'
+dims, construction checks), ``continuous_mean_std`` normalisation (the
 density and entropy in original units, de-normalised samples, the losses), and
 values outside a bounded head's support (an error, or -inf with checks off)."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers import (
+    BOUNDED_HEADS,
     MEAN_STD,
+    NATIVE_RANGES,
+    bounded_log_density,
     concentrations,
     gaussian_params,
     kumaraswamy_raw_moment,
@@ -162,6 +168,215 @@ def test_rescale_range_with_a_normaliser_keeps_samples_inside_the_range(kind):
     torch.testing.assert_close(readout.log_prob(params, sampled, rescale_range=(-2.0, 2.0)), log_prob, rtol=0, atol=1e-5)
     mode = readout.mode(params, rescale_range=(-2.0, 2.0))
     assert mode.min() >= -2.0 and mode.max() <= 2.0
+
+
+# bound units: continuous_range, given once at construction
+
+BOUND_SPECS = {
+    'numbers': ((-2.0, 2.0), (-2.0, 2.0)),
+    'lists': (([0.0, -1.0, 10.0], [1.0, 3.0, 30.0]), ([0.0, -1.0, 10.0], [1.0, 3.0, 30.0])),
+    'numpy': ((np.array([0.0, -1.0, 10.0], np.float32), np.array([1.0, 3.0, 30.0], np.float32)), ([0.0, -1.0, 10.0], [1.0, 3.0, 30.0])),
+    'tensors': ((torch.tensor([0.5, -1.0, 10.0]), torch.tensor([0.75, 3.0, 30.0])), ([0.5, -1.0, 10.0], [0.75, 3.0, 30.0])),
+}
+
+
+def _away_from_the_edges(kind, values, lo, hi):
+    """Rows whose values lie inside the middle 98% of their bounds (where float32
+    rounding of the rescaled value cannot move the steep edge densities)."""
+    lo, hi = torch.as_tensor(lo, dtype=torch.float64), torch.as_tensor(hi, dtype=torch.float64)
+    return ((values.double() - (lo + hi) / 2).abs() < 0.49 * (hi - lo)).all(-1)
+
+
+@pytest.mark.parametrize('kind', list(BOUNDED_HEADS))
+@pytest.mark.parametrize('spec', list(BOUND_SPECS))
+def test_bound_units_score_as_the_per_call_rescale_and_the_float64_formula(kind, spec):
+    given, (lo, hi) = BOUND_SPECS[spec]
+    bound = ParameterlessReadout(num_continuous=3, **BOUNDED_HEADS[kind], continuous_range=given)
+    per_call = ParameterlessReadout(num_continuous=3, **BOUNDED_HEADS[kind])
+    params = seeded_randn(400, 3, 2, seed=40).requires_grad_()
+
+    torch.manual_seed(3)
+    values, log_prob = bound.sample(params, return_log_prob=True)
+    torch.manual_seed(3)
+    expected_values, expected_log_prob = per_call.sample(params, rescale_range=(lo, hi), return_log_prob=True)
+    assert torch.equal(values, expected_values)
+    torch.testing.assert_close(log_prob, expected_log_prob, rtol=0, atol=0)
+    lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+    assert ((values.double() >= lo_t) & (values.double() <= hi_t)).all()
+
+    scored = bound.log_prob(params, values)  # no per-call units
+    torch.testing.assert_close(scored, per_call.log_prob(params, values, rescale_range=(lo, hi)), rtol=0, atol=0)
+    inside = _away_from_the_edges(kind, values, lo, hi)
+    reference = bounded_log_density(kind, params.detach(), values, lo, hi)
+    torch.testing.assert_close(scored[inside].double(), reference[inside], rtol=1e-4, atol=1e-4)
+    # gradients (and double backward) flow through the same map
+    grad, = torch.autograd.grad(scored[inside].sum(), params, create_graph=True)
+    expected_grad, = torch.autograd.grad(per_call.log_prob(params, values, rescale_range=(lo, hi))[inside].sum(), params, create_graph=True)
+    torch.testing.assert_close(grad, expected_grad)
+    assert torch.isfinite(torch.autograd.grad(grad.square().sum(), params)[0]).all()
+
+    # the entropy gains log(scale) per dim; the mode and get_dist agree with the per-call path
+    n_lo, n_hi = NATIVE_RANGES[kind]
+    native_entropy = per_call.entropy(params).double()
+    torch.testing.assert_close(bound.entropy(params).double(), native_entropy + torch.log((hi_t - lo_t) / (n_hi - n_lo)), rtol=1e-5, atol=1e-5)
+    assert torch.equal(bound.mode(params), per_call.mode(params, rescale_range=(lo, hi)))
+    torch.testing.assert_close(bound.get_dist(params).log_prob(values), scored.sum(-1), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(bound.dist(params).log_prob(values), scored, rtol=0, atol=0)
+
+
+def test_a_sample_in_bound_units_is_scored_right_without_per_call_arguments():
+    """The trap: sampled with rescale_range=(0, 1) and scored without it, an unbound
+    readout reads the values in its native range (-1, 1), where they also lie, and
+    returns another log-prob without any error. Bound once, both calls agree."""
+    params = torch.tensor([[[0.3, -1.0]]]).expand(6, 1, 2)
+    unbound = ParameterlessReadout(num_continuous=1, continuous_squashed=True)
+    bound = ParameterlessReadout(num_continuous=1, continuous_squashed=True, continuous_range=(0.0, 1.0))
+    torch.manual_seed(5)
+    values = unbound.sample(params, rescale_range=(0.0, 1.0))
+    right = bounded_log_density('squashed', params, values, 0.0, 1.0)
+    forgotten = unbound.log_prob(params, values)
+    assert ((forgotten.double() - right).abs() > 0.1).all()  # the silent wrong answer
+    torch.testing.assert_close(bound.log_prob(params, values).double(), right, rtol=1e-5, atol=1e-5)
+    torch.manual_seed(5)
+    assert torch.equal(bound.sample(params), values)
+
+
+@pytest.mark.parametrize('kind', list(BOUNDED_HEADS))
+def test_the_loss_reads_targets_in_the_bound_units(kind):
+    readout = Readout(6, num_continuous=2, **BOUNDED_HEADS[kind], continuous_range=([0.0, -5.0], [4.0, 5.0]))
+    with torch.no_grad():
+        readout.embeddings.weight.normal_(0.0, 0.3)
+    embeds = seeded_randn(5, 6, seed=41)
+    targets = torch.stack((seeded_uniform(0.2, 3.8, 5, seed=42), seeded_uniform(-4.5, 4.5, 5, seed=43)), dim=-1)
+    w = readout.embeddings.weight.detach().double()
+    params = torch.stack((embeds.double() @ w[:2].T, embeds.double() @ w[2:4].T), dim=-1)
+    nll = -bounded_log_density(kind, params, targets, [0.0, -5.0], [4.0, 5.0])
+    torch.testing.assert_close(readout(embeds, targets).double(), nll.mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(readout.calculate_loss(readout(embeds), targets, return_unreduced_loss=True).double(), nll, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('same', [(-2.0, 2.0), ([-2.0, -2.0], [2.0, 2.0]), (torch.tensor(-2.0), torch.tensor([2.0, 2.0])), (np.float32(-2), np.float64(2))])
+def test_the_same_bounds_per_call_are_taken_silently(same):
+    bound = ParameterlessReadout(num_continuous=2, continuous_squashed=True, continuous_range=(-2.0, 2.0))
+    params = seeded_randn(8, 2, 2, seed=44)
+    values = bound.sample(params)
+    torch.testing.assert_close(bound.log_prob(params, values, rescale_range=same), bound.log_prob(params, values), rtol=0, atol=0)
+    torch.testing.assert_close(bound.entropy(params, rescale_range=same), bound.entropy(params), rtol=0, atol=0)
+    assert torch.equal(bound.mode(params, rescale_range=same), bound.mode(params))
+
+
+def test_other_bounds_per_call_are_an_error_unless_asked_for():
+    bound = ParameterlessReadout(num_continuous=2, continuous_squashed=True, continuous_range=(-2.0, 2.0))
+    unbound = ParameterlessReadout(num_continuous=2, continuous_squashed=True)
+    params = seeded_randn(8, 2, 2, seed=45)
+    other = (0.0, 1.0)
+    values = unbound.sample(params, rescale_range=other)
+    message = r'rescale_range \(lo=\[0.0, 0.0\], hi=\[1.0, 1.0\]\) differs from the continuous_range .* \(lo=\[-2.0, -2.0\], hi=\[2.0, 2.0\].* override_range=True'
+    calls = {
+        'sample': lambda **kw: bound.sample(params, rescale_range=other, **kw),
+        'mode': lambda **kw: bound.mode(params, rescale_range=other, **kw),
+        'log_prob': lambda **kw: bound.log_prob(params, values, rescale_range=other, **kw),
+        'entropy': lambda **kw: bound.entropy(params, rescale_range=other, **kw),
+        'dist': lambda **kw: bound.dist(params, rescale_range=other, **kw).log_prob(values),
+        'get_dist': lambda **kw: bound.get_dist(params, rescale_range=other, **kw).log_prob(values),
+    }
+    for call in calls.values():
+        with pytest.raises(ValueError, match=message):
+            call()
+    # asked for: the per-call bounds win for that call, as on a readout without bound units
+    torch.testing.assert_close(calls['log_prob'](override_range=True), unbound.log_prob(params, values, rescale_range=other), rtol=0, atol=0)
+    torch.testing.assert_close(calls['entropy'](override_range=True), unbound.entropy(params, rescale_range=other), rtol=0, atol=0)
+    torch.testing.assert_close(calls['get_dist'](override_range=True), unbound.get_dist(params, rescale_range=other).log_prob(values))
+    assert torch.equal(calls['mode'](override_range=True), unbound.mode(params, rescale_range=other))
+    with pytest.raises(ValueError, match=r'override_range=True needs rescale_range'):
+        bound.log_prob(params, values * 2, override_range=True)
+
+
+BAD_RANGES = {
+    'unbounded gaussian': (dict(), (0.0, 1.0), ValueError, r'continuous_range: the Gaussian head is unbounded.*continuous_squashed=True'),
+    'regression': (dict(continuous_log_var_embed=False), (0.0, 1.0), ValueError, 'continuous_range: the Gaussian head is unbounded'),
+    'two_hot': (dict(continuous_dist_type='two_hot'), (0.0, 1.0), ValueError, r'continuous_range: a binned head \(TwoHotDistribution\).*min_value / max_value'),
+    'hl_gauss': (dict(continuous_dist_type='hl_gauss'), (0.0, 1.0), ValueError, r'a binned head \(HLGaussDistribution\)'),
+    'lo above hi': (dict(continuous_squashed=True), (1.0, 0.0), ValueError, 'continuous_range must be finite with lo < hi'),
+    'one dim reversed': (dict(continuous_squashed=True), ([0.0, 1.0], [1.0, 1.0]), ValueError, r'finite with lo < hi in every dim.* lo=\[0.0, 1.0\], hi=\[1.0, 1.0\]'),
+    'infinite': (dict(continuous_squashed=True), (0.0, float('inf')), ValueError, 'finite with lo < hi'),
+    'nan per dim': (dict(continuous_squashed=True), (torch.tensor([0.0, float('nan')]), 1.0), ValueError, 'finite with lo < hi'),
+    'equal in float32': (dict(continuous_squashed=True), (1.0, 1.0 + 1e-9), ValueError, r'lo < hi in every dim \(in float32\)'),
+    'wrong length': (dict(continuous_squashed=True), ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]), ValueError, r'one entry per continuous dim \(2\), got 3'),
+    'not a pair': (dict(continuous_squashed=True), 1.0, TypeError, r'continuous_range must be a pair \(lo, hi\)'),
+    'no continuous dims': (dict(num_discrete=3, num_continuous=0), (0.0, 1.0), ValueError, 'continuous_range needs num_continuous > 0'),
+}
+
+
+@pytest.mark.parametrize('name', list(BAD_RANGES))
+def test_bad_bound_units_are_refused_at_construction(name):
+    kwargs, given, error, match = BAD_RANGES[name]
+    with pytest.raises(error, match=match):
+        ParameterlessReadout(**{'num_continuous': 2, **kwargs}, continuous_range=given)
+
+
+def test_bad_bound_units_are_refused_with_content_checks_off():
+    set_validate_args(False)
+    with pytest.raises(ValueError, match='finite with lo < hi'):
+        ParameterlessReadout(num_continuous=2, continuous_squashed=True, continuous_range=(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 1.0])))
+
+
+def test_bound_units_follow_a_registered_selectors_dims():
+    lo, hi = [0.0, -1.0, 10.0, 100.0], [1.0, 1.0, 30.0, 101.0]
+    bound = ParameterlessReadout(num_continuous=4, continuous_squashed=True, continuous_range=(lo, hi), selectors=[[2, 0], [3]])
+    unbound = ParameterlessReadout(num_continuous=4, continuous_squashed=True, selectors=[[2, 0], [3]])
+    params = seeded_randn(300, 2, 2, seed=46)
+    values = bound.sample(params, selector_index=0)
+    assert ((values[:, 0] >= 10.0) & (values[:, 0] <= 30.0)).all() and ((values[:, 1] >= 0.0) & (values[:, 1] <= 1.0)).all()
+    picked = ([10.0, 0.0], [30.0, 1.0])  # the selector's dims [2, 0]
+    scored = bound.log_prob(params, values, selector_index=0)
+    torch.testing.assert_close(scored, unbound.log_prob(params, values, selector_index=0, rescale_range=picked), rtol=0, atol=0)
+    inside = _away_from_the_edges('squashed', values, *picked)
+    torch.testing.assert_close(scored[inside].double(), bounded_log_density('squashed', params, values, *picked)[inside], rtol=1e-4, atol=1e-4)
+    # the same bounds per call, in the selector's dims, are the same bounds
+    torch.testing.assert_close(bound.log_prob(params, values, selector_index=0, rescale_range=picked), scored, rtol=0, atol=0)
+    with pytest.raises(ValueError, match='differs from the continuous_range'):
+        bound.log_prob(params, values, selector_index=0, rescale_range=([0.0, -1.0], [1.0, 1.0]))  # dims [0, 1]'s bounds
+
+
+def test_a_runtime_selector_keeps_the_squashed_native_range_under_bound_units():
+    bound = ParameterlessReadout(num_continuous=3, continuous_squashed=True, continuous_range=([0.0, -1.0, 10.0], [1.0, 1.0, 30.0]))
+    params = seeded_randn(500, 2, 2, seed=47) * 2
+    values = bound.sample(params, selector_config=[2, 0])
+    assert ((values[:, 0] >= 10.0) & (values[:, 0] <= 30.0)).all() and ((values[:, 1] >= 0.0) & (values[:, 1] <= 1.0)).all()
+    assert values[:, 0].min() < 12.0 and values[:, 0].max() > 28.0  # the whole range, squashed: not (-inf, inf) mapped
+    inside = _away_from_the_edges('squashed', values, [10.0, 0.0], [30.0, 1.0])
+    reference = bounded_log_density('squashed', params, values, [10.0, 0.0], [30.0, 1.0])
+    torch.testing.assert_close(bound.log_prob(params, values, selector_config=[2, 0])[inside].double(), reference[inside], rtol=1e-4, atol=1e-4)
+
+
+def test_legacy_selectors_and_methods_under_bound_units():
+    bound = Readout(4, num_continuous=2, continuous_squashed=True, continuous_range=(-2.0, 2.0))
+    unsquashed = bound.create_discrete_continuous_selector(continuous_indices=[0, 1], continuous_squashed=False)
+    with pytest.raises(ValueError, match=r'continuous_range: this readout binds units, but the selector\'s head, Gaussian, has no native range'):
+        bound.sample_continuous(seeded_randn(3, 2, 2, seed=48), selector=unsquashed)
+    squashed = bound.create_discrete_continuous_selector(continuous_indices=[1], continuous_squashed=True)
+    values = bound.sample_continuous(seeded_randn(300, 1, 2, seed=49), selector=squashed)
+    assert values.abs().max() <= 2.0 and values.abs().max() > 1.0
+    # the 0.2.x methods use the bound units too; params of fewer dims than bound are refused
+    values = bound.sample_continuous(seeded_randn(300, 2, 2, seed=50))
+    assert values.abs().max() <= 2.0 and values.abs().max() > 1.0
+    with pytest.raises(ValueError, match=r'must have shape \(\.\.\., 2, 2\) for 2 continuous dims'):
+        bound.sample_continuous(seeded_randn(3, 1, 2, seed=51))
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16, torch.float64])
+def test_bound_units_stay_float32_when_the_module_changes_dtype(dtype):
+    readout = Readout(4, num_continuous=2, continuous_squashed=True, continuous_range=(0.1, 0.7)).to(dtype)
+    assert readout.continuous_range.dtype == torch.float32
+    assert torch.equal(readout.continuous_range, torch.tensor([[0.1, 0.7], [0.1, 0.7]]))  # not rounded to dtype
+    params = readout(torch.randn(500, 4, dtype=dtype) * 30)
+    values = readout.sample(params, rescale_range=(0.1, 0.7))  # the same bounds: accepted
+    assert values.dtype == dtype
+    assert (values.double() >= torch.tensor(0.1, dtype=dtype).double()).all() and (values.double() <= torch.tensor(0.7, dtype=dtype).double()).all()
+    inside = _away_from_the_edges('squashed', values.float(), 0.1, 0.7)
+    torch.testing.assert_close(readout.log_prob(params, values)[inside].double(),
+                               bounded_log_density('squashed', params.float(), values.float(), 0.1, 0.7)[inside], rtol=2e-3, atol=2e-3)  # fmt: skip
 
 
 # normalisation: continuous_mean_std

@@ -1,4 +1,5 @@
-"""SpaceAdapter: gymnasium spaces -> EmbedAndReadout arguments, samples both ways."""
+"""SpaceAdapter: gymnasium spaces -> EmbedAndReadout arguments (a bounded box bound
+as the pair's units), samples both ways."""
 
 import sys
 
@@ -7,6 +8,7 @@ import pytest
 import torch
 from gymnasium import spaces as S
 from gymnasium.vector.utils import batch_space
+from helpers import bounded_log_density
 from torch.distributions import Normal
 
 from discrete_continuous_embed_readout import DiscreteContinuous, EmbedAndReadout, SpaceAdapter, get_validate_args, set_validate_args
@@ -75,20 +77,27 @@ def test_space_samples_round_trip(name, batch):
         (S.MultiDiscrete([3, 4]), dict(num_discrete=(3, 4), num_continuous=0)),
         (S.MultiDiscrete([[3], [4]]), dict(num_discrete=(3, 4), num_continuous=0)),
         (S.MultiBinary(3), dict(num_discrete=(2, 2, 2), num_continuous=0)),
-        (S.Box(-1.0, 1.0, (2, 3), np.float32), dict(num_discrete=0, num_continuous=6, continuous_squashed=True)),
+        (S.Box(-1.0, 1.0, (2, 3), np.float32), dict(num_discrete=0, num_continuous=6, continuous_squashed=True, continuous_range=(-1.0, 1.0))),
         (S.Box(-np.inf, np.inf, (2,), np.float32), dict(num_discrete=0, num_continuous=2)),
         (S.Box(f32(0, -np.inf), f32(1, np.inf)), dict(num_discrete=0, num_continuous=2)),
-        (SPACES['nested'], dict(num_discrete=(2, 3, 2, 2, 3), num_continuous=3, continuous_squashed=True)),
+        (
+            SPACES['nested'],
+            dict(num_discrete=(2, 3, 2, 2, 3), num_continuous=3, continuous_squashed=True, continuous_range=([-1.0, -1.0, 0.0], [1.0, 1.0, 4.0])),
+        ),
     ],
 )
 def test_kwargs_follow_the_space(space, kwargs):
-    assert SpaceAdapter(space).kwargs == kwargs
+    got = SpaceAdapter(space).kwargs
+    if 'continuous_range' in got:  # a bounded box binds its bounds: numbers, or per-dim float32 tensors
+        got['continuous_range'] = tuple(b.tolist() if torch.is_tensor(b) else b for b in got['continuous_range'])
+    assert got == kwargs
 
 
 @pytest.mark.parametrize('head, kwargs', [('beta', dict(continuous_dist_type='beta')), ('kumaraswamy', dict(continuous_dist_type='kumaraswamy')), (None, {})])
 def test_bounded_head_choice(head, kwargs):
     adapter = SpaceAdapter(S.Box(0.0, 1.0, (2,), np.float32), bounded_head=head)
-    assert adapter.kwargs == dict(num_discrete=0, num_continuous=2, **kwargs)
+    bounds = dict(continuous_range=(0.0, 1.0)) if head else {}
+    assert adapter.kwargs == dict(num_discrete=0, num_continuous=2, **kwargs, **bounds)
     assert (adapter.rescale_range is None) == (head is None)
 
 
@@ -183,6 +192,43 @@ def test_observation_space_into_embed():
     # hand-worked: the discrete row plus sum_c value_c * continuous row c (rows after the 4 ids)
     expected = weight[2] + 0.5 * weight[4] - 1.0 * weight[5] + 2.0 * weight[6]
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize('name', ['box bounded', 'box per-dim bounds', 'dict hybrid', 'nested'])
+@pytest.mark.parametrize('head', ['squashed', 'beta', 'kumaraswamy'])
+def test_the_readout_is_bound_to_the_box_and_acts_in_it_without_per_call_units(name, head):
+    space, adapter = SPACES[name], SpaceAdapter(SPACES[name], bounded_head=head)
+    _, readout = adapter.embed_and_readout(16)
+    assert torch.equal(readout.continuous_range, torch.tensor(np.stack((adapter.low, adapter.high), -1), dtype=torch.float32))
+    with torch.no_grad():
+        readout.embeddings.weight.normal_(0.0, 0.5)  # spread draws: they reach close to the bounds
+    dist = readout(torch.randn(512, 16))
+    action, log_prob = readout.sample(dist, return_log_prob=True)
+    values = action.continuous if isinstance(action, DiscreteContinuous) else action
+    low, high = torch.tensor(adapter.low), torch.tensor(adapter.high)
+    assert ((values.double() >= low) & (values.double() <= high)).all()
+    assert ((values.double() - low) / (high - low)).amax(0).min() > 0.9  # every dim reaches the top tenth of its box
+    # to_space returns the sampled values themselves: nothing to clip
+    env_action = adapter.to_space(action)
+    assert batch_space(space, 512).contains(env_action)
+    stored = adapter.from_space(env_action)
+    assert torch.equal(stored.continuous if isinstance(stored, DiscreteContinuous) else stored, values)
+    # scored in the box's units, with no per-call argument: the float64 formula, dim by dim
+    params = dist.continuous if isinstance(dist, DiscreteContinuous) else dist
+    rescored = readout.log_prob(dist, stored)
+    c_log_prob = rescored.continuous if isinstance(rescored, DiscreteContinuous) else rescored
+    torch.testing.assert_close(rescored, log_prob, rtol=0, atol=0)
+    reference = bounded_log_density(head, params, values, low, high)
+    inside = (((values.double() - low) / (high - low) - 0.5).abs() < 0.49).all(-1)
+    torch.testing.assert_close(c_log_prob[inside].double(), reference[inside], rtol=1e-4, atol=1e-4)
+
+
+def test_an_embed_built_for_a_bounded_observation_box_maps_it_onto_the_native_range():
+    space = S.Box(f32(-1, -1, -8), f32(1, 1, 8))  # Pendulum's observations
+    embed, _ = SpaceAdapter(space).embed_and_readout(8)
+    obs = f32(0.5, -1.0, 4.0)
+    # hand-worked: a squashed head's native range is (-1, 1): the third value / 8
+    torch.testing.assert_close(embed(SpaceAdapter(space).from_space(obs)), torch.tensor([0.5, -1.0, 0.5]) @ embed.embeddings.weight)
 
 
 # discrete parts: ids of any integer dtype, the one-hots of a differentiable sample

@@ -152,10 +152,12 @@ class ReadoutCompat(SelectorCompat):
 
     def _continuous_part(self, params, selector, name: str, rescale_range=None, what: str | None = None) -> ContinuousPart:
         """The continuous part of ``params`` under a 0.2.x selector object. Without
-        a normaliser the default selector's params may cover any number of dims
-        (0.2.x's heads act per dim, and users pass subsets of their action dims)."""
+        a normaliser or bound units the default selector's params may cover any
+        number of dims (0.2.x's heads act per dim, and users pass subsets of their
+        action dims)."""
         selector = self._compat_selector(selector, params)
-        lenient = self.continuous_log_var_embed and not self.can_norm_continuous and selector is self.default_selector
+        per_dim = self.can_norm_continuous or self.continuous_range is not None
+        lenient = self.continuous_log_var_embed and not per_dim and selector is self.default_selector
         c = params.shape[-2] if lenient and isinstance(params, Tensor) and params.ndim >= 2 else None
         outputs = DiscreteContinuous(None, params)
         part = ReadoutDistribution(outputs, selector, DistConfig.of(self), rescale_range=rescale_range, name=name, num_continuous=c).continuous

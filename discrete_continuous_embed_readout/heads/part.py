@@ -4,13 +4,15 @@ applied to params, plus the one map from the head's native units to the user's.
 The units map (``unit_map``) is the only place where native and user units meet;
 it is a ``torch.distributions.AffineTransform``, ``user = loc + scale * native``:
 
-- with ``rescale_range=(lo, hi)``: the head's native range onto ``(lo, hi)``
-  (bounded heads only; the normaliser does not enter);
+- with a range ``(lo, hi)``: the head's native range onto ``(lo, hi)`` (bounded
+  heads only; the normaliser does not enter). The range is the call's
+  ``rescale_range``, else the readout's ``continuous_range`` (bound at
+  construction, checked there: ``bound_units``);
 - else with ``continuous_mean_std``: ``mean + std * native``;
 - else the identity.
 
 Sampling, the mode, log-probs, entropies, losses and ``get_dist``'s objects all go
-through it.
+through it; an ``Embed`` with ``continuous_range`` takes its inverse.
 """
 
 # c - continuous dims
@@ -25,13 +27,13 @@ from torch import Tensor
 from torch.distributions import Normal
 from torch.distributions.transforms import AffineTransform
 
-from .._checks import broadcasts, check_bounds, check_finite, check_floating, check_support, check_tensor, describe
+from .._checks import broadcasts, check_bound_units, check_bounds, check_finite, check_floating, check_support, check_tensor, describe
 from .._utils import exists, take, upcast
 from .base import ContinuousDistribution
 from .gaussian import Gaussian, SquashedGaussian
 from .views import continuous_distribution
 
-__all__ = ['ContinuousPart', 'head_for', 'rescale_map', 'unit_map']
+__all__ = ['ContinuousPart', 'bound_units', 'head_for', 'rescale_map', 'unit_map']
 
 HALF = (torch.float16, torch.bfloat16)
 
@@ -52,12 +54,15 @@ class _Identity(AffineTransform):
         super().__init__(0.0, 1.0)
 
 
-def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None, like: Tensor) -> AffineTransform:
+def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None, like: Tensor, bound: Tensor | None = None) -> AffineTransform:
     """Native to user units for ``c`` dims (see the module docstring); ``like``: a
-    ``(c,)`` tensor of the dtype and device of per-dim bounds; ``mean_std``: the
-    dims' ``(mean, std)``, std floored, or ``None``."""
+    tensor of the dtype and device of per-dim bounds, last axis ``c``; ``mean_std``:
+    the dims' ``(mean, std)``, std floored, or ``None``; ``bound``: the dims'
+    ``(c, 2)`` bound units (checked when bound), used without ``rescale_range``."""
     if exists(rescale_range):
         return rescale_map(native_range, rescale_range, 'rescale_range', like)
+    if exists(bound):
+        return _affine(native_range, *bound.to(like).unbind(-1), 'continuous_range')
     if exists(mean_std):
         return AffineTransform(*mean_std)
     return _Identity()
@@ -65,11 +70,63 @@ def unit_map(native_range, rescale_range, mean_std: tuple[Tensor, Tensor] | None
 
 def rescale_map(native_range, target_range, name: str, like: Tensor) -> AffineTransform:
     """The map from ``native_range`` onto ``target_range`` (numbers or per-dim bounds)."""
+    return _affine(native_range, *check_bounds(target_range, name, like), name)
+
+
+def _affine(native_range, new_lo, new_hi, name: str) -> AffineTransform:
+    """``native_range`` onto ``(new_lo, new_hi)``: the one units arithmetic."""
     if native_range is None:
         raise ValueError(f'{name}: the continuous distribution has no native range to rescale (an unbounded gaussian, or a binned head, whose range is min_value / max_value); use beta, kumaraswamy or continuous_squashed=True')
-    (lo, hi), (new_lo, new_hi) = native_range, check_bounds(target_range, name, like)
+    lo, hi = native_range
     scale = (new_hi - new_lo) / (hi - lo)
     return AffineTransform(new_lo - lo * scale, scale)
+
+
+def bound_units(continuous_range, head: ContinuousDistribution | None, num_continuous: int) -> Tensor | None:
+    """``continuous_range`` checked at construction: ``(C, 2)`` float32 ``(lo, hi)``
+    per dim (numbers broadcast), finite with ``lo < hi`` after float32 rounding, for
+    a head with a native range; ``None`` when not given."""
+    name = 'continuous_range'
+    if continuous_range is None:
+        return None
+    _check_bindable(head, num_continuous, name)
+    if any(isinstance(b, Tensor) and b.is_meta for b in (continuous_range if isinstance(continuous_range, (tuple, list)) else ())):
+        return torch.empty(num_continuous, 2, device='meta')  # built on the meta device: the values arrive with load_state_dict (checked there)
+    lo, hi = check_bounds(continuous_range, name, torch.empty(num_continuous, dtype=torch.float64, device='cpu'))
+    bounds = torch.stack([torch.as_tensor(b, dtype=torch.float64, device='cpu').expand(num_continuous) for b in (lo, hi)], dim=-1).float()
+    check_bound_units(bounds, name)
+    return bounds.to(torch.get_default_device())
+
+
+def _check_bindable(head: ContinuousDistribution | None, num_continuous: int, name: str) -> None:
+    """Bound units need continuous dims and a head with a native range."""
+    if num_continuous == 0 or head is None:
+        raise ValueError(f'{name} needs num_continuous > 0 (it gives the continuous values\' units), got num_continuous={num_continuous}')
+    if head.discrete_support:
+        raise ValueError(f'{name}: a binned head ({type(head).__name__}) reads values in the range of its bins, min_value / max_value '
+                         'in continuous_dist_kwargs; it takes no continuous_range (as it takes no rescale_range)')  # fmt: skip
+    if head.default_range is None:
+        raise ValueError(f'{name}: the {type(head).__name__} head is unbounded, it has no native range to map onto (lo, hi); use '
+                         "continuous_squashed=True (a tanh-squashed gaussian, native range (-1, 1)) or continuous_dist_type='beta' / 'kumaraswamy' (0, 1)")  # fmt: skip
+
+
+def _call_range(rescale_range, bound: Tensor | None, override_range: bool, like: Tensor):
+    """The range of this call: ``rescale_range`` (a readout without bound units,
+    or ``override_range``), else the bound one; per-call bounds that differ from
+    the bound ones are an error."""
+    if override_range and not exists(rescale_range):
+        raise ValueError('override_range=True needs rescale_range=(lo, hi), the units to use for this call instead of the bound continuous_range')
+    if not exists(bound) or override_range or not exists(rescale_range):
+        return rescale_range
+    lo, hi = check_bounds(rescale_range, 'rescale_range', like)
+    given = torch.stack([torch.as_tensor(b, dtype=torch.float32, device=bound.device).expand(bound.shape[0]) for b in (lo, hi)], dim=-1)
+    if not torch.equal(given, bound):
+        raise ValueError(
+            f'rescale_range (lo={given[:, 0].tolist()}, hi={given[:, 1].tolist()}) differs from the continuous_range this readout was built with '
+            f'(lo={bound[:, 0].tolist()}, hi={bound[:, 1].tolist()} for these dims): drop rescale_range (the bound units apply), '
+            'or pass override_range=True to use rescale_range for this call'
+        )  # fmt: skip
+    return None  # the same bounds: the bound ones apply
 
 
 def _rounding_in_native(user: Tensor, units: AffineTransform) -> Tensor | float:
@@ -129,18 +186,24 @@ class ContinuousPart:
         self.num_continuous = params.shape[-2] if config.log_var else params.shape[-1]
 
     @classmethod
-    def build(cls, params: Tensor, config, selector, rescale_range, name: str) -> ContinuousPart:
+    def build(cls, params: Tensor, config, selector, rescale_range, name: str, override_range: bool = False) -> ContinuousPart:
         """The part for ``params`` (checked) under ``selector``: the readout's head
         (or its twin for a 0.2.x selector that squashes otherwise) and the units
-        map of the selector's dims."""
+        map of the selector's dims (``rescale_range``, else the readout's bound
+        ``continuous_range``; see ``_call_range``)."""
         head = head_for(config.head, selector.squashed)
         mean_std = None
         if exists(config.mean_std):
             mean, std = take(config.mean_std, selector.continuous_dims).unbind(-1)
             mean_std = mean, std.clamp(min=config.eps)
-        native_range = head.default_range if exists(rescale_range) else None
         like = upcast(params).new_empty((params.shape[-2] if config.log_var else params.shape[-1],))
-        return cls(head, params, unit_map(native_range, rescale_range, mean_std, like), config, name)
+        bound = take(config.continuous_range, selector.continuous_dims) if exists(config.continuous_range) else None
+        rescale_range = _call_range(rescale_range, bound, override_range, like)
+        if exists(bound) and not exists(rescale_range) and head.default_range is None:
+            raise ValueError(f'continuous_range: this readout binds units, but the selector\'s head, {type(head).__name__}, has no native range to map onto them '
+                             '(a 0.2.x selector made with continuous_squashed=False): use a selector that squashes as the readout does')  # fmt: skip
+        native_range = head.default_range if exists(rescale_range) or exists(bound) else None
+        return cls(head, params, unit_map(native_range, rescale_range, mean_std, like, bound), config, name)
 
     def expand(self, batch_shape) -> ContinuousPart:
         """The same distribution broadcast to ``(*batch_shape, ...)``."""

@@ -135,7 +135,9 @@ class CompositeActionDistribution(CompositeDistribution):
         params: the readout's continuous params ``(..., c, 2)``.
         readout: the mixed ``Readout`` that produced them.
         action_mask: as for ``Readout.dist``.
-        rescale_range: as for ``Readout.dist``.
+        rescale_range: as for ``Readout.dist`` (a readout built with
+            ``continuous_range`` needs none: its samples and scores are in those units).
+        override_range: as for ``Readout.dist``.
         selector_index: as for ``Readout.dist``.
         selector_config: as for ``Readout.dist``.
         sample_keys: where the discrete and the continuous part go in samples (nested
@@ -161,9 +163,9 @@ class CompositeActionDistribution(CompositeDistribution):
     Examples:
         >>> import torch
         >>> from discrete_continuous_embed_readout import EmbedAndReadout
-        >>> _, readout = EmbedAndReadout(16, num_discrete=3, num_continuous=2, continuous_squashed=True)
+        >>> _, readout = EmbedAndReadout(16, num_discrete=3, num_continuous=2, continuous_squashed=True, continuous_range=(0., 5.))
         >>> logits, params = readout(torch.randn(4, 16))
-        >>> dist = CompositeActionDistribution(logits, params, readout=readout, rescale_range=(0., 5.))
+        >>> dist = CompositeActionDistribution(logits, params, readout=readout)  # speeds in [0, 5]
         >>> action = dist.sample()
         >>> action['action', 'discrete'].shape, action['action', 'continuous'].shape
         (torch.Size([4]), torch.Size([4, 2]))
@@ -173,8 +175,8 @@ class CompositeActionDistribution(CompositeDistribution):
 
     def __init__(self, logits: Tensor | None = None, params: Tensor | None = None, *, readout: Readout, action_mask=None, rescale_range=None,
                  selector_index=None, selector_config=None, sample_keys=SAMPLE_KEYS, squashed_entropy_samples: int | None = None,
-                 continuous_used_by: Tensor | None = None):  # fmt: skip
-        dist = _readout_dist(readout, logits, params, selector_index, selector_config, action_mask, rescale_range)
+                 continuous_used_by: Tensor | None = None, override_range: bool = False):  # fmt: skip
+        dist = _readout_dist(readout, logits, params, selector_index, selector_config, action_mask, rescale_range, override_range)
         self.continuous_used_by = used = _check_used_by(continuous_used_by, dist)
         discrete, continuous = dist.get_dist()
         entropy = partial(_continuous_entropy, dist, squashed_entropy_samples, discrete, used)
@@ -257,7 +259,7 @@ class CompositeActionDistribution(CompositeDistribution):
         return f'{type(self).__name__}({parts}, batch_shape={tuple(self.batch_shape)})'
 
 
-def _readout_dist(readout, logits, params, selector_index, selector_config, action_mask, rescale_range):
+def _readout_dist(readout, logits, params, selector_index, selector_config, action_mask, rescale_range, override_range):
     """The readout's distribution of ``(logits, params)``, checked: a mixed one with both parts."""
     if not isinstance(readout, Readout):
         raise TypeError(f'readout must be a Readout (the one that produced logits and params), got {describe(readout)}')
@@ -271,7 +273,8 @@ def _readout_dist(readout, logits, params, selector_index, selector_config, acti
             raise TypeError(f'{name} must be a tensor (the readout outputs: logits (..., n) or a tuple per group, params (..., c, 2)), got {describe(value)}')
     if isinstance(params, Tensor) and all(isinstance(t, Tensor) for t in groups) and any(t.shape[:-1] != params.shape[:-2] for t in groups):
         raise ValueError(f'logits and params must have the same batch shape, got logits {[tuple(t.shape) for t in groups]} and params {tuple(params.shape)}')
-    dist = readout._dist(DiscreteContinuous(logits, params), selector_index, selector_config, action_mask, rescale_range, 'CompositeActionDistribution:')
+    dist = readout._dist(DiscreteContinuous(logits, params), selector_index, selector_config, action_mask, rescale_range, 'CompositeActionDistribution:',
+                         override_range)  # fmt: skip
     if not dist.mixed:
         raise ValueError('CompositeActionDistribution needs a readout (selector) with discrete and continuous parts; use readout.get_dist for one part')
     for name, value in (('logits', logits), ('params', params)):

@@ -50,7 +50,10 @@ class SpaceAdapter:
 
     Box bounds: when every continuous bound is finite, the continuous head is
     ``bounded_head`` (a tanh-squashed gaussian by default, or beta / kumaraswamy) and
-    ``rescale_range`` maps its samples to the box, per dim. Otherwise it is an
+    the readout is built with the box's ``low`` and ``high`` as its
+    ``continuous_range``, per dim: ``sample`` / ``mode`` return values in the box and
+    ``log_prob`` / the loss read them there, with no per-call argument (the Embed
+    maps such values back onto the head's native range). Otherwise the head is an
     unbounded gaussian, and ``to_space`` clips samples into the box.
 
     Args:
@@ -61,10 +64,11 @@ class SpaceAdapter:
 
     Attributes:
         kwargs: ``EmbedAndReadout`` arguments (``num_discrete``, ``num_continuous``,
-            the continuous head).
-        rescale_range: ``(low, high)`` for ``Readout.sample`` / ``mode`` /
-            ``log_prob`` / ``get_dist`` (numbers when every dim has the same bounds,
-            else ``(c,)`` float32 tensors), or ``None``.
+            the continuous head, and for a bounded box ``continuous_range``).
+        rescale_range: ``(low, high)``, the box's bounds that ``kwargs`` bind as
+            ``continuous_range`` (numbers when every dim has the same bounds, else
+            ``(c,)`` float32 tensors), or ``None``; per call only for a readout
+            built without them (a bound readout takes them silently).
         group_sizes: ids per discrete group, in order.
         num_continuous: continuous dims, in order.
         low, high: the continuous dims' flat bounds (float64 arrays), or ``None``.
@@ -76,7 +80,7 @@ class SpaceAdapter:
         >>> space = Dict(kind=Discrete(3), force=Box(-2.0, 2.0, (2,)))
         >>> adapter = SpaceAdapter(space)
         >>> embed, readout = adapter.embed_and_readout(64)
-        >>> action = readout.sample(readout(torch.randn(64)), rescale_range=adapter.rescale_range)
+        >>> action = readout.sample(readout(torch.randn(64)))  # the force in [-2, 2]: the box is bound
         >>> space.contains(adapter.to_space(action))
         True
     """
@@ -109,13 +113,16 @@ class SpaceAdapter:
 
     @property
     def kwargs(self) -> dict:
-        """``EmbedAndReadout`` arguments: ``num_discrete``, ``num_continuous`` and
-        the continuous head (``continuous_squashed`` or ``continuous_dist_type``)."""
+        """``EmbedAndReadout`` arguments: ``num_discrete``, ``num_continuous``, the
+        continuous head (``continuous_squashed`` or ``continuous_dist_type``) and,
+        for a bounded box, its bounds as ``continuous_range``."""
         kwargs = dict(num_discrete=self.num_discrete, num_continuous=self.num_continuous)
         if self.bounded_head == 'squashed':
             kwargs.update(continuous_squashed=True)
         elif exists(self.bounded_head):
             kwargs.update(continuous_dist_type=self.bounded_head)
+        if exists(self.bounded_head):
+            kwargs.update(continuous_range=self.rescale_range)
         return kwargs
 
     def embed_and_readout(self, dim: int, **kwargs) -> EmbedReadoutPair:
@@ -126,7 +133,10 @@ class SpaceAdapter:
             **kwargs: more ``EmbedAndReadout`` arguments; they override ``self.kwargs``.
 
         Returns:
-            ``(embed, readout)``, as ``EmbedAndReadout(dim, **self.kwargs, **kwargs)``.
+            ``(embed, readout)``, as ``EmbedAndReadout(dim, **self.kwargs, **kwargs)``:
+            for a bounded box, both bound to its units (``continuous_range``), so
+            that ``readout.sample`` returns actions in the box and the Embed takes
+            them as they are.
         """
         return EmbedAndReadout(dim, **{**self.kwargs, **kwargs})
 
@@ -169,8 +179,8 @@ class SpaceAdapter:
         """Readout samples in the space's own format, ready for ``env.step``.
 
         Args:
-            sampled: what ``Readout.sample`` / ``mode`` return with
-                ``rescale_range=self.rescale_range``: ids ``(*batch)`` or
+            sampled: what ``Readout.sample`` / ``mode`` of ``embed_and_readout``'s
+                readout return (values already in the box): ids ``(*batch)`` or
                 ``(*batch, g)`` (any integer dtype), values ``(*batch, c)``, or a
                 ``(discrete, continuous)`` pair. The hard one-hots of
                 ``sample(..., differentiable=True)`` (float, the groups' one-hots
@@ -181,8 +191,8 @@ class SpaceAdapter:
             numpy arrays of the space's dtypes and shapes (a numpy scalar for an
             unbatched ``Discrete``), a dict for ``Dict`` and a tuple for ``Tuple``; a
             leading batch keeps its axes. Values are clipped into the box (an
-            unbounded gaussian's samples, float rounding) and rounded for an
-            integer box.
+            unbounded gaussian's samples, float rounding; a bound readout's
+            samples lie in the box already) and rounded for an integer box.
 
         Raises:
             TypeError: ``sampled`` is not a tensor or pair of the space's parts; the

@@ -174,6 +174,26 @@ def reference_unit_dist(dist_type: str, a: torch.Tensor, b: torch.Tensor):
     return Beta(a, b) if dist_type == 'beta' else Kumaraswamy(a, b)
 
 
+NATIVE_RANGES = {'squashed': (-1.0, 1.0), 'beta': (0.0, 1.0), 'kumaraswamy': (0.0, 1.0)}
+BOUNDED_HEADS = {'squashed': dict(continuous_squashed=True), 'beta': dict(continuous_dist_type='beta'), 'kumaraswamy': dict(continuous_dist_type='kumaraswamy')}
+
+
+def bounded_log_density(kind: str, params: torch.Tensor, values: torch.Tensor, lo, hi) -> torch.Tensor:
+    """float64 log-density of ``values`` in the units ``(lo, hi)`` of a bounded head
+    (default options): the head's native density (normal then tanh, or beta /
+    kumaraswamy) at ``native = n_lo + (values - lo) / scale``, minus ``log scale``,
+    the log of the affine map's Jacobian, ``scale = (hi - lo) / (n_hi - n_lo)``."""
+    n_lo, n_hi = NATIVE_RANGES[kind]
+    lo, hi = (torch.as_tensor(b, dtype=torch.float64) for b in (lo, hi))
+    scale = (hi - lo) / (n_hi - n_lo)
+    native = n_lo + (values.double() - lo) / scale
+    if kind == 'squashed':
+        density = squashed_log_density(params, native)
+    else:
+        density = reference_unit_dist(kind, *concentrations(params)).log_prob(native)
+    return density - torch.log(scale)
+
+
 def kumaraswamy_raw_moment(a: torch.Tensor, b: torch.Tensor, k: int = 1) -> torch.Tensor:
     """E[X^k] = b B(1 + k/a, b)."""
     return b * torch.exp(torch.lgamma(1 + k / a) + torch.lgamma(b) - torch.lgamma(1 + k / a + b))
