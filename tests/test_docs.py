@@ -350,7 +350,7 @@ def test_the_readouts_shared_arguments_render_as_a_list(site):
     start = page.index('Arguments shared by the methods</summary>')
     shared = page[start : page.index('</details>', start)]
     items = [text_of(item) for item in re.findall(r'<li>(.*?)</li>', shared, re.S)]
-    assert [item.split(':')[0] for item in items] == ['dist', 'selector_index, selector_config', 'action_mask', 'rescale_range', 'concat']
+    assert [item.split(':')[0] for item in items] == ['dist', 'selector_index, selector_config', 'action_mask', 'rescale_range', 'override_range', 'concat']
 
 
 def test_the_readout_page_shows_the_main_api_first_and_every_member(site):
