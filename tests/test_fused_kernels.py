@@ -50,6 +50,8 @@ def run_group(group: str) -> list[dict]:
 @pytest.mark.parametrize('group', list(GROUPS))
 def test_kernels_match_float64_under_the_interpreter(group):
     results = run_group(group)
+    if 'skip' in results[0]:
+        pytest.skip(results[0]['skip'])
     failed = [r for r in results if 'exception' in r or not r['err'] <= r['tol']]
     assert not failed, '\n'.join(r.get('exception') or f"{r['name']}: {r['err']:.2e} > {r['tol']:.0e}" for r in failed)
 
