@@ -133,10 +133,15 @@ def test_use_kernels_restores_the_setting():
 
 
 def test_the_environment_variable_sets_the_default():
-    script = 'from discrete_continuous_embed_readout.fused import backend; print(backend.KERNELS)'
-    for value, expected in (('torch', 'torch'), (' Triton ', 'triton'), ('', 'auto')):
-        done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120, env=_env(DCER_FUSED_KERNELS=value))
-        assert done.stdout.strip() == expected, done.stderr
+    script = (
+        'import importlib, os\n'
+        'from discrete_continuous_embed_readout.fused import backend\n'
+        'for value in ("torch", " Triton ", ""):\n'
+        '    os.environ["DCER_FUSED_KERNELS"] = value\n'
+        '    print(importlib.reload(backend).KERNELS)\n'
+    )
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120, env=_env())
+    assert done.stdout.split() == ['torch', 'triton', 'auto'], done.stderr
 
 
 def test_cpu_tensors_keep_the_chunked_torch_path(monkeypatch):
