@@ -1,5 +1,5 @@
 # `make demo` runs the quickstart, `make test` the test suite, `make docs` builds the
-# documentation site, `make bench` the benchmark table, `make examples-table` every
+# documentation site, `make bench` the benchmark table (`make bench-gpu` the GPU one), `make examples-table` every
 # example (rewriting the README's examples table), `make lint` ruff, `make wheel` the
 # packaging check. Each sets up .venv itself on a fresh machine: the CPU build of torch
 # first (so that pip does not pull the CUDA build; .ci/install_torch), with numpy (torch
@@ -19,7 +19,7 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV_ARGS ?=
 
-.PHONY: demo test docs bench bench-gpu examples-table lint wheel clean
+.PHONY: demo test docs bench bench-gpu gpu-wheels examples-table lint wheel clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
@@ -63,9 +63,21 @@ docs: $(VENV)/.installed-docs
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
 
-# the language-model rows on a CUDA GPU in bf16 (with the python that has CUDA torch)
+# the language-model rows on a CUDA GPU in bf16 (with the python that has CUDA torch and
+# Triton): every check and benchmark in one call (benchmarks/gpu.py). A GPU machine without
+# a package index gets Liger-Kernel, Cut Cross-Entropy and this package's pure-Python
+# dependencies from benchmarks/wheels/ (`make gpu-wheels` where pip reaches an index, then
+# carry the folder along), installed with --no-index into $(GPU_SITE)
+GPU_WHEELS := benchmarks/wheels
+GPU_SITE ?= /tmp/dcer-gpu-site
 bench-gpu:
-	PYTHONPATH=. $(PYTHON) benchmarks/gpu.py
+	if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet --no-index --no-deps --no-compile --target $(GPU_SITE) $(GPU_WHEELS)/*.whl; fi
+	PYTHONUNBUFFERED=1 PYTHONPATH=.:$(GPU_SITE) $(PYTHON) benchmarks/gpu.py $(GPU_ARGS)
+
+# the wheels bench-gpu installs: liger-kernel and cut-cross-entropy need only torch and
+# triton (the GPU machine's); beartype and einops are this package's own dependencies
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: -d $(GPU_WHEELS) liger-kernel cut-cross-entropy beartype einops
 
 # every example with its defaults, its RESULT line into the README's table (several minutes)
 # Run it as the last step before a release, after every change that could move a number, so that

@@ -251,7 +251,7 @@ def test_args_parsing(doc, names):
     assert documented_names(section(doc, 'Args')) == names
 
 
-NEEDS = {'rl.composite': 'tensordict'}  # modules of an optional dependency
+NEEDS = {'rl.composite': 'tensordict', **{f'fused.{m}': 'triton' for m in ('triton_kernels', 'triton_launch', 'kernel_ops')}}  # modules of an optional dependency
 MODULES = [
     importlib.import_module(m.name)
     for m in pkgutil.walk_packages(package.__path__, prefix=f'{package.__name__}.')

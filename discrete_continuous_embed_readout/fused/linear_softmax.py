@@ -3,7 +3,9 @@
 ``linear_softmax_stats`` returns, for each row of ``x``, the log-prob of its target,
 the log-normaliser, the mean logit and the entropy of ``softmax(z)``, where
 ``z = softcap(x @ W.T) / temperature``, computed chunk by chunk; ``linear_kl_div``
-returns KL(p || q) per row for the logits of two tables. Their backward recomputes
+returns KL(p || q) per row for the logits of two tables. Where ``backend.kernels_apply``
+(CUDA tensors and Triton, by default) both run on the Triton kernels of ``kernel_ops``
+instead of the chunk loop below. Their backward recomputes
 each chunk's logits and forms the gradient of any per-token function of the
 outputs (the per-token upstream gradients of PPO-style objectives). Both are
 differentiable twice (under ``create_graph`` backward runs on tracked ops) and take
@@ -19,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import functorch_active
+from .backend import kernels_apply
 
 __all__ = ['apply_softcap', 'chunk_logits', 'chunk_rows', 'linear_kl_div', 'linear_softmax_stats', 'softmax_dtype']
 
@@ -245,6 +248,10 @@ def linear_softmax_stats(x: Tensor, weight: Tensor, targets: Tensor, *, softcap:
     with torch.autocast(x.device.type, enabled=False):
         if functorch_active():
             return _plain_stats(x, weight, targets, softcap, temperature)
+        if kernels_apply(x, weight):
+            from .kernel_ops import kernel_softmax_stats  # imports Triton
+
+            return kernel_softmax_stats(x, weight, targets, softcap, temperature)
         return _LinearSoftmaxStats.apply(x, weight, targets, softcap, float(temperature), chunk_rows(x.shape[0], weight.shape[0], x.device))
 
 
@@ -266,5 +273,9 @@ def linear_kl_div(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor, 
     with torch.autocast(x_q.device.type, enabled=False):
         if functorch_active():
             return _plain_kl(x_p, weight_p, x_q, weight_q, softcaps, temperature)
+        if x_p.dtype == x_q.dtype and kernels_apply(x_p, weight_p, x_q, weight_q):
+            from .kernel_ops import kernel_kl_div  # imports Triton
+
+            return kernel_kl_div(x_p, weight_p, x_q, weight_q, softcaps, temperature)
         rows = chunk_rows(x_q.shape[0], 2 * weight_q.shape[0], x_q.device)
         return _LinearKL.apply(x_p, weight_p, x_q, weight_q, tuple(softcaps), float(temperature), rows)

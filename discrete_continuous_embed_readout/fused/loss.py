@@ -6,7 +6,9 @@ Options (``LossOptions``): label smoothing (as ``F.cross_entropy``'s), a z-loss
 ``c * tanh(logits / c)`` (Gemma 2). Rows that carry no loss (``ignore_index``, the
 loss mask) are dropped before the matmul. The reduced loss computes its gradients in
 the forward pass (three matmuls in all); the per-token losses go through
-``linear_softmax_stats``, whose backward recomputes the logits.
+``linear_softmax_stats``, whose backward recomputes the logits. On CUDA tensors with
+Triton installed (``backend.kernels_apply``) the reduced loss, too, runs on the
+per-row statistics of the Triton kernels.
 """
 
 # n - rows (tokens), v - vocabulary, d - model dim
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._checks import functorch_active
+from .backend import kernels_apply
 from .linear_softmax import chunk_logits, chunk_rows, linear_kl_div, linear_softmax_stats, softmax_dtype
 
 __all__ = ['NO_OPTIONS', 'LossOptions', 'linear_cross_entropy_sum', 'linear_kl_divs', 'linear_log_probs', 'linear_token_losses']
@@ -150,6 +153,17 @@ def _nll_sums(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, options:
     return total, z_total
 
 
+def _kernel_sums(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, options: LossOptions):
+    """The sums from the per-row statistics of the Triton kernels: one kernel pass
+    forward, one backward (the logits recomputed there: four matmuls where the chunk
+    loop needs three, but no ``(rows, vocab)`` buffer at all)."""
+    logp, lse, mean, _ = linear_softmax_stats(x, weight, targets, softcap=options.softcap)
+    eps = options.label_smoothing
+    ce = -(1.0 - eps) * logp + eps * (lse - mean) if eps else -logp
+    z_sum = (lse.square() * keep).sum()
+    return ((ce + options.z_loss_weight * lse.square()) * keep).sum(), z_sum.detach()
+
+
 def _kept_index(keep: Tensor) -> Tensor | None:
     """The rows to compute, or ``None`` for all of them (every row kept, or while
     compiling / under ``torch.func``, where a data-dependent gather cannot run)."""
@@ -207,6 +221,8 @@ def linear_cross_entropy_sum(x: Tensor, weight: Tensor, targets: Tensor, keep: T
     with torch.autocast(x.device.type, enabled=False):
         if functorch_active():
             return _plain_sums(x, weight, targets, keep, options)
+        if kernels_apply(x, weight):
+            return _kernel_sums(x, weight, targets, keep, options)
         rows = chunk_rows(x.shape[0], weight.shape[0], x.device)
         if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
             return _nll_sums(x, weight, targets, keep, options, rows)

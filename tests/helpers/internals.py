@@ -9,7 +9,11 @@ through these functions (and the conftest.py fixtures built on them).
 - ``multi_categorical.pads_cheaply``, ``multi_categorical.log_prob_at``, ``MultiCategorical.batched``:
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
-- ``Readout.continuous_dist``: the continuous head object.
+- ``Readout.continuous_dist``: the continuous head object;
+- ``fused.linear_softmax.linear_softmax_stats`` / ``linear_kl_div``: the per-row ops the
+  fused paths share; ``fused.triton_launch``: the Triton kernels' launchers;
+  ``fused.kernel_ops``: their gradient coefficients; ``kernels_apply`` as the fused
+  modules see it.
 """
 
 import importlib
@@ -71,3 +75,43 @@ def built_selector(module, *args, **kwargs):
 def continuous_head(readout):
     """The continuous head object a readout samples and scores with."""
     return readout.continuous_dist
+
+
+def linear_softmax_stats(*args, **kwargs):
+    """Per-row ``(log p[target], logsumexp, mean logit, entropy)`` of ``x @ W.T`` (the fused op)."""
+    return _module('fused.linear_softmax').linear_softmax_stats(*args, **kwargs)
+
+
+def linear_kl_div(*args, **kwargs):
+    """Per-row KL of two tables' softmaxes (the fused op)."""
+    return _module('fused.linear_softmax').linear_kl_div(*args, **kwargs)
+
+
+def kernel_launchers():
+    """The Triton kernels' launchers (imports Triton)."""
+    return _module('fused.triton_launch')
+
+
+def kernels_module():
+    """The Triton kernels themselves and their tile sizes (imports Triton)."""
+    return _module('fused.triton_kernels')
+
+
+def fuse_groups_from(size: int) -> None:
+    """Fuse the loss of groups from ``size`` ids on, for the rest of the process (subprocess checks)."""
+    _module('_losses').FUSED_MIN_GROUP_SIZE = size
+
+
+def record_kernel_choices(monkeypatch) -> list:
+    """The decisions of ``fused.backend.kernels_apply`` made by the fused ops from now on
+    (``True`` = Triton kernels), appended to the returned list."""
+    choices = []
+    for name in ('fused.linear_softmax', 'fused.loss'):
+        module = _module(name)
+
+        def recorded(*tensors, _choose=module.kernels_apply):
+            choices.append(_choose(*tensors))
+            return choices[-1]
+
+        monkeypatch.setattr(module, 'kernels_apply', recorded)
+    return choices

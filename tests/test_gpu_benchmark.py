@@ -1,0 +1,38 @@
+"""``benchmarks/gpu.py`` (one call on a GPU runs every check and benchmark) runs end to
+end here: ``--cpu-smoke`` takes it through its checks and its table on the CPU at tiny
+sizes, with the Triton kernels in Triton's interpreter where Triton is installed, so
+that the rare GPU session spends its minutes measuring, not debugging the script."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from discrete_continuous_embed_readout.fused import backend
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_script_runs_its_checks_and_table_on_the_cpu(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != 'DCER_FUSED_KERNELS'}
+    env['PYTHONPATH'] = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH', '')) if p)
+    interpreted = backend.triton_available()
+    if interpreted:
+        env['TRITON_INTERPRET'] = '1'
+    out = tmp_path / 'gpu.json'
+    done = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'gpu.py'), '--cpu-smoke', '--json', str(out)],
+                          capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results['check_failures'] == [], results['check_failures']
+    # the checks compared the chunked path (and, interpreted, the kernels) with float64
+    assert '[chunked] per-token KL grad W' in done.stdout
+    assert ('[kernels] loss + options grad W' in done.stdout) == interpreted
+    rows = {(r['vocab'], r['case']): r for r in results['rows']}
+    assert set(rows) == {(67, 'loss'), (67, 'token'), (67, 'kl')}
+    for row in rows.values():
+        assert all(isinstance(row['times'][k], float) and row['times'][k] > 0 for k in ('chunked', 'plain')), row
+        assert isinstance(row['times']['kernels'], float) == interpreted, row
+        assert row['times']['compiled'] == 'not run (--skip compile)'
+    assert '| V | case | kernels | chunked | plain | compiled | liger | cce | cce exact | floor |' in done.stdout
