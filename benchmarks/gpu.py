@@ -10,9 +10,14 @@ Parts, in order:
    continuous head, selectors, masks) against the same module on the CPU, in
    float32; the fused loss, per-token log-probs / entropies and KL in bf16 against a
    float64 CPU reference (relative error of values and gradients).
-2. ``sweep``: the fused loss's time for several chunk memory budgets
+2. ``syncs``: every call of every head (discrete, several groups, gaussian, squashed
+   with ``rescale_range``, beta, kumaraswamy, the binned heads, mixed) on CUDA tensors
+   under ``torch.cuda.set_sync_debug_mode('error')``, which raises on any host
+   synchronisation: the default path (``set_validate_args('auto')``) must not wait
+   for the device (``tests/test_host_syncs.py`` is the CPU's form of this check).
+3. ``sweep``: the fused loss's time for several chunk memory budgets
    (``ACCELERATOR_CHUNK_BYTES``), to choose the default.
-3. the table: per vocabulary size, forward + backward of the loss, of per-token
+4. the table: per vocabulary size, forward + backward of the loss, of per-token
    log-probs with entropies (per-token upstream gradients) and of the per-token KL to a
    frozen reference; ours, the plain path in PyTorch (bf16 matmul, float32 softmax,
    as users write it), the plain path under ``torch.compile``, and the floor (the
@@ -247,6 +252,99 @@ def check(device, dtype, vocab=4096, tokens=1024, dim=256) -> list[str]:
     return lines, failures
 
 
+# 2. no host synchronisation on the default path
+
+SYNC_HEADS = {
+    'discrete': dict(num_discrete=5),
+    'groups': dict(num_discrete=(3, 5, 7)),
+    'padded groups': dict(num_discrete=(4, 5)),
+    'gaussian': dict(num_continuous=2),
+    'squashed': dict(num_continuous=2, continuous_squashed=True),
+    'beta': dict(num_continuous=2, continuous_dist_type='beta'),
+    'kumaraswamy': dict(num_continuous=2, continuous_dist_type='kumaraswamy'),
+    'two_hot': dict(num_continuous=2, continuous_dist_type='two_hot', continuous_dist_kwargs=dict(num_bins=9)),
+    'hl_gauss': dict(num_continuous=2, continuous_dist_type='hl_gauss', continuous_dist_kwargs=dict(num_bins=9)),
+    'mixed': dict(num_discrete=5, num_continuous=2),
+    'mixed squashed': dict(num_discrete=(3, 4), num_continuous=2, continuous_squashed=True),
+}
+SYNC_BOUNDED = {'squashed', 'beta', 'kumaraswamy', 'mixed squashed'}
+
+
+def _parts(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _backward(loss):
+    sum(t.sum() for t in _parts(loss)).backward()
+
+
+def sync_calls(name: str, device, dim: int = 8, batch=(3, 4)) -> dict:
+    """``{call: fn}`` for one head, every input prepared on ``device`` beforehand."""
+    torch.manual_seed(0)
+    kwargs = SYNC_HEADS[name]
+    embed, readout = EmbedAndReadout(dim, **kwargs)
+    embed.to(device), readout.to(device)
+    h = torch.randn(*batch, dim, device=device, requires_grad=True)
+    out, other = readout(h), readout(torch.randn(*batch, dim, device=device))
+    bounds = (torch.tensor([-2.0, 0.0], device=device), torch.tensor([2.0, 3.0], device=device))
+    scale = dict(rescale_range=bounds) if name in SYNC_BOUNDED else {}
+    with torch.no_grad():
+        actions, targets = readout.sample(out, **scale), readout.sample(out)
+    mask = torch.rand(batch, device=device) > 0.3
+    calls = {
+        'embed forward': lambda: embed(targets),
+        'forward': lambda: readout(h),
+        'sample + log_prob': lambda: readout.sample(out, return_log_prob=True, **scale),
+        'sample differentiable': lambda: readout.sample(out, differentiable=True, **scale),
+        'mode': lambda: readout.mode(out, **scale),
+        'log_prob': lambda: readout.log_prob(out, actions, **scale),
+        'entropy': lambda: readout.entropy(out, **scale),
+        'kl_div': lambda: readout.kl_div(out, other),
+        'loss': lambda: _backward(readout(h, targets)),
+        'masked loss': lambda: _backward(readout(h, targets, loss_mask=mask)),
+        'calculate_loss': lambda: _backward(readout.calculate_loss(out, targets)),
+        'get_dist sample + log_prob': lambda: [d.log_prob(d.sample()) for d in _parts(readout.get_dist(out, **scale))],
+    }
+    sizes = kwargs.get('num_discrete')
+    if sizes is not None:
+        discrete = targets[0] if isinstance(targets, tuple) else targets
+        ignored = discrete.masked_fill(torch.rand(discrete.shape, device=device) < 0.3, -1)
+        with_ignored = (ignored, targets[1]) if isinstance(targets, tuple) else ignored
+        action_mask = torch.rand(*batch, sum(_parts(sizes) if isinstance(sizes, tuple) else (sizes,)), device=device) > 0.3
+        action_mask[..., 0] = True
+        calls['sample with an action mask'] = lambda: readout.sample(out, action_mask=action_mask, return_log_prob=True)
+    if isinstance(sizes, int):
+        def fused():
+            readout.fused_cross_entropy = True
+            _backward(readout(h, with_ignored, loss_mask=mask))
+            readout.fused_cross_entropy = 'auto'
+
+        calls['fused loss'] = fused
+        calls['log_prob_from_embeds'] = lambda: _backward(readout.log_prob_from_embeds(h, ignored, return_entropy=True, loss_mask=mask))
+        calls['kl_div_from_embeds'] = lambda: _backward(readout.kl_div_from_embeds(torch.randn(*batch, dim, device=device), h, loss_mask=mask))
+    return calls
+
+
+def syncs(device) -> tuple[list[str], list[str]]:
+    """Every call under ``set_sync_debug_mode('error')``: ``(lines, failures)``."""
+    lines, failures = [], []
+    for name in SYNC_HEADS:
+        calls = sync_calls(name, device)
+        torch.cuda.synchronize()
+        for call, fn in calls.items():
+            torch.cuda.set_sync_debug_mode('error')
+            try:
+                fn()
+                verdict = 'ok'
+            except RuntimeError as error:
+                verdict = f'FAIL: {str(error).splitlines()[0]}'
+                failures.append(f'{name} {call}')
+            finally:
+                torch.cuda.set_sync_debug_mode('default')
+            lines.append(f'  {name:<16} {call:<28} {verdict}')
+    return lines, failures
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cuda')
@@ -256,7 +354,7 @@ def main():
     parser.add_argument('--vocab', type=int, nargs='+', default=[32768, 131072])
     parser.add_argument('--reps', type=int, default=10)
     parser.add_argument('--budgets-mib', type=int, nargs='*', default=[64, 256, 1024, 4096], help='chunk budgets to sweep (MiB)')
-    parser.add_argument('--skip', nargs='*', default=[], choices=['check', 'sweep', 'compile'])
+    parser.add_argument('--skip', nargs='*', default=[], choices=['check', 'syncs', 'sweep', 'compile'])
     parser.add_argument('--json', default='', help='write the numbers here')
     args = parser.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -269,6 +367,11 @@ def main():
         print('\n'.join(['## check'] + lines), flush=True)
         results['check_failures'] = failures
     torch.backends.cuda.matmul.allow_tf32 = True
+
+    if 'syncs' not in args.skip and device.type == 'cuda':
+        lines, failures = syncs(device)
+        print('\n'.join(["## host synchronisations on the default path (set_sync_debug_mode('error'))"] + lines), flush=True)
+        results['sync_failures'] = failures
 
     if 'sweep' not in args.skip:
         print('## chunk budget sweep (fused loss, forward + backward, ms)', flush=True)

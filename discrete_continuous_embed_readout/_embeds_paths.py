@@ -21,7 +21,7 @@ def token_log_probs(readout, embeds: Tensor, targets, temperature: float, loss_m
     """``(log p[target], entropy)`` per token, 0 where ``ignore_index`` or ``loss_mask`` drops it."""
     weight, selector = _single_group(readout, embeds, 'embeds', selector_index, selector_config)
     ids = discrete_values(targets, selector, embeds.shape[:-1], True, 'targets').squeeze(-1)
-    check_ids_in_range(ids[..., None], selector.group_sizes_t, 'targets', readout.ignore_index, True)
+    check_ids_in_range(ids[..., None], selector.group_sizes, 'targets', readout.ignore_index, True)
     keep = ids != readout.ignore_index if exists(readout.ignore_index) else torch.ones_like(ids, dtype=torch.bool)
     mask = check_loss_mask(loss_mask, ids.shape)
     keep = keep & mask if exists(mask) else keep

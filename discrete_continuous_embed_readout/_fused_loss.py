@@ -4,7 +4,8 @@ chunk, never holding the ``(tokens, vocab)`` logits.
 Options (``LossOptions``): label smoothing (as ``F.cross_entropy``'s), a z-loss
 (``weight * logsumexp^2`` per token, PaLM's), and the logit soft-cap
 ``c * tanh(logits / c)`` (Gemma 2). Rows that carry no loss (``ignore_index``, the
-loss mask) are dropped before the matmul. The reduced loss computes its gradients in
+loss mask) are dropped before the matmul on the CPU (on an accelerator they are
+weighted 0 instead: finding them would wait for the device). The reduced loss computes its gradients in
 the forward pass (three matmuls in all); the per-token losses go through
 ``linear_softmax_stats``, whose backward recomputes the logits.
 """
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import functorch_active
+from ._checks import functorch_active, may_sync
 from ._linear_softmax import chunk_logits, chunk_rows, linear_kl_div, linear_softmax_stats, softmax_dtype
 
 __all__ = ['NO_OPTIONS', 'LossOptions', 'linear_cross_entropy_sum', 'linear_kl_divs', 'linear_log_probs', 'linear_token_losses']
@@ -151,9 +152,11 @@ def _nll_sums(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, options:
 
 
 def _kept_index(keep: Tensor) -> Tensor | None:
-    """The rows to compute, or ``None`` for all of them (every row kept, or while
-    compiling / under ``torch.func``, where a data-dependent gather cannot run)."""
-    if torch.compiler.is_compiling() or functorch_active() or bool(keep.all()):
+    """The rows to compute, or ``None`` for all of them: every row kept; while
+    compiling / under ``torch.func``, where a data-dependent gather cannot run; or on
+    an accelerator, where finding the kept rows would wait for the device (the
+    dropped rows are computed there and weighted 0)."""
+    if torch.compiler.is_compiling() or functorch_active() or may_sync(keep) or bool(keep.all()):
         return None
     return keep.nonzero().squeeze(-1)
 

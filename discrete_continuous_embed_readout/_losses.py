@@ -54,14 +54,42 @@ def regression_loss(pred: Tensor, target: Tensor, kind: str) -> Tensor:
     return fn(pred, target, reduction='none')
 
 
-FUSED_MIN_GROUP_SIZE = 4096  # below it, one logits matmul for all groups is cheaper
+FUSED_MIN_GROUP_SIZE = 4096  # several groups: below it, one logits matmul for all groups is cheaper
+
+# the automatic choice (fused_cross_entropy='auto'); see fused_pays for the measurements
+FUSED_MIN_VOCAB = 1024
+FUSED_MIN_TOKENS = 64
+FUSED_MIN_LOGITS_BYTES = 64 << 20
 
 
-def can_fuse(fused_cross_entropy: bool, selector) -> bool:
-    """Whether ``forward``'s reduced discrete loss takes the fused path: one group,
-    or groups all at least ``FUSED_MIN_GROUP_SIZE`` large."""
+def fused_pays(tokens: int, vocab: int, dim: int) -> bool:
+    """Whether the fused loss is the one to take for ``tokens`` rows of a ``vocab``-way
+    softmax over ``D = dim`` features: always when the float32 logits would hold at
+    least ``FUSED_MIN_LOGITS_BYTES`` (what the fused path exists for: it never holds
+    them), else where it is measured faster.
+
+    Measured on this project's CPU (``benchmarks/fused_crossover.py``, forward +
+    backward, fused / logits time):
+    (placeholder: the table and the rule it gives)
+    """
+    if tokens * vocab * 4 >= FUSED_MIN_LOGITS_BYTES:
+        return True
+    return vocab >= FUSED_MIN_VOCAB and tokens >= FUSED_MIN_TOKENS
+
+
+def can_fuse(fused_cross_entropy, selector, embed: Tensor | None = None) -> bool:
+    """Whether ``forward``'s discrete loss takes the fused path: one group, or groups
+    all at least ``FUSED_MIN_GROUP_SIZE`` large; and ``fused_cross_entropy`` is
+    ``True`` (wherever possible), or ``'auto'`` and ``fused_pays`` for ``embed``'s rows."""
+    if fused_cross_entropy is not True and fused_cross_entropy is not False and fused_cross_entropy != 'auto':
+        raise TypeError(f"fused_cross_entropy must be True, False or 'auto', got {describe(fused_cross_entropy)}")
     sizes = selector.group_sizes
-    return fused_cross_entropy and selector.has_discrete and (len(sizes) == 1 or min(sizes) >= FUSED_MIN_GROUP_SIZE)
+    if fused_cross_entropy is False or not selector.has_discrete or (len(sizes) > 1 and min(sizes) < FUSED_MIN_GROUP_SIZE):
+        return False
+    if fused_cross_entropy is True:
+        return True
+    tokens = embed.numel() // max(embed.shape[-1], 1) if exists(embed) else 0
+    return fused_pays(tokens, min(sizes), embed.shape[-1] if exists(embed) else 0)
 
 
 def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, targets, mask, ignore_index: int | None, squeeze: bool,
@@ -72,7 +100,7 @@ def fused_discrete_loss(embed: Tensor, weight: Tensor, selector, targets, mask, 
     holds the selector's discrete rows, groups concatenated; ``mask`` is the
     ``(...)`` loss mask or ``None``; the loss includes ``z_loss_weight * z_loss``."""
     ids = discrete_values(targets, selector, embed.shape[:-1], squeeze, 'targets')  # (..., g)
-    check_ids_in_range(ids, selector.group_sizes_t, 'targets', ignore_index, squeeze)
+    check_ids_in_range(ids, selector.group_sizes, 'targets', ignore_index, squeeze)
     keep = entry_mask(ids, check_loss_mask(mask, ids.shape[:-1]), ids != ignore_index if exists(ignore_index) else None)
     keep = default(keep, torch.ones_like(ids, dtype=torch.bool))
     safe = ids.masked_fill(~keep, 0)

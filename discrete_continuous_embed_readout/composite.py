@@ -216,7 +216,7 @@ class CompositeActionDistribution(CompositeDistribution):
         ids, values = self._parts_of(sample)
         (d_key, discrete), (c_key, continuous) = self.dists.items()
         ids = check_integer(ids, f'sample[{d_key!r}]')
-        check_ids_in_range(ids.unsqueeze(-1) if self.readout_dist.squeeze else ids, self.readout_dist.selector.group_sizes_t, f'sample[{d_key!r}]',
+        check_ids_in_range(ids.unsqueeze(-1) if self.readout_dist.squeeze else ids, self.readout_dist.selector.group_sizes, f'sample[{d_key!r}]',
                            group_axis_added=self.readout_dist.squeeze)  # fmt: skip
         if exists(self.continuous_used_by):  # the per-dim log-densities of the dims the ids use
             used = self.continuous_used_by[ids if self.readout_dist.squeeze else ids.squeeze(-1)]

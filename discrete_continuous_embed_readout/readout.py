@@ -9,9 +9,10 @@ params, or the loss); ``dist`` turns such outputs into a ``ReadoutDistribution``
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
 from ._checks import (
@@ -72,8 +73,13 @@ class Readout(ReadoutCompat, SharedTable):
             and losses carry no group axis.
         ignore_index: target id that contributes no loss (``None``: none).
         fused_cross_entropy: the discrete loss of ``forward`` chunk by chunk from
-            the embeddings, never holding the ``(tokens, vocab)`` logits (settable;
-            not for action masks or groups under 4096 ids).
+            the embeddings, never holding the ``(tokens, vocab)`` logits (not for
+            action masks, ``unimix``, or several groups one of which has under 4096
+            ids). ``'auto'`` (the default): where it pays, i.e. where the logits
+            would be large or the fused path is measured faster (see
+            ``_losses.fused_pays``: not for a handful of actions); ``True``: wherever
+            it applies (the default before ``'auto'``); ``False``: never. Results
+            are the same on either path (settable).
         label_smoothing: the discrete loss's, as ``F.cross_entropy``'s (settable).
         z_loss_weight: adds ``weight * logsumexp(logits)^2`` per entry to the
             discrete loss (PaLM's z-loss; ``forward(..., return_z_loss=True)``
@@ -111,7 +117,7 @@ class Readout(ReadoutCompat, SharedTable):
                  use_parallel_multi_discrete: bool = True, return_only_discrete_or_continuous: bool = True,
                  continuous_dist_type: str = 'gaussian', continuous_dist_kwargs: dict | None = None, continuous_squashed: bool = False,
                  regression_loss_type: str = 'mse', eps: float = 1e-6, return_one_discrete_logits: bool | None = None,
-                 auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True,
+                 auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool | Literal['auto'] = 'auto',
                  label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None, unimix: float = 0.0):  # fmt: skip
         head = None  # built first: a binned head's bins are rows of the table
         if num_continuous > 0:
@@ -185,7 +191,7 @@ class Readout(ReadoutCompat, SharedTable):
         return self._selector(selector_index, selector_config, embed.device)
 
     def _loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss):
-        if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector):
+        if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector, embed):
             loss, z_loss = self._fused_loss(embed, targets, selector, mask, return_only, unreduced)
             return (loss, z_loss) if return_z_loss else loss
         dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
@@ -196,16 +202,24 @@ class Readout(ReadoutCompat, SharedTable):
         such part (or ``discrete=False``)."""
         weight = take(self.embeddings.weight, selector.readout_rows if discrete else selector.continuous_readout_rows)
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
-        num_d = selector.num_discrete_rows if discrete else 0
-        groups = apply_softcap(out[..., :num_d], self.logit_softcap).split(list(selector.group_sizes), dim=-1) if selector.has_discrete and discrete else None
-        return DiscreteContinuous(groups, self._as_params(out[..., num_d:]) if selector.has_continuous else None)
+        has_d, has_c = selector.has_discrete and discrete, selector.has_continuous
+        groups = params = None
+        if has_d:  # views of out, sliced and split only where it holds more than one part
+            logits = apply_softcap(out[..., : selector.num_discrete_rows] if has_c else out, self.logit_softcap)
+            groups = (logits,) if selector.num_groups == 1 else logits.split(selector.group_sizes, dim=-1)
+        if has_c:
+            params = self._as_params(out[..., selector.num_discrete_rows :] if has_d else out)
+        return DiscreteContinuous(groups, params)
 
     def _as_params(self, flat: Tensor) -> Tensor:
         """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``, a binned head's
         ``(..., c b)`` bin logits as ``(..., c, b)``; regression stays ``(..., c)``."""
-        if self.layout.num_bins:
-            return rearrange(flat, '... (c b) -> ... c b', b=self.layout.num_bins)
-        return rearrange(flat, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else flat
+        nb = self.layout.num_bins
+        if nb:  # '... (c b) -> ... c b'
+            return flat.reshape(*flat.shape[:-1], flat.shape[-1] // nb, nb)
+        if self.continuous_log_var_embed:  # '... (two c) -> ... c two'
+            return flat.reshape(*flat.shape[:-1], 2, flat.shape[-1] // 2).transpose(-1, -2)
+        return flat
 
     def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False, *, action_mask=None):
         """The loss of ``forward(..., targets)`` from outputs computed elsewhere.

@@ -21,11 +21,12 @@ from functools import partial
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical
 
 from ._action_masks import mask_logits, split_action_mask
-from ._checks import check_temperature, continuous_params, discrete_values, logit_groups, split_pair
+from ._checks import check_ids_in_range, check_temperature, continuous_params, discrete_values, logit_groups, split_pair
 from ._fused_loss import NO_OPTIONS, LossOptions
 from ._losses import check_loss_mask, entry_mask, masked_loss
 from ._utils import DiscreteContinuous, default, exists, identity, pack, upcast
@@ -278,8 +279,12 @@ class ReadoutDistribution:
         and ``lse^2`` per entry (``None`` unless wanted), masked and reduced."""
         batch = self.groups[0].shape[:-1]
         ids = discrete_values(targets, self.selector, batch, self.squeeze, 'targets')
-        loss = -self.categorical._log_prob(ids, 'targets', self.squeeze)  # (..., g)
         eps, w, _ = self.config.loss_options
+        if not (eps or w or want_z or unreduced or exists(mask)) and ids.numel() > 0:
+            mean = self._mean_cross_entropy(ids)
+            if exists(mean):
+                return mean, None
+        loss = -self.categorical._log_prob(ids, 'targets', self.squeeze)  # (..., g)
         if not (eps or w or want_z):
             return self._squeezed(masked_loss(loss, self._keep(loss, ids, mask), reduce=not unreduced), not unreduced), None
         lse = torch.stack([torch.logsumexp(upcast(g), -1) for g in self.groups], dim=-1)
@@ -288,6 +293,23 @@ class ReadoutDistribution:
         loss = loss + w * lse.square() if w else loss
         keep = self._keep(loss, ids, mask)
         return tuple(self._squeezed(masked_loss(t, keep, reduce=not unreduced), not unreduced) for t in (loss, lse.square()))
+
+    def _mean_cross_entropy(self, ids: Tensor) -> Tensor | None:
+        """The plain reduced loss by ``F.cross_entropy`` (one fused op per group): the
+        sum over groups of the summed cross entropies, over the count of entries not
+        ``ignore_index``; ``None`` where ids out of range might pass unnoticed (checks
+        off and no ``ignore_index``: ``F.cross_entropy`` would ignore -100)."""
+        ignore = self.config.ignore_index
+        in_range = check_ids_in_range(ids, self.selector.group_sizes, 'targets', ignore, self.squeeze)
+        if not in_range and not exists(ignore):
+            return None
+        ignore = -100 if in_range else ignore  # F.cross_entropy's default: no id in range equals it
+        if in_range and len(self.groups) == 1:
+            return F.cross_entropy(upcast(self.groups[0]).reshape(-1, self.groups[0].shape[-1]), ids.reshape(-1))
+        sums = [F.cross_entropy(upcast(g).reshape(-1, g.shape[-1]), ids[..., i].reshape(-1), ignore_index=ignore, reduction='sum')
+                for i, g in enumerate(self.groups)]  # fmt: skip
+        total = sums[0] if len(sums) == 1 else torch.stack(sums).sum()
+        return total / (ids.numel() if in_range else (ids != ignore).sum().clamp(min=1))
 
     def _keep(self, per_entry: Tensor, ids: Tensor, mask) -> Tensor | None:
         ignored = ids != self.config.ignore_index if exists(self.config.ignore_index) else None

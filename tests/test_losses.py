@@ -23,8 +23,9 @@ NLL0, NLL1 = math.log(4.0), math.log(4.0 / 3.0)
 # cross entropy, ignore_index and loss masks
 
 
-def test_cross_entropy_matches_torch():
-    readout = Readout(16, num_discrete=100)
+@pytest.mark.parametrize('fused', [True, 'auto', False])
+def test_cross_entropy_matches_torch(fused):
+    readout = Readout(16, num_discrete=100, fused_cross_entropy=fused)
     x, y = torch.randn(4, 9, 16), torch.randint(0, 100, (4, 9))
     torch.testing.assert_close(readout(x, y), F.cross_entropy(readout(x).reshape(-1, 100), y.reshape(-1)))
 
@@ -194,7 +195,7 @@ def test_all_targets_ignored_gives_zero_discrete_loss_and_zero_gradients(name, v
 
 
 EMPTY_CASES = {
-    'lm (fused)': dict(num_discrete=7),
+    'lm (fused)': dict(num_discrete=7, readout_kwargs=dict(fused_cross_entropy=True)),
     'lm (logits)': dict(num_discrete=7, readout_kwargs=dict(fused_cross_entropy=False)),
     'multi-discrete': dict(num_discrete=(3, 4)),
     'multi-discrete no ignore_index': dict(num_discrete=(3, 4), readout_kwargs=dict(ignore_index=None)),
@@ -265,7 +266,7 @@ def test_fused_loss_agrees_with_the_logits_path(case, small_fused_chunks):
     ids = targets[0].clamp(min=0) if isinstance(targets, tuple) else targets.clamp(min=0)
     ids = (ids, targets[1]) if isinstance(targets, tuple) else ids
     kwargs = {'loss_mask': torch.rand(batch) > 0.3} if call.get('loss_mask') else {}
-    assert fused_path_taken(readout)
+    assert fused_path_taken(readout, embed(ids))
     fused, fused_grads = _loss_and_grads(embed, readout, ids, targets, kwargs)
     readout.fused_cross_entropy = False
     plain, plain_grads = _loss_and_grads(embed, readout, ids, targets, kwargs)
@@ -289,7 +290,7 @@ def test_fused_loss_checks_targets(small_fused_chunks):
 
 def test_the_fused_loss_computes_no_gradient_under_no_grad(no_fused_gradient_function):
     torch.manual_seed(8)
-    readout = Readout(16, num_discrete=300)
+    readout = Readout(16, num_discrete=300, fused_cross_entropy=True)
     x, y = torch.randn(64, 16), torch.randint(0, 300, (64,))
     with torch.no_grad():
         loss = readout(x, y)

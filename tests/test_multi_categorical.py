@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import as_dist, randint_groups, random_logits, top_k, with_group_axis
-from helpers.internals import log_prob_at, padded_path_taken, pads_cheaply
+from helpers.internals import log_prob_at, padded_path_taken, pads_cheaply, use_log_prob_op
 from torch.distributions import Categorical, kl_divergence
 
 from discrete_continuous_embed_readout import MultiCategorical, ParameterlessReadout, Readout
@@ -169,7 +169,10 @@ def test_minus_infinity_logits_give_finite_entropy_and_gradients():
         assert torch.isfinite(grad).all()
 
 
-def test_log_prob_gradient_passes_gradcheck():
+@pytest.mark.parametrize('op', [False, True], ids=['plain', 'op'])
+def test_log_prob_gradient_passes_gradcheck(op, monkeypatch):
+    if op:  # the log-prob op at this size (it takes over from 16k logits)
+        use_log_prob_op(monkeypatch)
     logits = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 6, (3, 4))
     assert torch.autograd.gradcheck(lambda t: log_prob_at(t, index), (logits,))

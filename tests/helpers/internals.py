@@ -9,7 +9,10 @@ through these functions (and the conftest.py fixtures built on them).
 - ``multi_categorical.pads_cheaply``, ``multi_categorical.log_prob_at``, ``MultiCategorical.batched``:
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
-- ``Readout.continuous_dist``: the continuous head object.
+- ``Readout.continuous_dist``: the continuous head object;
+- ``_checks.syncs_on_read``: whether reading a tensor's values waits for its device;
+- ``multi_categorical.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
+- ``_losses.FUSED_MIN_VOCAB``, ``_losses.FUSED_MIN_TOKENS``: where ``fused_cross_entropy='auto'`` fuses.
 """
 
 import importlib
@@ -22,10 +25,28 @@ def _module(name: str):
 
 
 def use_small_fused_chunks(monkeypatch) -> None:
-    """Several fused-loss chunks (the last one partial), and multi-discrete groups fused."""
+    """Several fused-loss chunks (the last one partial), multi-discrete groups fused,
+    and ``fused_cross_entropy='auto'`` fusing at any size."""
     monkeypatch.setattr(_module('_linear_softmax'), 'MIN_CHUNK_ROWS', 4)
     monkeypatch.setitem(_module('_linear_softmax').CHUNK_BYTES, 'cpu', 1)
     set_fused_min_group_size(monkeypatch, 2)
+    fuse_at_any_size(monkeypatch)
+
+
+def fuse_at_any_size(monkeypatch) -> None:
+    """``fused_cross_entropy='auto'`` takes the fused loss for any vocabulary and token count."""
+    monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_VOCAB', 0)
+    monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_TOKENS', 0)
+
+
+def pretend_device_syncs(monkeypatch) -> None:
+    """Take the path of a device where reading a value waits for it (CUDA) on the CPU."""
+    monkeypatch.setattr(_module('_checks'), 'syncs_on_read', lambda device: True)
+
+
+def use_log_prob_op(monkeypatch) -> None:
+    """Score ids by the log-prob autograd op at any size (not log-softmax + gather)."""
+    monkeypatch.setattr(_module('multi_categorical'), 'LOG_PROB_OP_MIN_NUMEL', 0)
 
 
 def set_fused_min_group_size(monkeypatch, size: int) -> None:
@@ -38,9 +59,9 @@ def forbid_fused_gradient_function(monkeypatch, replacement) -> None:
     monkeypatch.setattr(_module('_fused_loss')._LinearCrossEntropySum, 'apply', replacement)
 
 
-def fused_path_taken(readout, **selector) -> bool:
-    """Whether ``readout``'s forward loss takes the fused (logits-free) path."""
-    return _module('_losses').can_fuse(readout.fused_cross_entropy, readout.get_selector(**selector).selector)
+def fused_path_taken(readout, embed=None, **selector) -> bool:
+    """Whether ``readout``'s forward loss of ``embed`` takes the fused (logits-free) path."""
+    return _module('_losses').can_fuse(readout.fused_cross_entropy, readout.get_selector(**selector).selector, embed)
 
 
 def pads_cheaply(sizes) -> bool:
