@@ -35,7 +35,7 @@ import torch
 from beartype import BeartypeConf, beartype
 from torch import Tensor
 
-from ._utils import DiscreteContinuous, exists, is_pair
+from ._utils import DiscreteContinuous
 
 # type checks of constructor arguments: a TypeError naming the parameter, its
 # type hint and the value received (ints are accepted where floats are)
@@ -186,8 +186,8 @@ def _ids_surely_in_range(ids: Tensor, sizes: tuple[int, ...], ignore_index: int 
     """The common case in one or two reductions: every id lies in ``[0, sizes[g])``.
     ``False`` leaves the answer to the exact check."""
     if len(sizes) == 1:
-        lo, hi = (v.item() for v in torch.aminmax(ids))
-        return 0 <= lo and hi < sizes[0]
+        lo, hi = torch.aminmax(ids)
+        return 0 <= lo.item() and hi.item() < sizes[0]
     return ids.amin().item() >= 0 and (ids - _long_tensor(sizes, ids.device)).amax().item() < 0
 
 
@@ -366,18 +366,18 @@ def check_loss_options(label_smoothing, z_loss_weight, logit_softcap) -> tuple[f
 def split_pair(obj, selector, name: str):
     """``(discrete, continuous)`` from a pair (mixed) or a bare part."""
     if selector.has_discrete and selector.has_continuous:
-        if not (is_pair(obj) or isinstance(obj, list) and len(obj) == 2):  # 0.2.x took 2-element lists too
+        if not (isinstance(obj, (tuple, list)) and len(obj) == 2):  # 0.2.x took 2-element lists too
             raise TypeError(f'{name} must be a (discrete, continuous) pair for a mixed readout (None for a part you leave out), got {describe(obj)}')
         discrete, continuous = obj
     elif isinstance(obj, DiscreteContinuous):
         discrete, continuous = obj
     else:
         discrete, continuous = (obj, None) if selector.has_discrete else (None, obj)
-    if exists(discrete) and not selector.has_discrete:
+    if discrete is not None and not selector.has_discrete:
         raise ValueError(f'{name} has a discrete part but the readout (or selector) has no discrete part')
-    if exists(continuous) and not selector.has_continuous:
+    if continuous is not None and not selector.has_continuous:
         raise ValueError(f'{name} has a continuous part but the readout (or selector) has no continuous part')
-    if not exists(discrete) and not exists(continuous):
+    if discrete is None and continuous is None:
         raise ValueError(f'{name} holds neither a discrete nor a continuous part')
     return discrete, continuous
 
@@ -396,6 +396,8 @@ def logit_groups(logits, selector, name: str) -> tuple[Tensor, ...]:
         check_floating(g, f'{name}[{i}]')
         if g.ndim == 0 or g.shape[-1] != n:
             raise ValueError(f'{name}[{i}] must have a last axis of size {n} (group {i}), got {describe(g)}')
+        if g.shape[:-1] != logits[0].shape[:-1]:
+            raise ValueError(f'{name}: group {i} has leading shape {tuple(g.shape[:-1])}, group 0 has {tuple(logits[0].shape[:-1])}')
     return tuple(logits)
 
 

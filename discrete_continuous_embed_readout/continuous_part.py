@@ -116,9 +116,9 @@ class ContinuousPart:
     params' dtype (a binned head's in float32, which tells every bin apart).
     """
 
-    def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform, config, name: str):
-        self.head, self.units, self.config, self.name = head, units, config, name
-        self.is_identity = isinstance(units, _Identity)
+    def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform | None, config, name: str):
+        self.head, self._units, self.config, self.name = head, units, config, name
+        self.is_identity = units is None or isinstance(units, _Identity)
         self._log_scale = None  # log |d user / d native|, computed on first use
         self.dtype, self.params = params.dtype, upcast(params)
         self.batch_shape = params.shape[:-2] if config.log_var else params.shape[:-1]
@@ -130,20 +130,29 @@ class ContinuousPart:
         (or its twin for a 0.2.x selector that squashes otherwise) and the units
         map of the selector's dims."""
         head = head_for(config.head, selector.squashed)
+        if config.mean_std is None and rescale_range is None:
+            return cls(head, params, None, config, name)  # the identity, built only if asked for (``units``)
         mean_std = None
-        if exists(config.mean_std):
+        if config.mean_std is not None:
             mean, std = take(config.mean_std, selector.continuous_dims).unbind(-1)
             mean_std = mean, std.clamp(min=config.eps)
         native_range, like = None, None
-        if exists(rescale_range):  # per-dim bounds take the params' dtype and device
+        if rescale_range is not None:  # per-dim bounds take the params' dtype and device
             native_range = head.default_range
             like = upcast(params).new_empty((params.shape[-2] if config.log_var else params.shape[-1],))
         return cls(head, params, unit_map(native_range, rescale_range, mean_std, like), config, name)
 
+    @property
+    def units(self) -> AffineTransform:
+        """The map from the head's native units to the user's (see ``unit_map``)."""
+        if self._units is None:
+            self._units = _Identity()
+        return self._units
+
     def expand(self, batch_shape) -> ContinuousPart:
         """The same distribution broadcast to ``(*batch_shape, ...)``."""
         params = self.params.expand(*batch_shape, *self.params.shape)
-        return ContinuousPart(self.head, params, self.units, self.config, self.name)
+        return ContinuousPart(self.head, params, self._units, self.config, self.name)
 
     def require_distribution(self, what: str) -> None:
         if not self.config.log_var:
@@ -177,7 +186,7 @@ class ContinuousPart:
         """Draw, map to the user's units and re-score there; between the head's two
         calls only torch runs (see ``benchmarks/trace_route.py``: the units map and
         its log-Jacobian are inlined)."""
-        head, params, units, identity = self.head, self.params, self.units, self.is_identity
+        head, params, units, identity = self.head, self.params, self._units, self.is_identity
         log_scale = self._log_jacobian() if with_log_prob else 0.0
         if with_log_prob and differentiable:
             native, head_log_prob = head.sample_and_log_prob(params, temperature, differentiable)
@@ -187,11 +196,11 @@ class ContinuousPart:
         # a binned head's values stay in float32: half precision cannot tell its bins apart
         sampled = user if head.discrete_support else user.to(self.dtype)
         if sampled.dtype in HALF:
-            sampled = _inside_bounds(sampled, head, units)
+            sampled = _inside_bounds(sampled, head, self.units)
         if not with_log_prob:
             return sampled, None, head_log_prob
-        rounding = _rounding_in_native(sampled, units) if sampled.dtype in HALF else 0.0
-        rescored, outside = check_support(head, upcast(sampled) if identity else units.inv(upcast(sampled)), name='sampled', to_user=units, rounding=rounding)
+        rounding = _rounding_in_native(sampled, self.units) if sampled.dtype in HALF else 0.0
+        rescored, outside = check_support(head, upcast(sampled) if identity else units.inv(upcast(sampled)), name='sampled', to_user=self._to_user, rounding=rounding)
         log_prob = head.log_prob(params, rescored)
         log_prob = log_prob if isinstance(log_scale, float) and log_scale == 0.0 else log_prob - log_scale
         return sampled, log_prob if outside is None else log_prob.masked_fill(outside, float('-inf')), head_log_prob
@@ -210,7 +219,7 @@ class ContinuousPart:
         self.require_distribution('log_prob')
         values = self.values(values, name)
         rounding = _rounding_in_native(values, self.units) if values.dtype in HALF else 0.0
-        native, outside = check_support(self.head, self._to_native(upcast(values)), name=name, to_user=self.units,
+        native, outside = check_support(self.head, self._to_native(upcast(values)), name=name, to_user=self._to_user,
                                         soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)  # fmt: skip
         log_prob = self._minus_log_jacobian(self.head.log_prob(self.params, native))
         return log_prob if outside is None else log_prob.masked_fill(outside, float('-inf'))

@@ -177,6 +177,17 @@ class MultiCategorical:
         self.batched = use_parallel_multi_discrete and pads_cheaply(self.sizes)
         self.ignore_index = ignore_index
 
+    @classmethod
+    def _of_checked(cls, groups: tuple[Tensor, ...], use_parallel_multi_discrete: bool, ignore_index: int | None) -> MultiCategorical:
+        """Over a tuple of groups already checked (``_checks.logit_groups``)."""
+        self = cls.__new__(cls)
+        self.is_single, self.param, self.logits, self.groups = False, groups, groups, groups
+        self.sizes = [g.shape[-1] for g in groups]
+        self.batch_shape = groups[0].shape[:-1]
+        self.batched = use_parallel_multi_discrete and pads_cheaply(self.sizes)
+        self.ignore_index = ignore_index
+        return self
+
     def _squeeze(self, t: Tensor) -> Tensor:
         return t.squeeze(-1) if self.is_single else t  # (..., g) -> (...) for one tensor
 

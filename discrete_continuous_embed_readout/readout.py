@@ -75,11 +75,13 @@ class Readout(ReadoutCompat, SharedTable):
         fused_cross_entropy: the discrete loss of ``forward`` chunk by chunk from
             the embeddings, never holding the ``(tokens, vocab)`` logits (not for
             action masks, ``unimix``, or several groups one of which has under 4096
-            ids). ``'auto'`` (the default): where it pays, i.e. where the logits
-            would be large or the fused path is measured faster (see
-            ``_losses.fused_pays``: not for a handful of actions); ``True``: wherever
-            it applies (the default before ``'auto'``); ``False``: never. Results
-            are the same on either path (settable).
+            ids). ``'auto'`` (the default): where it pays, i.e. where the float32
+            logits would take 64 MiB or more, or from 256 tokens and 4M logits
+            (``tokens * vocab``) on, where it was measured faster; so a language
+            model's loss is fused and a policy head's few actions are not.
+            ``True``: wherever it applies (what ``True``, the default before
+            ``'auto'``, always did); ``False``: never. Both paths give the same
+            results (settable).
         label_smoothing: the discrete loss's, as ``F.cross_entropy``'s (settable).
         z_loss_weight: adds ``weight * logsumexp(logits)^2`` per entry to the
             discrete loss (PaLM's z-loss; ``forward(..., return_z_loss=True)``
@@ -172,7 +174,7 @@ class Readout(ReadoutCompat, SharedTable):
         """
         selector = self._forward_selector(embed, targets, return_loss, selector_index, selector_config)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
-        if default(return_loss, exists(targets)):
+        if targets is not None if return_loss is None else return_loss:
             return self._loss(embed, targets, selector, loss_mask, return_unreduced_loss, return_only, action_mask, return_z_loss)
         groups, params = self._project(embed, selector)
         if exists(action_mask):
@@ -182,11 +184,11 @@ class Readout(ReadoutCompat, SharedTable):
         return pack(logits, params, True, return_only)
 
     def _forward_selector(self, embed, targets, return_loss, selector_index, selector_config) -> Selector:
-        if not exists(self.embeddings):
+        if self.embeddings is None:
             raise NoTableError('embeddings not present: this readout has no table (dim is None); pass logits to sample / log_prob / calculate_loss instead')
         check_floating(embed, 'embed')
         check_last_dim(embed, self.dim, 'embed', 'the readout dim')
-        if default(return_loss, exists(targets)) != exists(targets):
+        if return_loss is not None and return_loss != (targets is not None):
             raise ValueError('return_loss=True needs targets, got targets=None' if return_loss else 'targets were given with return_loss=False: drop the targets or ask for the loss')
         return self._selector(selector_index, selector_config, embed.device)
 
@@ -203,6 +205,9 @@ class Readout(ReadoutCompat, SharedTable):
         weight = take(self.embeddings.weight, selector.readout_rows if discrete else selector.continuous_readout_rows)
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
         has_d, has_c = selector.has_discrete and discrete, selector.has_continuous
+        if has_d and has_c and self.logit_softcap is None:  # one split: one node in the backward
+            *groups, flat = out.split((*selector.group_sizes, out.shape[-1] - selector.num_discrete_rows), dim=-1)
+            return DiscreteContinuous(tuple(groups), self._as_params(flat))
         groups = params = None
         if has_d:  # views of out, sliced and split only where it holds more than one part
             logits = apply_softcap(out[..., : selector.num_discrete_rows] if has_c else out, self.logit_softcap)
@@ -316,7 +321,8 @@ class Readout(ReadoutCompat, SharedTable):
         return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs')
 
     def _dist(self, outputs, selector_index, selector_config, action_mask, rescale_range, name: str) -> ReadoutDistribution:
-        selector = self._selector(selector_index, selector_config, first_tensor(outputs).device)
+        device = first_tensor(outputs).device if selector_config is not None else None  # where a runtime selector's indices go
+        selector = self._selector(selector_index, selector_config, device)
         return ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, rescale_range=rescale_range, name=name)
 
     def sample(self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,

@@ -105,31 +105,31 @@ class ReadoutDistribution:
         self.mixed = selector.has_discrete and selector.has_continuous
         self.squeeze = config.auto_squeeze and selector.num_groups == 1
         discrete, continuous = split_pair(outputs, selector, name)
-        self.groups = logit_groups(discrete, selector, f'{name} discrete logits') if exists(discrete) else None
-        if exists(action_mask):
-            if not exists(self.groups):
+        self.groups = logit_groups(discrete, selector, f'{name} discrete logits') if discrete is not None else None
+        if action_mask is not None:
+            if self.groups is None:
                 raise ValueError('action_mask was given but there are no discrete logits to mask')
             self.groups = mask_logits(self.groups, split_action_mask(action_mask, selector.group_sizes, self.groups[0].shape[:-1]))
-        if exists(self.groups) and config.unimix:
+        if self.groups is not None and config.unimix:
             self.groups = tuple(unimix_logits(g, config.unimix) for g in self.groups)
         self._categorical = self._continuous = self._build_continuous = None
-        if exists(continuous):
+        if continuous is not None:
             params = continuous_params(continuous, default(num_continuous, selector.num_continuous), config.num_params, f'{name} continuous params')
             self._build_continuous = partial(ContinuousPart.build, params, config, selector, rescale_range, name)
-        parts = (exists(self.groups), exists(self._build_continuous))
-        self._pack_parts = DiscreteContinuous if self.mixed and (all(parts) or not config.return_only) else default
+        both = self.groups is not None and self._build_continuous is not None
+        self._pack_parts = DiscreteContinuous if self.mixed and (both or not config.return_only) else default
 
     @property
     def categorical(self) -> MultiCategorical | None:
         """The discrete part, built on first use (``None`` without discrete logits)."""
-        if self._categorical is None and exists(self.groups):  # not functools.cached_property: its lock breaks torch.compile graphs
-            self._categorical = MultiCategorical(self.groups, self.config.parallel, self.config.ignore_index)
+        if self._categorical is None and self.groups is not None:  # not functools.cached_property: its lock breaks torch.compile graphs
+            self._categorical = MultiCategorical._of_checked(self.groups, self.config.parallel, self.config.ignore_index)
         return self._categorical
 
     @property
     def continuous(self) -> ContinuousPart | None:
         """The continuous part, built on first use (``None`` without params)."""
-        if self._continuous is None and exists(self._build_continuous):
+        if self._continuous is None and self._build_continuous is not None:
             self._continuous = self._build_continuous()
         return self._continuous
 
@@ -172,16 +172,16 @@ class ReadoutDistribution:
         """
         check_temperature(temperature)
         d = d_lp = c = c_lp = None
-        if exists(self.groups):
+        if self.groups is not None:
             categorical = self.categorical
             d = categorical.sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard)
             d_lp = categorical.log_prob_of_sample(d, differentiable, hard) if return_log_prob else None
             d = d if differentiable or not self.squeeze else d.squeeze(-1)
-            d_lp = d_lp.squeeze(-1) if exists(d_lp) and self.squeeze else d_lp
-        if exists(self._build_continuous):
+            d_lp = d_lp.squeeze(-1) if d_lp is not None and self.squeeze else d_lp
+        if self._build_continuous is not None:
             # built here rather than through the property, so that the call goes straight on to the head
-            part = self._continuous = self._continuous if exists(self._continuous) else self._build_continuous()
-            with _rng_from(generator, part.params.device) if exists(generator) else nullcontext():
+            part = self._continuous = self._continuous if self._continuous is not None else self._build_continuous()
+            with _rng_from(generator, part.params.device) if generator is not None else nullcontext():
                 c, c_lp = part.sample(temperature, differentiable, return_log_prob)
         sampled = self._pack_parts(d, c)
         return (sampled, self._pack_parts(d_lp, c_lp)) if return_log_prob else sampled
@@ -207,10 +207,10 @@ class ReadoutDistribution:
         """
         d_value, c_value = split_pair(sampled, self.selector, 'sampled')
         d = c = None
-        if exists(self.groups) and exists(d_value):
+        if self.groups is not None and d_value is not None:
             ids = discrete_values(d_value, self.selector, self.groups[0].shape[:-1], self.squeeze, 'sampled')
             d = self._squeezed(self.categorical._log_prob(ids, 'sampled', self.squeeze), concat)
-        if exists(self._build_continuous) and exists(c_value):
+        if self._build_continuous is not None and c_value is not None:
             c = self.continuous.log_prob(c_value, 'sampled', soft_validate_range)
         return maybe_concat(self._pack(d, c), concat)
 
@@ -224,8 +224,8 @@ class ReadoutDistribution:
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or ``(..., G + c)``.
         """
-        d = self._squeezed(self.categorical.entropy(), concat) if exists(self.groups) else None
-        c = self.continuous.entropy(squashed_entropy_samples) if exists(self._build_continuous) else None
+        d = self._squeezed(self.categorical.entropy(), concat) if self.groups is not None else None
+        c = self.continuous.entropy(squashed_entropy_samples) if self._build_continuous is not None else None
         return maybe_concat(self._pack(d, c), concat)
 
     def kl_div(self, other: ReadoutDistribution, *, concat: bool = False):
@@ -264,12 +264,12 @@ class ReadoutDistribution:
         """
         d_target, c_target = split_pair(targets, self.selector, 'targets')
         d_loss = c_loss = z_loss = None
-        if exists(self.groups) and exists(d_target):
+        if self.groups is not None and d_target is not None:
             d_loss, z_loss = self._discrete_loss(d_target, mask, unreduced, return_z_loss)
-        if exists(self._build_continuous) and exists(c_target):
+        if self._build_continuous is not None and c_target is not None:
             per_entry = self.continuous.loss(c_target)
             c_loss = masked_loss(per_entry, entry_mask(per_entry, check_loss_mask(mask, self.continuous.batch_shape)), reduce=not unreduced)
-        if not exists(d_loss) and not exists(c_loss):
+        if d_loss is None and c_loss is None:
             raise ValueError('targets and logits share no part: nothing to compute a loss on')
         loss = pack(d_loss, c_loss, self.mixed, default(return_only, self.config.return_only))
         return (loss, z_loss) if return_z_loss else loss
@@ -280,9 +280,9 @@ class ReadoutDistribution:
         batch = self.groups[0].shape[:-1]
         ids = discrete_values(targets, self.selector, batch, self.squeeze, 'targets')
         eps, w, _ = self.config.loss_options
-        if not (eps or w or want_z or unreduced or exists(mask)) and ids.numel() > 0:
+        if not (eps or w or want_z or unreduced or mask is not None) and ids.numel() > 0:
             mean = self._mean_cross_entropy(ids)
-            if exists(mean):
+            if mean is not None:
                 return mean, None
         loss = -self.categorical._log_prob(ids, 'targets', self.squeeze)  # (..., g)
         if not (eps or w or want_z):
@@ -305,9 +305,8 @@ class ReadoutDistribution:
             return None
         ignore = -100 if in_range else ignore  # F.cross_entropy's default: no id in range equals it
         if in_range and len(self.groups) == 1:
-            return F.cross_entropy(upcast(self.groups[0]).reshape(-1, self.groups[0].shape[-1]), ids.reshape(-1))
-        sums = [F.cross_entropy(upcast(g).reshape(-1, g.shape[-1]), ids[..., i].reshape(-1), ignore_index=ignore, reduction='sum')
-                for i, g in enumerate(self.groups)]  # fmt: skip
+            return F.cross_entropy(_rows(upcast(self.groups[0])), _rows(ids[..., 0]))
+        sums = [F.cross_entropy(_rows(upcast(g)), _rows(ids[..., i]), ignore_index=ignore, reduction='sum') for i, g in enumerate(self.groups)]
         total = sums[0] if len(sums) == 1 else torch.stack(sums).sum()
         return total / (ids.numel() if in_range else (ids != ignore).sum().clamp(min=1))
 
@@ -333,6 +332,13 @@ class ReadoutDistribution:
             d = Categorical(logits=logits[0], validate_args=False) if self.squeeze else MultiCategoricalDistribution(logits)
         c = self.continuous.torch_dist() if exists(self._build_continuous) else None
         return self._pack(d, c)
+
+
+def _rows(t: Tensor) -> Tensor:
+    """Logits ``(..., n)`` as ``(rows, n)``, ids ``(...)`` as ``(rows,)``: no view where they already are."""
+    if t.is_floating_point():
+        return t if t.ndim == 2 else t.reshape(-1, t.shape[-1])
+    return t if t.ndim == 1 else t.reshape(-1)
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:

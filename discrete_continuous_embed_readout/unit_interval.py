@@ -72,6 +72,21 @@ class BetaDistribution(_UnitInterval):
     def dist(self, params: Tensor) -> Beta:
         return Beta(*self.concentrations(params), validate_args=False)
 
+    # log_prob and entropy as torch's Beta computes them (a Dirichlet over (x, 1 - x)),
+    # term for term, without building the distribution objects on every call
+
+    def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
+        concentration = F.softplus(params).add(1.0 if self.unimodal else self.eps)  # (..., c, 2): alpha, beta
+        x = self.clip_sampled(value)
+        heads_tails = torch.stack([x, 1.0 - x], -1)
+        return torch.xlogy(concentration - 1.0, heads_tails).sum(-1) + torch.lgamma(concentration.sum(-1)) - torch.lgamma(concentration).sum(-1)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        concentration = F.softplus(params).add(1.0 if self.unimodal else self.eps)
+        total = concentration.sum(-1)
+        return (torch.lgamma(concentration).sum(-1) - torch.lgamma(total) - (2.0 - total) * torch.digamma(total)
+                - ((concentration - 1.0) * torch.digamma(concentration)).sum(-1))  # fmt: skip
+
     @staticmethod
     def _mode(alpha: Tensor, beta: Tensor) -> Tensor:
         return (alpha - 1) / (alpha + beta - 2)

@@ -12,7 +12,8 @@ through these functions (and the conftest.py fixtures built on them).
 - ``Readout.continuous_dist``: the continuous head object;
 - ``_checks.syncs_on_read``: whether reading a tensor's values waits for its device;
 - ``multi_categorical.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
-- ``_losses.FUSED_MIN_VOCAB``, ``_losses.FUSED_MIN_TOKENS``: where ``fused_cross_entropy='auto'`` fuses.
+- ``_losses.FUSED_MIN_TOKENS``, ``_losses.FUSED_MIN_LOGITS``: where ``fused_cross_entropy='auto'`` fuses;
+- ``Readout._fused_loss``: the fused loss's entry point.
 """
 
 import importlib
@@ -35,8 +36,21 @@ def use_small_fused_chunks(monkeypatch) -> None:
 
 def fuse_at_any_size(monkeypatch) -> None:
     """``fused_cross_entropy='auto'`` takes the fused loss for any vocabulary and token count."""
-    monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_VOCAB', 0)
     monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_TOKENS', 0)
+    monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_LOGITS', 0)
+
+
+def record_fused_losses(monkeypatch) -> list:
+    """A list that grows by the embeddings' shape on every call of the fused loss."""
+    calls, readout = [], _module('readout').Readout
+    original = readout._fused_loss
+
+    def recorded(self, embed, *args):
+        calls.append(tuple(embed.shape))
+        return original(self, embed, *args)
+
+    monkeypatch.setattr(readout, '_fused_loss', recorded)
+    return calls
 
 
 def pretend_device_syncs(monkeypatch) -> None:
