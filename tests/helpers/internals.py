@@ -106,3 +106,18 @@ def built_selector(module, *args, **kwargs):
 def continuous_head(readout):
     """The continuous head object a readout samples and scores with."""
     return readout.continuous_dist
+
+
+def record_log_prob_op(monkeypatch) -> list:
+    """A list that grows by the logits' shape whenever ids are scored by the log-prob
+    autograd op (``multi_categorical._LogProbAt`` / ``_LogProbAtWithJvp``)."""
+    calls, module = [], _module('multi_categorical')
+    for op in (module._LogProbAtWithJvp, module._LogProbAt):  # the subclass first: it inherits apply
+        original = op.apply
+
+        def recorded(logits, index, _original=original):
+            calls.append(tuple(logits.shape))
+            return _original(logits, index)
+
+        monkeypatch.setattr(op, 'apply', recorded)
+    return calls
