@@ -165,7 +165,7 @@ def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None =
     if ids.numel() == 0 or not content_checks_enabled(ids):
         return False
     sizes = tuple(sizes.tolist()) if isinstance(sizes, Tensor) else tuple(sizes)
-    if _ids_surely_in_range(ids, sizes, ignore_index):
+    if _ids_surely_in_range(ids, sizes):
         return True
     bad = (ids < 0) | (ids >= _long_tensor(sizes, ids.device))
     if exists_ignore := ignore_index is not None:
@@ -182,7 +182,7 @@ def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None =
     raise IndexError(f'{name}: id {value} at index {where} is out of range for group {group}; expected 0 <= id < {size}{allowed} (got {describe(ids)})')
 
 
-def _ids_surely_in_range(ids: Tensor, sizes: tuple[int, ...], ignore_index: int | None) -> bool:
+def _ids_surely_in_range(ids: Tensor, sizes: tuple[int, ...]) -> bool:
     """The common case in one or two reductions: every id lies in ``[0, sizes[g])``.
     ``False`` leaves the answer to the exact check."""
     if len(sizes) == 1:

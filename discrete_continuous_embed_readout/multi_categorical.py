@@ -271,9 +271,14 @@ class MultiCategorical:
 
         Raises:
             ValueError: relaxed (``hard=False``) samples, which have no categorical log-prob.
+            IndexError: an id outside its group's range (when content checks are on).
         """
-        if not differentiable:  # ids drawn by sample lie in range: no check
-            return self._log_prob(self._as_groups(sampled), 'sampled', in_range=True)
+        return self._log_prob_of_sample(sampled, differentiable, hard, drawn=False)
+
+    def _log_prob_of_sample(self, sampled: Tensor, differentiable: bool, hard: bool, drawn: bool) -> Tensor:
+        # drawn: the ids come straight from sample, so they lie in range (no check)
+        if not differentiable:
+            return self._log_prob(self._as_groups(sampled), 'sampled', in_range=drawn)
         if not hard:
             raise ValueError('return_log_prob=True needs hard samples: a relaxed (hard=False) sample has no categorical log-prob')
         one_hots = sampled.split(self.sizes, dim=-1)

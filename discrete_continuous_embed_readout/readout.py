@@ -174,7 +174,8 @@ class Readout(ReadoutCompat, SharedTable):
         """
         selector = self._forward_selector(embed, targets, return_loss, selector_index, selector_config)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
-        if targets is not None if return_loss is None else return_loss:
+        wants_loss = targets is not None if return_loss is None else return_loss
+        if wants_loss:
             return self._loss(embed, targets, selector, loss_mask, return_unreduced_loss, return_only, action_mask, return_z_loss)
         groups, params = self._project(embed, selector)
         if exists(action_mask):

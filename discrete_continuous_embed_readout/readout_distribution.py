@@ -175,7 +175,7 @@ class ReadoutDistribution:
         if self.groups is not None:
             categorical = self.categorical
             d = categorical.sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard)
-            d_lp = categorical.log_prob_of_sample(d, differentiable, hard) if return_log_prob else None
+            d_lp = categorical._log_prob_of_sample(d, differentiable, hard, drawn=True) if return_log_prob else None
             d = d if differentiable or not self.squeeze else d.squeeze(-1)
             d_lp = d_lp.squeeze(-1) if d_lp is not None and self.squeeze else d_lp
         if self._build_continuous is not None:
