@@ -326,10 +326,14 @@ def sync_calls(name: str, device, dim: int = 8, batch=(3, 4)) -> dict:
 
 
 def syncs(device) -> tuple[list[str], list[str]]:
-    """Every call under ``set_sync_debug_mode('error')``: ``(lines, failures)``."""
+    """Every call under ``set_sync_debug_mode('error')``, after one warm-up call (a
+    first call may build what later calls reuse: cuBLAS handles, a head's constants
+    on the device): ``(lines, failures)``."""
     lines, failures = [], []
     for name in SYNC_HEADS:
         calls = sync_calls(name, device)
+        for fn in calls.values():
+            fn()
         torch.cuda.synchronize()
         for call, fn in calls.items():
             torch.cuda.set_sync_debug_mode('error')

@@ -76,9 +76,9 @@ class Readout(ReadoutCompat, SharedTable):
             the embeddings, never holding the ``(tokens, vocab)`` logits (not for
             action masks, ``unimix``, or several groups one of which has under 4096
             ids). ``'auto'`` (the default): where it pays, i.e. where the float32
-            logits would take 64 MiB or more, or from 256 tokens and 4M logits
-            (``tokens * vocab``) on, where it was measured faster; so a language
-            model's loss is fused and a policy head's few actions are not.
+            logits would take 64 MiB or more, or on the CPU from 256 tokens and 4M
+            logits (``tokens * vocab``) on, where it was measured faster; so a
+            language model's loss is fused and a policy head's few actions are not.
             ``True``: wherever it applies (what ``True``, the default before
             ``'auto'``, always did); ``False``: never. Both paths give the same
             results (settable).
