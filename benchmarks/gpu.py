@@ -29,8 +29,12 @@ Parts, in order (each prints as it goes, so a run cut short still shows what it 
    implementations; peak memory is ``torch.cuda.max_memory_allocated`` above what was
    allocated before the call. The last columns are the issue's goals: ours on the
    kernels against the compiled plain path, in time and in peak memory.
-4. ``sync``: whether one fused call (loss, per-token, KL) runs under
-   ``torch.cuda.set_sync_debug_mode('error')``, and the RL-sized hot-path rows of
+4. ``sync``: every call of every head (discrete, several groups, gaussian, squashed
+   with ``rescale_range``, beta, kumaraswamy, the binned heads, mixed) on CUDA tensors
+   under ``torch.cuda.set_sync_debug_mode('error')``, which raises on any host
+   synchronisation: the default path (``set_validate_args('auto')``) must not wait for
+   the device (``tests/test_host_syncs.py`` is the CPU's form of this check); whether
+   one fused call (loss, per-token, KL) on the kernels runs under it; and the RL-sized hot-path rows of
    ``benchmarks/hot_path.py`` (batch 1 / 64 / 1,024 against hand-written torch) under
    it, where that script is on this branch.
 
@@ -520,6 +524,103 @@ def hot_path(device):
         return module.cuda_rows(device)
 
 
+# ------------------------------------------------------------------ 4b. every call of every head, without a sync
+
+SYNC_HEADS = {
+    'discrete': dict(num_discrete=5),
+    'groups': dict(num_discrete=(3, 5, 7)),
+    'padded groups': dict(num_discrete=(4, 5)),
+    'gaussian': dict(num_continuous=2),
+    'squashed': dict(num_continuous=2, continuous_squashed=True),
+    'beta': dict(num_continuous=2, continuous_dist_type='beta'),
+    'kumaraswamy': dict(num_continuous=2, continuous_dist_type='kumaraswamy'),
+    'two_hot': dict(num_continuous=2, continuous_dist_type='two_hot', continuous_dist_kwargs=dict(num_bins=9)),
+    'hl_gauss': dict(num_continuous=2, continuous_dist_type='hl_gauss', continuous_dist_kwargs=dict(num_bins=9)),
+    'mixed': dict(num_discrete=5, num_continuous=2),
+    'mixed squashed': dict(num_discrete=(3, 4), num_continuous=2, continuous_squashed=True),
+}
+SYNC_BOUNDED = {'squashed', 'beta', 'kumaraswamy', 'mixed squashed'}
+
+
+def _parts(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _backward(loss):
+    sum(t.sum() for t in _parts(loss)).backward()
+
+
+def sync_calls(name: str, device, dim: int = 8, batch=(3, 4)) -> dict:
+    """``{call: fn}`` for one head, every input prepared on ``device`` beforehand."""
+    torch.manual_seed(0)
+    kwargs = SYNC_HEADS[name]
+    embed, readout = EmbedAndReadout(dim, **kwargs)
+    embed.to(device), readout.to(device)
+    h = torch.randn(*batch, dim, device=device, requires_grad=True)
+    out, other = readout(h), readout(torch.randn(*batch, dim, device=device))
+    bounds = (torch.tensor([-2.0, 0.0], device=device), torch.tensor([2.0, 3.0], device=device))
+    scale = dict(rescale_range=bounds) if name in SYNC_BOUNDED else {}
+    with torch.no_grad():
+        actions, targets = readout.sample(out, **scale), readout.sample(out)
+    mask = torch.rand(batch, device=device) > 0.3
+    calls = {
+        'embed forward': lambda: embed(targets),
+        'forward': lambda: readout(h),
+        'sample + log_prob': lambda: readout.sample(out, return_log_prob=True, **scale),
+        'sample differentiable': lambda: readout.sample(out, differentiable=True, **scale),
+        'mode': lambda: readout.mode(out, **scale),
+        'log_prob': lambda: readout.log_prob(out, actions, **scale),
+        'entropy': lambda: readout.entropy(out, **scale),
+        'kl_div': lambda: readout.kl_div(out, other),
+        'loss': lambda: _backward(readout(h, targets)),
+        'masked loss': lambda: _backward(readout(h, targets, loss_mask=mask)),
+        'calculate_loss': lambda: _backward(readout.calculate_loss(out, targets)),
+        'get_dist sample + log_prob': lambda: [d.log_prob(d.sample()) for d in _parts(readout.get_dist(out, **scale))],
+    }
+    sizes = kwargs.get('num_discrete')
+    if sizes is not None:
+        discrete = targets[0] if isinstance(targets, tuple) else targets
+        ignored = discrete.masked_fill(torch.rand(discrete.shape, device=device) < 0.3, -1)
+        with_ignored = (ignored, targets[1]) if isinstance(targets, tuple) else ignored
+        action_mask = torch.rand(*batch, sum(_parts(sizes) if isinstance(sizes, tuple) else (sizes,)), device=device) > 0.3
+        action_mask[..., 0] = True
+        calls['sample with an action mask'] = lambda: readout.sample(out, action_mask=action_mask, return_log_prob=True)
+    if isinstance(sizes, int):
+        def fused():
+            readout.fused_cross_entropy = True
+            _backward(readout(h, with_ignored, loss_mask=mask))
+            readout.fused_cross_entropy = 'auto'
+
+        calls['fused loss'] = fused
+        calls['log_prob_from_embeds'] = lambda: _backward(readout.log_prob_from_embeds(h, ignored, return_entropy=True, loss_mask=mask))
+        calls['kl_div_from_embeds'] = lambda: _backward(readout.kl_div_from_embeds(torch.randn(*batch, dim, device=device), h, loss_mask=mask))
+    return calls
+
+
+def syncs(device) -> tuple[list[str], list[str]]:
+    """Every call under ``set_sync_debug_mode('error')``, after one warm-up call (a
+    first call may build what later calls reuse: cuBLAS handles, a head's constants
+    on the device): ``(lines, failures)``."""
+    lines, failures = [], []
+    for name in SYNC_HEADS:
+        calls = sync_calls(name, device)
+        for fn in calls.values():
+            fn()
+        torch.cuda.synchronize()
+        for call, fn in calls.items():
+            torch.cuda.set_sync_debug_mode('error')
+            try:
+                fn()
+                verdict = 'ok'
+            except RuntimeError as error:
+                verdict = f'FAIL: {str(error).splitlines()[0]}'
+                failures.append(f'{name} {call}')
+            finally:
+                torch.cuda.set_sync_debug_mode('default')
+            lines.append(f'  {name:<16} {call:<28} {verdict}')
+    return lines, failures
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -578,6 +679,9 @@ def main():
         save()
     if 'sync' not in args.skip and device.type == 'cuda':
         print("## sync (torch.cuda.set_sync_debug_mode('error'))", flush=True)
+        lines, failures = syncs(device)
+        print('\n'.join(lines), flush=True)
+        results['sync_failures'] = failures
         results['sync'] = sync_check(device, dtype)
         try:
             results['hot_path'] = hot_path(device)

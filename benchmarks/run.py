@@ -3,6 +3,7 @@
     python benchmarks/run.py            # the full table (a few minutes on 2 CPU cores)
     python benchmarks/run.py --quick    # fewer repetitions
     python benchmarks/run.py --only lm  # cases whose name starts with 'lm'
+    python benchmarks/run.py --only hot # the RL hot-path table alone (benchmarks/hot_path.py)
 
 The 'checks on vs off' rows time the same call with the content checks (ids in
 range, finite values) on against ``set_validate_args(False)``.
@@ -29,9 +30,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from hot_path import print_table as print_hot_path_table
 from torch.distributions import Categorical, kl_divergence
 
-from discrete_continuous_embed_readout import EmbedAndReadout, ParameterlessReadout, set_validate_args
+from discrete_continuous_embed_readout import EmbedAndReadout, ParameterlessReadout, get_validate_args, set_validate_args
 
 THREADS = 2
 
@@ -297,11 +299,12 @@ def validation_cost(setup):
         checked, _ = setup()
 
         def unchecked():
+            before = get_validate_args()
             set_validate_args(False)
             try:
                 checked()
             finally:
-                set_validate_args(True)
+                set_validate_args(before)
 
         return checked, unchecked
 
@@ -427,6 +430,9 @@ def main():
         print(f'| {case.name} | {ours_ms:.1f} | {base_ms:.1f} | {ours_ms / base_ms:.2f}x | {floor} | {memory} |', flush=True)
     if not args.only or 'compile'.startswith(args.only):
         print(compile_row(), flush=True)
+    if not args.only or args.only.startswith('hot'):
+        print('\nRL hot path (benchmarks/hot_path.py): one thread, ours against the hand-written torch it replaces\n')
+        print_hot_path_table(args.quick)
 
 
 if __name__ == '__main__':

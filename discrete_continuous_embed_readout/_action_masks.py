@@ -45,9 +45,11 @@ def split_action_mask(mask, sizes, batch_shape, name: str = 'action_mask') -> tu
 
 
 def _check_some_allowed(masks, name: str) -> None:
-    if not content_checks_enabled():
+    if not content_checks_enabled(masks[0]):
         return
     for g, m in enumerate(masks):
+        if m.numel() == 0 or m.any(-1).all().item():
+            continue
         none = ~m.any(-1)
         if bool(none.any()):
             where = tuple(none.nonzero()[0].tolist())

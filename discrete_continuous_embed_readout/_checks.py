@@ -1,12 +1,28 @@
 """User-input checks: clear errors that name the argument, what was expected
 and what arrived.
 
-Checks of tensor *contents* (ids in range, finite values) cost a device sync, so, as with
-``torch.distributions``' ``validate_args``, they are on by default and
-``set_validate_args(False)`` turns them off. They are also skipped while
-``torch.compile`` traces, where a data-dependent branch would break the graph, and
-under ``torch.func`` transforms, where a batched tensor has no single truth value.
-Checks of shapes, dtypes and configs are free and always run.
+Checks of shapes, dtypes and configs read no tensor values: they are free and
+always run. Checks of tensor *contents* (ids in range, finite values, values
+inside a head's support, an allowed action in every mask row) read values, which
+on an accelerator means waiting for the device (a host synchronisation). Like
+``torch.distributions``' ``validate_args``, one switch, ``set_validate_args``,
+decides where they run:
+
+- ``'auto'`` (the default): on CPU tensors, where reading a value costs no wait,
+  they run and raise clear errors; on tensors of any other device (CUDA, MPS, ...)
+  they are skipped, so that no call of the default path waits for the device.
+  A wait per call stalls the pipeline of a training or acting loop, and the
+  device-side alternative (``torch._assert_async``) kills the CUDA context on a
+  failure instead of raising; Stable-Baselines3 and TorchRL skip such checks on
+  the GPU for the same reason. Debug a GPU run on the CPU, or with ``True``.
+- ``True``: everywhere, accelerators included (each check waits for the device).
+- ``False``: nowhere; the caller vouches for the contents.
+
+They are also skipped while ``torch.compile`` traces, where a data-dependent
+branch would break the graph, and under ``torch.func`` transforms, where a batched
+tensor has no single truth value. Where a device "syncs" is decided by one
+private hook, ``syncs_on_read``, which the tests patch to run the accelerator's
+path on the CPU.
 """
 
 from __future__ import annotations
@@ -19,39 +35,55 @@ import torch
 from beartype import BeartypeConf, beartype
 from torch import Tensor
 
-from ._utils import DiscreteContinuous, exists, is_pair
+from ._utils import DiscreteContinuous
 
 # type checks of constructor arguments: a TypeError naming the parameter, its
 # type hint and the value received (ints are accepted where floats are)
 typecheck = beartype(conf=BeartypeConf(violation_param_type=TypeError, is_pep484_tower=True))
 
-_validate_args = True
+_validate_args: bool | str = 'auto'
 
 
-def set_validate_args(value: bool) -> None:
-    """Turn the (costly) content checks on or off globally.
+def set_validate_args(value: bool | str) -> None:
+    """Choose where the content checks run.
+
+    Content checks read tensor values: ids and targets lie inside their group's
+    range, continuous inputs and values are finite and inside a head's support,
+    every action-mask row allows an action. Reading a value on an accelerator waits
+    for the device (a host synchronisation, which stalls the pipeline of every
+    call), and a device-side assert would kill the CUDA context instead of raising,
+    so by default they run on the CPU only, as Stable-Baselines3 and TorchRL do.
 
     Args:
-        value: ``True`` (the default) checks tensor contents: ids and targets lie
-            inside their group's range, continuous inputs and values are finite,
-            every action-mask row allows an action; ``False`` trusts the caller.
+        value: ``'auto'`` (the default): check CPU tensors, skip the checks on any
+            other device, so that the default path never waits for the device;
+            ``True``: check on every device (a host synchronisation per check on an
+            accelerator: for debugging); ``False``: never check (the caller
+            vouches for the contents).
 
     Raises:
-        TypeError: ``value`` is not a bool.
+        TypeError: ``value`` is neither a bool nor ``'auto'``.
+
+    Examples:
+        >>> set_validate_args(True)    # debugging a CUDA run: check there too
+        >>> set_validate_args('auto')  # back to the default
     """
     global _validate_args
-    if not isinstance(value, bool):
-        raise TypeError(f'set_validate_args: value must be a bool, got {type(value).__name__}')
+    if not (isinstance(value, bool) or value == 'auto'):
+        raise TypeError(f"set_validate_args: value must be a bool or 'auto', got {describe(value)}")
     _validate_args = value
 
 
-def get_validate_args() -> bool:
-    """Whether content checks are on (see ``set_validate_args``).
+def get_validate_args() -> bool | str:
+    """Where content checks run (see ``set_validate_args``).
 
     Returns:
-        ``True`` when ids, targets and continuous values are checked (the default),
-        ``False`` after ``set_validate_args(False)``. Checks are skipped while
-        ``torch.compile`` traces whatever this returns.
+        ``'auto'`` (the default: CPU tensors are checked, others are not), ``True``
+        (every device) or ``False`` (none). ``'auto'`` is truthy, as ``True``
+        was the default before it, so ``if get_validate_args():`` still reads
+        "checks are on", and ``set_validate_args(get_validate_args())`` restores
+        a setting. Checks are skipped while ``torch.compile`` traces whatever
+        this returns.
     """
     return _validate_args
 
@@ -61,10 +93,27 @@ def functorch_active() -> bool:
     return torch._C._functorch.peek_interpreter_stack() is not None
 
 
-def content_checks_enabled() -> bool:
-    # data-dependent checks step aside while torch.compile traces and under
-    # torch.func transforms (a batched tensor has no single truth value)
-    return _validate_args and not torch.compiler.is_compiling() and not functorch_active()
+def syncs_on_read(device: torch.device) -> bool:
+    """Whether reading a value of a tensor on ``device`` waits for the device: on
+    every device but the CPU. The one place that decides it (the tests patch it
+    to take the accelerator's path on the CPU)."""
+    return device.type != 'cpu'
+
+
+def may_sync(t: Tensor) -> bool:
+    """Whether reading ``t``'s values would wait for its device."""
+    return syncs_on_read(t.device)
+
+
+def content_checks_enabled(t: Tensor | None = None) -> bool:
+    """Whether to check the contents of ``t`` (``None``: host data, e.g. numpy).
+
+    Data-dependent checks also step aside while torch.compile traces and under
+    torch.func transforms (a batched tensor has no single truth value).
+    """
+    if _validate_args is False or torch.compiler.is_compiling() or functorch_active():
+        return False
+    return _validate_args is True or t is None or not syncs_on_read(t.device)
 
 
 def describe(t) -> str:
@@ -104,30 +153,34 @@ def check_last_dim(t: Tensor, size: int, name: str, what: str) -> Tensor:
 
 
 def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None = None, group_axis_added: bool = False, *,
-                       owner: str | None = None) -> None:  # fmt: skip
+                       owner: str | None = None) -> bool:  # fmt: skip
     """``ids`` is ``(..., g)``; id of group g must lie in ``[0, sizes[g])``.
 
-    ``sizes`` is a tensor or a sequence of ints. Raises IndexError naming the
+    ``sizes`` is a sequence of ints (or a tensor). Raises IndexError naming the
     first offending id, where it is and the range, in the shape the user passed
     (``group_axis_added``: the trailing group axis was added to a single group's ids).
     ``owner``: what takes ``ignore_index`` (``'readout'``); an id of -100 (Hugging
     Face's label padding) then gets a hint to construct it with ``ignore_index=-100``.
+    Returns whether every id was found inside ``[0, sizes[g])`` (so none equals a
+    negative ``ignore_index``); ``False`` where that is unknown (checks skipped) or
+    some id is the ``ignore_index``.
     """
-    if not content_checks_enabled() or ids.numel() == 0:
-        return
-    if not isinstance(sizes, Tensor):
-        sizes = torch.tensor(sizes, device=ids.device)
-    bad = (ids < 0) | (ids >= sizes)
+    if ids.numel() == 0 or not content_checks_enabled(ids):
+        return False
+    sizes = tuple(sizes.tolist()) if isinstance(sizes, Tensor) else tuple(sizes)
+    if _ids_surely_in_range(ids, sizes):
+        return True
+    bad = (ids < 0) | (ids >= _long_tensor(sizes, ids.device))
     if exists_ignore := ignore_index is not None:
         bad &= ids != ignore_index
     if not bool(bad.any()):
-        return
+        return False
     where = tuple(bad.nonzero()[0].tolist())
     group = where[-1]
     allowed = f' or ignore_index {ignore_index}' if exists_ignore else ''
     value, size = int(ids[where]), int(sizes[group])
     hint = ''
-    if exists(owner) and value == HF_IGNORE_INDEX:
+    if owner is not None and value == HF_IGNORE_INDEX:
         hint = f"; -100 is Hugging Face's label padding: to skip those entries, construct the {owner} with ignore_index=-100"
     if group_axis_added:
         shown = f'a tensor of shape {tuple(ids.shape[:-1])} and dtype {ids.dtype}'
@@ -138,11 +191,31 @@ def check_ids_in_range(ids: Tensor, sizes, name: str, ignore_index: int | None =
 HF_IGNORE_INDEX = -100  # what Hugging Face's tokenizers and collators put in padded labels
 
 
+def _ids_surely_in_range(ids: Tensor, sizes: tuple[int, ...]) -> bool:
+    """The common case in one or two reductions: every id lies in ``[0, sizes[g])``.
+    ``False`` leaves the answer to the exact check."""
+    if len(sizes) == 1:
+        lo, hi = torch.aminmax(ids)
+        return 0 <= lo.item() and hi.item() < sizes[0]
+    return ids.amin().item() >= 0 and (ids - _long_tensor(sizes, ids.device)).amax().item() < 0
+
+
+_LONG_TENSORS: dict = {}
+
+
+def _long_tensor(values: tuple[int, ...], device: torch.device) -> Tensor:
+    """A constant ``(k,)`` long tensor, built once per values and device."""
+    key = (values, device)
+    if key not in _LONG_TENSORS:
+        _LONG_TENSORS[key] = torch.tensor(values, dtype=torch.long, device=device)
+    return _LONG_TENSORS[key]
+
+
 def check_finite(t: Tensor, name: str) -> Tensor:
     """Content check: no NaN or inf (continuous inputs, targets and values)."""
     # one fast reduction: the sum is finite when every value is; only when it is not
     # (a NaN / inf, or finite values whose sum overflows) run the exact check
-    if not content_checks_enabled() or t.numel() == 0 or bool(torch.isfinite(t.sum())):
+    if t.numel() == 0 or not content_checks_enabled(t) or math.isfinite(t.sum().item()):
         return t
     if not bool(torch.isfinite(t).all()):
         where = tuple((~torch.isfinite(t)).nonzero()[0].tolist())
@@ -216,7 +289,7 @@ def check_bounds(value, name: str, like: Tensor):
     for bound in (lo, hi):
         if bound.ndim == 1 and bound.numel() not in (1, like.shape[-1]):
             raise ValueError(f'{name}: per-dim bounds need one entry per continuous dim ({like.shape[-1]}), got {bound.numel()}')
-    if content_checks_enabled() and not bool(((lo < hi) & torch.isfinite(lo) & torch.isfinite(hi)).all()):
+    if content_checks_enabled(like) and not bool(((lo < hi) & torch.isfinite(lo) & torch.isfinite(hi)).all()):
         raise ValueError(f'{name} must be finite with lo < hi in every dim, got lo={lo.tolist()}, hi={hi.tolist()}')
     return lo, hi
 
@@ -242,8 +315,8 @@ def check_support(head, native: Tensor, *, name: str, to_user, soft_validate_ran
 
     Returns:
         ``(values clamped into the range, where they were outside)``: score the
-        first and set the second to ``-inf`` (``None`` for an unbounded head or
-        with ``legacy``).
+        first and set the second to ``-inf`` (``None`` for an unbounded head, with
+        ``legacy``, or where the check found every value inside).
     """
     if head.default_range is None:
         return native, None
@@ -251,8 +324,13 @@ def check_support(head, native: Tensor, *, name: str, to_user, soft_validate_ran
     if soft_validate_range:
         native = native.clamp(lo + head.eps, hi - head.eps)
     tolerance = head.support_tolerance + rounding
+    checked = content_checks_enabled(native)
+    if checked and not isinstance(tolerance, Tensor) and native.numel() > 0:  # the common case in one reduction
+        least, most = (v.item() for v in torch.aminmax(native))
+        if lo - tolerance <= least and most <= hi + tolerance:
+            return native.clamp(lo, hi), None
     outside = (native < lo - tolerance) | (native > hi + tolerance)
-    if content_checks_enabled() and bool(outside.any()):
+    if checked and bool(outside.any()):
         if not legacy:
             raise_outside_support(head, native, outside, to_user, name)
         warn_once_clamped(head, name)
@@ -352,6 +430,13 @@ def check_bool(value, name: str) -> bool:
     return value
 
 
+def check_fused_choice(value) -> bool | str:
+    """``fused_cross_entropy``: ``True``, ``False`` or ``'auto'``."""
+    if value is not True and value is not False and value != 'auto':
+        raise TypeError(f"fused_cross_entropy must be True, False or 'auto', got {describe(value)}")
+    return value
+
+
 def check_ignore_index(value) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise TypeError(f'ignore_index must be an int or None, got {value!r}')
@@ -381,18 +466,18 @@ def checked_option(name: str, check, doc: str) -> property:
 def split_pair(obj, selector, name: str):
     """``(discrete, continuous)`` from a pair (mixed) or a bare part."""
     if selector.has_discrete and selector.has_continuous:
-        if not (is_pair(obj) or isinstance(obj, list) and len(obj) == 2):  # 0.2.x took 2-element lists too
+        if not (isinstance(obj, (tuple, list)) and len(obj) == 2):  # 0.2.x took 2-element lists too
             raise TypeError(f'{name} must be a (discrete, continuous) pair for a mixed readout (None for a part you leave out), got {describe(obj)}')
         discrete, continuous = obj
     elif isinstance(obj, DiscreteContinuous):
         discrete, continuous = obj
     else:
         discrete, continuous = (obj, None) if selector.has_discrete else (None, obj)
-    if exists(discrete) and not selector.has_discrete:
+    if discrete is not None and not selector.has_discrete:
         raise ValueError(f'{name} has a discrete part but the readout (or selector) has no discrete part')
-    if exists(continuous) and not selector.has_continuous:
+    if continuous is not None and not selector.has_continuous:
         raise ValueError(f'{name} has a continuous part but the readout (or selector) has no continuous part')
-    if not exists(discrete) and not exists(continuous):
+    if discrete is None and continuous is None:
         raise ValueError(f'{name} holds neither a discrete nor a continuous part')
     return discrete, continuous
 
@@ -412,6 +497,8 @@ def logit_groups(logits, selector, name: str) -> tuple[Tensor, ...]:
     for i, (g, n) in enumerate(zip(logits, sizes)):
         check_floating(g, f'{name}[{i}]')
         _check_width(g, None if selector.free_width else n, f'{name}[{i}]', f'group {i}')
+        if g.shape[:-1] != logits[0].shape[:-1]:
+            raise ValueError(f'{name}: group {i} has leading shape {tuple(g.shape[:-1])}, group 0 has {tuple(logits[0].shape[:-1])}')
     return tuple(logits)
 
 

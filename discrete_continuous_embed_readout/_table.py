@@ -187,15 +187,16 @@ class SharedTable(nn.Module):
         return self.embeddings.weight.device if exists(self.embeddings) else None
 
     def _selector(self, selector_index=None, selector_config=None, device=None) -> Selector:
-        if exists(selector_index) and exists(selector_config):
+        if selector_index is None and selector_config is None:  # the common case first: every call asks
+            selector = self.default_selector
+            if selector is None:
+                raise ValueError(f'selector_index is required: {len(self.selectors)} selectors are registered')
+            return selector
+        if selector_index is not None and selector_config is not None:
             raise ValueError('give either selector_index or selector_config, not both')
-        if exists(selector_config):
+        if selector_config is not None:
             return self._runtime_selector(selector_config, device)
-        if exists(selector_index):
-            return self._registered_selector(selector_index)
-        if not exists(self.default_selector):
-            raise ValueError(f'selector_index is required: {len(self.selectors)} selectors are registered')
-        return self.default_selector
+        return self._registered_selector(selector_index)
 
     def _registered_selector(self, index) -> Selector:
         if isinstance(index, bool) or not isinstance(index, int):

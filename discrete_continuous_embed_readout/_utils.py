@@ -28,7 +28,7 @@ def exists(v) -> bool:
 
 
 def default(v, d):
-    return v if exists(v) else d
+    return v if v is not None else d
 
 
 def identity(t, *args, **kwargs):
@@ -74,5 +74,5 @@ def pack(discrete, continuous, mixed: bool, return_only: bool):
     """A per-modality result: the bare part for a one-modality selector, else a
     ``DiscreteContinuous`` pair (bare too with ``return_only`` and a part missing)."""
     if not mixed or (return_only and (discrete is None or continuous is None)):
-        return default(discrete, continuous)
+        return discrete if discrete is not None else continuous
     return DiscreteContinuous(discrete, continuous)

@@ -182,7 +182,7 @@ class Embed(SelectorCompat, SharedTable):
                 raise ValueError(f'auto_append_discrete_set_dim needs exactly one group, the selector has {selector.num_groups}')
             ids = ids.unsqueeze(-1)
         check_last_dim(ids, selector.num_groups, 'discrete input', f'one id per group, {selector.num_groups} groups')
-        check_ids_in_range(ids, selector.group_sizes_t, 'discrete input', group_axis_added=append)
+        check_ids_in_range(ids, selector.group_sizes, 'discrete input', group_axis_added=append)
         rows = selector.global_rows(ids)
         if sum_sets and selector.num_groups == 1:
             return self.embeddings(rows.squeeze(-1))  # (..., d): the plain lookup

@@ -9,14 +9,15 @@ params, or the loss); ``dist`` turns such outputs into a ``ReadoutDistribution``
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor
 
 from ._checks import (
-    check_bool,
     check_floating,
+    check_fused_choice,
     check_ignore_index,
     check_label_smoothing,
     check_last_dim,
@@ -79,8 +80,15 @@ class Readout(ReadoutCompat, SharedTable):
         ignore_index: target id that contributes no loss (``None``: none; settable).
             Hugging Face pads labels with -100: pass ``ignore_index=-100`` for those.
         fused_cross_entropy: the discrete loss of ``forward`` chunk by chunk from
-            the embeddings, never holding the ``(tokens, vocab)`` logits (settable;
-            not for action masks or groups under 4096 ids).
+            the embeddings, never holding the ``(tokens, vocab)`` logits (not for
+            action masks, ``unimix``, or several groups one of which has under 4096
+            ids). ``'auto'`` (the default): where it pays, i.e. where the float32
+            logits would take 64 MiB or more, or on the CPU from 256 tokens and 4M
+            logits (``tokens * vocab``) on, where it was measured faster; so a
+            language model's loss is fused and a policy head's few actions are not.
+            ``True``: wherever it applies (what ``True``, the default before
+            ``'auto'``, always did); ``False``: never. Both paths give the same
+            results (settable).
         label_smoothing: the discrete loss's, as ``F.cross_entropy``'s; with an
             action mask the smoothing mass goes to the allowed actions only (settable).
         z_loss_weight: adds ``weight * logsumexp(logits)^2`` per entry to the
@@ -135,7 +143,7 @@ class Readout(ReadoutCompat, SharedTable):
                  use_parallel_multi_discrete: bool = True, return_only_discrete_or_continuous: bool = True,
                  continuous_dist_type: str = 'gaussian', continuous_dist_kwargs: dict | None = None, continuous_squashed: bool = False,
                  regression_loss_type: str = 'mse', eps: float = 1e-6, return_one_discrete_logits: bool | None = None,
-                 auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool = True,
+                 auto_squeeze_single_output: bool = True, ignore_index: int | None = -1, *, fused_cross_entropy: bool | Literal['auto'] = 'auto',
                  label_smoothing: float = 0.0, z_loss_weight: float = 0.0, logit_softcap: float | None = None, unimix: float = 0.0,
                  continuous_range=None):  # fmt: skip
         head = None  # built first: a binned head's bins are rows of the table
@@ -164,7 +172,7 @@ class Readout(ReadoutCompat, SharedTable):
 
     ignore_index = checked_option('ignore_index', check_ignore_index, 'The target id that contributes no loss (``None``: none); an int or ``None``.')
     fused_cross_entropy = checked_option(
-        'fused_cross_entropy', lambda v: check_bool(v, 'fused_cross_entropy'), "Whether ``forward``'s discrete loss takes the fused path where it can; a bool."
+        'fused_cross_entropy', check_fused_choice, "Whether ``forward``'s discrete loss takes the fused path: ``True``, ``False`` or ``'auto'`` (where it pays)."
     )  # fmt: skip
     label_smoothing = checked_option('label_smoothing', check_label_smoothing, "The discrete loss's label smoothing, in ``[0, 1)``.")
     z_loss_weight = checked_option('z_loss_weight', check_z_loss_weight, "The weight of the discrete loss's z-loss, ``>= 0``.")
@@ -203,7 +211,8 @@ class Readout(ReadoutCompat, SharedTable):
         """
         selector = self._forward_selector(embed, targets, return_loss, selector_index, selector_config)
         return_only = default(return_only_discrete_or_continuous, self.return_only_discrete_or_continuous)
-        if default(return_loss, exists(targets)):
+        wants_loss = targets is not None if return_loss is None else return_loss
+        if wants_loss:
             return self._loss(embed, targets, selector, loss_mask, return_unreduced_loss, return_only, action_mask, return_z_loss)
         groups, params = self._project(embed, selector)
         if exists(action_mask):
@@ -213,16 +222,16 @@ class Readout(ReadoutCompat, SharedTable):
         return pack(logits, params, True, return_only)
 
     def _forward_selector(self, embed, targets, return_loss, selector_index, selector_config) -> Selector:
-        if not exists(self.embeddings):
+        if self.embeddings is None:
             raise NoTableError('embeddings not present: this readout has no table (dim is None); pass logits to sample / log_prob / calculate_loss instead')
         check_floating(embed, 'embed')
         check_last_dim(embed, self.dim, 'embed', 'the readout dim')
-        if default(return_loss, exists(targets)) != exists(targets):
+        if return_loss is not None and return_loss != (targets is not None):
             raise ValueError('return_loss=True needs targets, got targets=None' if return_loss else 'targets were given with return_loss=False: drop the targets or ask for the loss')
         return self._selector(selector_index, selector_config, embed.device)
 
     def _loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss):
-        if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector):
+        if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector, embed):
             loss, z_loss = self._fused_loss(embed, targets, selector, mask, return_only, unreduced)
             return (loss, z_loss) if return_z_loss else loss
         dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
@@ -233,16 +242,27 @@ class Readout(ReadoutCompat, SharedTable):
         such part (or ``discrete=False``)."""
         weight = take(self.embeddings.weight, selector.readout_rows if discrete else selector.continuous_readout_rows)
         out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
-        num_d = selector.num_discrete_rows if discrete else 0
-        groups = apply_softcap(out[..., :num_d], self.logit_softcap).split(list(selector.group_sizes), dim=-1) if selector.has_discrete and discrete else None
-        return DiscreteContinuous(groups, self._as_params(out[..., num_d:]) if selector.has_continuous else None)
+        has_d, has_c = selector.has_discrete and discrete, selector.has_continuous
+        if has_d and has_c and self.logit_softcap is None:  # one split: one node in the backward
+            *groups, flat = out.split((*selector.group_sizes, out.shape[-1] - selector.num_discrete_rows), dim=-1)
+            return DiscreteContinuous(tuple(groups), self._as_params(flat))
+        groups = params = None
+        if has_d:  # views of out, sliced and split only where it holds more than one part
+            logits = apply_softcap(out[..., : selector.num_discrete_rows] if has_c else out, self.logit_softcap)
+            groups = (logits,) if selector.num_groups == 1 else logits.split(selector.group_sizes, dim=-1)
+        if has_c:
+            params = self._as_params(out[..., selector.num_discrete_rows :] if has_d else out)
+        return DiscreteContinuous(groups, params)
 
     def _as_params(self, flat: Tensor) -> Tensor:
         """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``, a binned head's
         ``(..., c b)`` bin logits as ``(..., c, b)``; regression stays ``(..., c)``."""
-        if self.layout.num_bins:
-            return rearrange(flat, '... (c b) -> ... c b', b=self.layout.num_bins)
-        return rearrange(flat, '... (two c) -> ... c two', two=2) if self.continuous_log_var_embed else flat
+        nb = self.layout.num_bins
+        if nb:  # '... (c b) -> ... c b'
+            return flat.reshape(*flat.shape[:-1], flat.shape[-1] // nb, nb)
+        if self.continuous_log_var_embed:  # '... (two c) -> ... c two'
+            return flat.reshape(*flat.shape[:-1], 2, flat.shape[-1] // 2).transpose(-1, -2)
+        return flat
 
     def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False, *, action_mask=None):
         """The loss of ``forward(..., targets)`` from outputs computed elsewhere.
@@ -358,7 +378,8 @@ class Readout(ReadoutCompat, SharedTable):
         return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs', override_range)
 
     def _dist(self, outputs, selector_index, selector_config, action_mask, rescale_range, name: str, override_range: bool = False) -> ReadoutDistribution:
-        selector = self._selector(selector_index, selector_config, first_tensor(outputs).device)
+        device = first_tensor(outputs).device if selector_config is not None else None  # where a runtime selector's indices go
+        selector = self._selector(selector_index, selector_config, device)
         return ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, rescale_range=rescale_range, name=name,
                                    override_range=override_range)  # fmt: skip
 

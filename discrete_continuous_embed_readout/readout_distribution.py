@@ -21,11 +21,12 @@ from functools import partial
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical
 
 from ._action_masks import mask_logits, split_action_mask
-from ._checks import check_temperature, continuous_params, discrete_values, logit_groups, split_pair
+from ._checks import check_ids_in_range, check_temperature, continuous_params, discrete_values, logit_groups, split_pair
 from ._losses import check_loss_mask, entry_mask, masked_loss
 from ._utils import DiscreteContinuous, default, exists, identity, pack, upcast
 from .fused.loss import NO_OPTIONS, LossOptions
@@ -107,20 +108,20 @@ class ReadoutDistribution:
         self.mixed = selector.has_discrete and selector.has_continuous
         self.squeeze = config.auto_squeeze and selector.num_groups == 1
         discrete, continuous = split_pair(outputs, selector, name)
-        self.groups = logit_groups(discrete, selector, f'{name} discrete logits') if exists(discrete) else None
-        if exists(action_mask):
-            if not exists(self.groups):
+        self.groups = logit_groups(discrete, selector, f'{name} discrete logits') if discrete is not None else None
+        if action_mask is not None:
+            if self.groups is None:
                 raise ValueError('action_mask was given but there are no discrete logits to mask')
             self.groups = mask_logits(self.groups, split_action_mask(action_mask, self.group_sizes, self.groups[0].shape[:-1]))
         self.raw_groups = self.groups  # the logits themselves (masked), before unimix: the z-loss's
-        if exists(self.groups) and config.unimix:
+        if self.groups is not None and config.unimix:
             self.groups = tuple(unimix_logits(g, config.unimix) for g in self.groups)
         self._categorical = self._continuous = self._build_continuous = None
-        if exists(continuous):
+        if continuous is not None:
             params = continuous_params(continuous, default(num_continuous, selector.num_continuous), config.num_params, f'{name} continuous params')
             self._build_continuous = partial(ContinuousPart.build, params, config, selector, rescale_range, name, override_range)
-        parts = (exists(self.groups), exists(self._build_continuous))
-        self._pack_parts = DiscreteContinuous if self.mixed and (all(parts) or not config.return_only) else default
+        both = self.groups is not None and self._build_continuous is not None
+        self._pack_parts = DiscreteContinuous if self.mixed and (both or not config.return_only) else default
 
     @property
     def group_sizes(self) -> tuple[int, ...]:
@@ -138,14 +139,14 @@ class ReadoutDistribution:
     @property
     def categorical(self) -> MultiCategorical | None:
         """The discrete part, built on first use (``None`` without discrete logits)."""
-        if self._categorical is None and exists(self.groups):  # not functools.cached_property: its lock breaks torch.compile graphs
-            self._categorical = MultiCategorical(self.groups, self.config.parallel, self.config.ignore_index)
+        if self._categorical is None and self.groups is not None:  # not functools.cached_property: its lock breaks torch.compile graphs
+            self._categorical = MultiCategorical._of_checked(self.groups, self.config.parallel, self.config.ignore_index)
         return self._categorical
 
     @property
     def continuous(self) -> ContinuousPart | None:
         """The continuous part, built on first use (``None`` without params)."""
-        if self._continuous is None and exists(self._build_continuous):
+        if self._continuous is None and self._build_continuous is not None:
             self._continuous = self._build_continuous()
         return self._continuous
 
@@ -198,16 +199,16 @@ class ReadoutDistribution:
         """
         temperature = check_temperature(temperature)
         d = d_lp = c = c_lp = None
-        if exists(self.groups):
+        if self.groups is not None:
             categorical = self.categorical
             d = categorical.sample(temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard)
-            d_lp = categorical.log_prob_of_sample(d, differentiable, hard) if return_log_prob else None
+            d_lp = categorical._log_prob_of_sample(d, differentiable, hard, drawn=True) if return_log_prob else None
             d = d if differentiable or not self.squeeze else d.squeeze(-1)
-            d_lp = d_lp.squeeze(-1) if exists(d_lp) and self.squeeze else d_lp
-        if exists(self._build_continuous):
+            d_lp = d_lp.squeeze(-1) if d_lp is not None and self.squeeze else d_lp
+        if self._build_continuous is not None:
             # built here rather than through the property, so that the call goes straight on to the head
-            part = self._continuous = self._continuous if exists(self._continuous) else self._build_continuous()
-            with _rng_from(generator, part.params.device) if exists(generator) else nullcontext():
+            part = self._continuous = self._continuous if self._continuous is not None else self._build_continuous()
+            with _rng_from(generator, part.params.device) if generator is not None else nullcontext():
                 c, c_lp = part.sample(temperature, differentiable, return_log_prob)
         sampled = self._pack_parts(d, c)
         return (sampled, self._pack_parts(d_lp, c_lp)) if return_log_prob else sampled
@@ -237,10 +238,10 @@ class ReadoutDistribution:
         """
         d_value, c_value = split_pair(sampled, self.selector, 'sampled')
         d = c = None
-        if exists(self.groups) and exists(d_value):
+        if self.groups is not None and d_value is not None:
             ids = discrete_values(d_value, self.selector, self.groups[0].shape[:-1], self.squeeze, 'sampled', broadcast=True)
             d = self._squeezed(self.categorical._log_prob(ids, 'sampled', self.squeeze, owner='readout'), concat)
-        if exists(self._build_continuous) and exists(c_value):
+        if self._build_continuous is not None and c_value is not None:
             c = self.continuous.log_prob(c_value, 'sampled', soft_validate_range)
         return maybe_concat(self._pack(d, c), concat)
 
@@ -254,8 +255,8 @@ class ReadoutDistribution:
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or ``(..., G + c)``.
         """
-        d = self._squeezed(self.categorical.entropy(), concat) if exists(self.groups) else None
-        c = self.continuous.entropy(squashed_entropy_samples) if exists(self._build_continuous) else None
+        d = self._squeezed(self.categorical.entropy(), concat) if self.groups is not None else None
+        c = self.continuous.entropy(squashed_entropy_samples) if self._build_continuous is not None else None
         return maybe_concat(self._pack(d, c), concat)
 
     def kl_div(self, other: ReadoutDistribution, *, concat: bool = False):
@@ -295,12 +296,12 @@ class ReadoutDistribution:
         """
         d_target, c_target = split_pair(targets, self.selector, 'targets')
         d_loss = c_loss = z_loss = None
-        if exists(self.groups) and exists(d_target):
+        if self.groups is not None and d_target is not None:
             d_loss, z_loss = self._discrete_loss(d_target, mask, unreduced, return_z_loss)
-        if exists(self._build_continuous) and exists(c_target):
+        if self._build_continuous is not None and c_target is not None:
             per_entry = self.continuous.loss(c_target)
             c_loss = masked_loss(per_entry, entry_mask(per_entry, check_loss_mask(mask, per_entry.shape[:-1])), reduce=not unreduced)
-        if not exists(d_loss) and not exists(c_loss):
+        if d_loss is None and c_loss is None:
             raise ValueError('targets and logits share no part: nothing to compute a loss on')
         loss = pack(d_loss, c_loss, self.mixed, default(return_only, self.config.return_only))
         return (loss, z_loss) if return_z_loss else loss
@@ -313,9 +314,13 @@ class ReadoutDistribution:
         (capped, masked), not of unimix's mixture, whose log-normaliser is 0."""
         batch = self.groups[0].shape[:-1]
         ids = discrete_values(targets, self.selector, batch, self.squeeze, 'targets', broadcast=True)
+        eps, w, _ = self.config.loss_options
+        if not (eps or w or want_z or unreduced or mask is not None) and ids.numel() > 0 and ids.shape[:-1] == batch:
+            mean = self._mean_cross_entropy(ids)
+            if mean is not None:
+                return mean, None
         loss = -self.categorical._log_prob(ids, 'targets', self.squeeze, owner='readout')  # (..., g), the leading shapes broadcast
         ids = ids.expand(loss.shape)
-        eps, w, _ = self.config.loss_options
         if not (eps or w or want_z):
             return self._squeezed(masked_loss(loss, self._keep(loss, ids, mask), reduce=not unreduced), not unreduced), None
         if eps:
@@ -324,6 +329,22 @@ class ReadoutDistribution:
         loss = loss + w * lse.square() if w else loss
         keep = self._keep(loss, ids, mask)
         return tuple(self._squeezed(masked_loss(t, keep, reduce=not unreduced), not unreduced) for t in (loss, lse.square()))
+
+    def _mean_cross_entropy(self, ids: Tensor) -> Tensor | None:
+        """The plain reduced loss by ``F.cross_entropy`` (one fused op per group): the
+        sum over groups of the summed cross entropies, over the count of entries not
+        ``ignore_index``; ``None`` where ids out of range might pass unnoticed (checks
+        off and no ``ignore_index``: ``F.cross_entropy`` would ignore -100)."""
+        ignore = self.config.ignore_index
+        in_range = check_ids_in_range(ids, self.group_sizes, 'targets', ignore, self.squeeze, owner='readout')
+        if not in_range and not exists(ignore):
+            return None
+        ignore = -100 if in_range else ignore  # F.cross_entropy's default: no id in range equals it
+        if in_range and len(self.groups) == 1:
+            return F.cross_entropy(_rows(upcast(self.groups[0])), _rows(ids[..., 0]))
+        sums = [F.cross_entropy(_rows(upcast(g)), _rows(ids[..., i]), ignore_index=ignore, reduction='sum') for i, g in enumerate(self.groups)]
+        total = sums[0] if len(sums) == 1 else torch.stack(sums).sum()
+        return total / (ids.numel() if in_range else (ids != ignore).sum().clamp(min=1))
 
     def _keep(self, per_entry: Tensor, ids: Tensor, mask) -> Tensor | None:
         ignored = ids != self.config.ignore_index if exists(self.config.ignore_index) else None
@@ -347,6 +368,13 @@ class ReadoutDistribution:
             d = Categorical(logits=logits[0], validate_args=False) if self.squeeze else MultiCategoricalDistribution(logits)
         c = self.continuous.torch_dist() if exists(self._build_continuous) else None
         return self._pack(d, c)
+
+
+def _rows(t: Tensor) -> Tensor:
+    """Logits ``(..., n)`` as ``(rows, n)``, ids ``(...)`` as ``(rows,)``: no view where they already are."""
+    if t.is_floating_point():
+        return t if t.ndim == 2 else t.reshape(-1, t.shape[-1])
+    return t if t.ndim == 1 else t.reshape(-1)
 
 
 def unimix_logits(logits: Tensor, unimix: float) -> Tensor:

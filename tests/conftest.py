@@ -11,9 +11,9 @@ from discrete_continuous_embed_readout import CONTINUOUS_DISTRIBUTIONS, set_vali
 @pytest.fixture(autouse=True)
 def _seed_and_validate():
     torch.manual_seed(0)
-    set_validate_args(True)
+    set_validate_args('auto')
     yield
-    set_validate_args(True)
+    set_validate_args('auto')
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ gradients with vmap of grad)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.internals import set_fused_min_group_size
+from helpers.internals import set_fused_min_group_size, use_log_prob_op
 from helpers.loss_cases import BATCH, D, LossCase, total
 from torch.func import functional_call, grad, vmap
 
@@ -15,8 +15,20 @@ from discrete_continuous_embed_readout import Readout
 # a retained graph, backpropagated twice
 
 
+# ids are scored by log-softmax + gather (autograd's own backward) on small tensors and by the
+# log-prob op on large ones: 'op' forces the op on these small ones
+LOG_PROB_PATHS = pytest.mark.parametrize('log_prob', ['plain', 'op'])
+
+
+def _log_prob_path(log_prob: str, monkeypatch) -> None:
+    if log_prob == 'op':
+        use_log_prob_op(monkeypatch)
+
+
+@LOG_PROB_PATHS
 @pytest.mark.parametrize('name', ['discrete', 'discrete_unfused', 'multi_parallel', 'gaussian', 'mixed'])
-def test_backward_twice_through_a_retained_graph_doubles_the_gradients(name):
+def test_backward_twice_through_a_retained_graph_doubles_the_gradients(name, log_prob, monkeypatch):
+    _log_prob_path(log_prob, monkeypatch)
     case = LossCase(name)
     readout = case.readout(torch.float32)
     x = torch.randn(*BATCH, D, requires_grad=True)
@@ -53,8 +65,10 @@ def test_a_maml_meta_gradient_through_the_loss_is_exact(fused):
     assert (ours - first_order_only).abs().max() > 1e-3  # the curvature term is really there
 
 
+@LOG_PROB_PATHS
 @pytest.mark.parametrize('sizes', [(7,), (3, 4, 3), (3, 40)], ids=['one', 'padded', 'loop'])
-def test_the_hessian_of_minus_log_prob_is_the_softmax_covariance(sizes):
+def test_the_hessian_of_minus_log_prob_is_the_softmax_covariance(sizes, log_prob, monkeypatch):
+    _log_prob_path(log_prob, monkeypatch)
     torch.manual_seed(5)
     readout = Readout(None, num_discrete=sizes if len(sizes) > 1 else sizes[0])
     logits = torch.randn(sum(sizes), dtype=torch.float64)
@@ -76,20 +90,22 @@ def test_the_hessian_of_minus_log_prob_is_the_softmax_covariance(sizes):
 
 
 GRADGRAD_CASES = {
-    'fused lm loss': dict(num_discrete=7),
+    'fused lm loss': dict(num_discrete=7, fused_cross_entropy=True),
     'logits lm loss': dict(num_discrete=7, fused_cross_entropy=False),
     'multi-discrete padded': dict(num_discrete=(3, 4)),
     'multi-discrete loop': dict(num_discrete=(3, 5), use_parallel_multi_discrete=False),
-    'fused multi-discrete': dict(num_discrete=(5, 6)),  # fused below its size threshold (patched)
+    'fused multi-discrete': dict(num_discrete=(5, 6), fused_cross_entropy=True),  # fused below its size threshold (patched)
     'gaussian': dict(num_continuous=2),
     'squashed': dict(num_continuous=2, continuous_squashed=True),
     'beta': dict(num_continuous=2, continuous_dist_type='beta'),
 }
 
 
+@LOG_PROB_PATHS
 @pytest.mark.parametrize('case', list(GRADGRAD_CASES))
 @pytest.mark.parametrize('what', ['loss', 'log_prob'])
-def test_gradgradcheck_on_every_loss_and_log_prob_path(case, what, monkeypatch):
+def test_gradgradcheck_on_every_loss_and_log_prob_path(case, what, log_prob, monkeypatch):
+    _log_prob_path(log_prob, monkeypatch)
     if case == 'fused multi-discrete':
         set_fused_min_group_size(monkeypatch, 4)
     torch.manual_seed(6)
@@ -114,7 +130,9 @@ def test_gradgradcheck_on_every_loss_and_log_prob_path(case, what, monkeypatch):
 
 
 @pytest.mark.filterwarnings('ignore:`torch.jit.script` is deprecated:DeprecationWarning')  # torch.func.hessian's own internals
-def test_forward_mode_and_hessians_through_the_log_prob_op():
+@LOG_PROB_PATHS
+def test_forward_mode_and_hessians_through_the_log_prob_op(log_prob, monkeypatch):
+    _log_prob_path(log_prob, monkeypatch)
     torch.manual_seed(12)
     readout = Readout(None, num_discrete=7)
     logits, ids = torch.randn(4, 7, dtype=torch.float64), torch.randint(0, 7, (4,))
@@ -130,10 +148,13 @@ def test_forward_mode_and_hessians_through_the_log_prob_op():
     torch.testing.assert_close(hessian, torch.func.hessian(lambda lg: -reference(lg).mean())(logits))
 
 
-@pytest.mark.parametrize('kwargs', [dict(num_discrete=11), dict(num_discrete=(3, 4)), dict(num_discrete=(3, 40), use_parallel_multi_discrete=False), dict(num_continuous=2)],
-                         ids=['lm', 'padded', 'loop', 'gaussian'])  # fmt: skip
+@LOG_PROB_PATHS
+@pytest.mark.parametrize('kwargs', [dict(num_discrete=11), dict(num_discrete=11, fused_cross_entropy=True), dict(num_discrete=(3, 4)),
+                                    dict(num_discrete=(3, 40), use_parallel_multi_discrete=False), dict(num_continuous=2)],
+                         ids=['lm', 'lm fused', 'padded', 'loop', 'gaussian'])  # fmt: skip
 @pytest.mark.parametrize('what', ['loss', 'log_prob'])
-def test_per_sample_gradients_with_vmap_of_grad_equal_a_loop(kwargs, what):
+def test_per_sample_gradients_with_vmap_of_grad_equal_a_loop(kwargs, what, log_prob, monkeypatch):
+    _log_prob_path(log_prob, monkeypatch)
     torch.manual_seed(7)
     readout = Readout(5, **kwargs)
     x = torch.randn(6, 5)

@@ -13,11 +13,15 @@ TARGETS = {
     'mixed': lambda: (torch.randint(0, 3, (2, 5)), torch.randn(2, 5, 1)),  # through the selector below
 }
 MIXED_SELECTORS = [([[3, 1, 4]], [1])]
+# the fused loss forced ('auto' takes the logits path for these vocabularies)
+COMPILED = {**MODALITIES, 'discrete fused': dict(num_discrete=50, readout_kwargs=dict(fused_cross_entropy=True)),
+            'mixed fused': dict(MODALITIES['mixed'], readout_kwargs=dict(fused_cross_entropy=True))}  # fmt: skip
+TARGETS |= {'discrete fused': TARGETS['discrete'], 'mixed fused': TARGETS['mixed']}
 
 
 def compiled_calls(modality):
     """Embed, readout and the calls to compile (embed, logits, loss) of a modality."""
-    kwargs = dict(MODALITIES[modality], **({'selectors': MIXED_SELECTORS} if modality == 'mixed' else {}))
+    kwargs = dict(COMPILED[modality], **({'selectors': MIXED_SELECTORS} if modality.startswith('mixed') else {}))
     embed, readout = build_pair(16, **kwargs)
     targets = TARGETS[modality]()
     inputs = tuple(t.clamp(min=0) if not t.is_floating_point() else t for t in targets) if isinstance(targets, tuple) else targets.clamp(min=0)
@@ -36,7 +40,7 @@ def flat(out):
     return [t for part in out for t in flat(part)]
 
 
-@pytest.mark.parametrize('modality', list(MODALITIES))
+@pytest.mark.parametrize('modality', list(COMPILED))
 @pytest.mark.parametrize('what', ['embed', 'logits', 'loss'])
 def test_no_graph_breaks(modality, what):
     _, _, fns = compiled_calls(modality)
@@ -46,7 +50,7 @@ def test_no_graph_breaks(modality, what):
     assert explained.graph_count == 1
 
 
-@pytest.mark.parametrize('modality', list(MODALITIES))
+@pytest.mark.parametrize('modality', list(COMPILED))
 def test_fullgraph_compile_matches_eager(modality):
     embed, readout, fns = compiled_calls(modality)
     params = list({*embed.parameters(), *readout.parameters()})

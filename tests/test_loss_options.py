@@ -100,7 +100,7 @@ def test_targets_that_broadcast_are_scored_with_every_option(fused, heads, monke
 
 
 def test_float32_fused_matches_f_cross_entropy_to_1e5():
-    readout, x, targets, mask, keep = setup(torch.float32, label_smoothing=0.1)
+    readout, x, targets, mask, keep = setup(torch.float32, label_smoothing=0.1, fused_cross_entropy=True)
     loss = readout(x, targets)
     ref = F.cross_entropy(raw_logits(readout, x).reshape(-1, VOCAB), targets.reshape(-1), ignore_index=-1, label_smoothing=0.1)
     torch.testing.assert_close(loss, ref, atol=1e-5, rtol=0)
@@ -116,7 +116,7 @@ def test_the_softcap_applies_to_every_logit_the_readout_produces():
 
 
 def test_double_backward_of_the_fused_loss_with_options():
-    readout, x, targets, mask, keep = setup(**OPTIONS['all'])
+    readout, x, targets, mask, keep = setup(**OPTIONS['all'], fused_cross_entropy=True)
     results = []
     for loss in (readout(x, targets, loss_mask=mask), reference_loss(raw_logits(readout, x), targets, keep, **OPTIONS['all'])[0]):
         (gx,) = torch.autograd.grad(loss, x, create_graph=True)

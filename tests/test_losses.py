@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import MEAN_STD, pack, randint_groups
-from helpers.internals import fused_path_taken
+from helpers.internals import fused_path_taken, record_fused_losses
 from helpers.loss_cases import BATCH, LOSS_CASES, D, LossCase, parts, split, total
 from torch.func import functional_call
 
@@ -23,8 +23,9 @@ NLL0, NLL1 = math.log(4.0), math.log(4.0 / 3.0)
 # cross entropy, ignore_index and loss masks
 
 
-def test_cross_entropy_matches_torch():
-    readout = Readout(16, num_discrete=100)
+@pytest.mark.parametrize('fused', [True, 'auto', False])
+def test_cross_entropy_matches_torch(fused):
+    readout = Readout(16, num_discrete=100, fused_cross_entropy=fused)
     x, y = torch.randn(4, 9, 16), torch.randint(0, 100, (4, 9))
     torch.testing.assert_close(readout(x, y), F.cross_entropy(readout(x).reshape(-1, 100), y.reshape(-1)))
 
@@ -194,7 +195,7 @@ def test_all_targets_ignored_gives_zero_discrete_loss_and_zero_gradients(name, v
 
 
 EMPTY_CASES = {
-    'lm (fused)': dict(num_discrete=7),
+    'lm (fused)': dict(num_discrete=7, readout_kwargs=dict(fused_cross_entropy=True)),
     'lm (logits)': dict(num_discrete=7, readout_kwargs=dict(fused_cross_entropy=False)),
     'multi-discrete': dict(num_discrete=(3, 4)),
     'multi-discrete no ignore_index': dict(num_discrete=(3, 4), readout_kwargs=dict(ignore_index=None)),
@@ -265,7 +266,7 @@ def test_fused_loss_agrees_with_the_logits_path(case, small_fused_chunks):
     ids = targets[0].clamp(min=0) if isinstance(targets, tuple) else targets.clamp(min=0)
     ids = (ids, targets[1]) if isinstance(targets, tuple) else ids
     kwargs = {'loss_mask': torch.rand(batch) > 0.3} if call.get('loss_mask') else {}
-    assert fused_path_taken(readout)
+    assert fused_path_taken(readout, embed(ids))
     fused, fused_grads = _loss_and_grads(embed, readout, ids, targets, kwargs)
     readout.fused_cross_entropy = False
     plain, plain_grads = _loss_and_grads(embed, readout, ids, targets, kwargs)
@@ -289,10 +290,62 @@ def test_fused_loss_checks_targets(small_fused_chunks):
 
 def test_the_fused_loss_computes_no_gradient_under_no_grad(no_fused_gradient_function):
     torch.manual_seed(8)
-    readout = Readout(16, num_discrete=300)
+    readout = Readout(16, num_discrete=300, fused_cross_entropy=True)
     x, y = torch.randn(64, 16), torch.randint(0, 300, (64,))
     with torch.no_grad():
         loss = readout(x, y)
     torch.testing.assert_close(loss, F.cross_entropy(x @ readout.embeddings.weight.T, y))
     with torch.no_grad():
         torch.testing.assert_close(readout(x.requires_grad_(), y), loss)
+
+
+# which path forward's loss takes: fused_cross_entropy='auto' (the default) by sizes,
+# True wherever the fused loss applies, False never
+
+
+def test_auto_leaves_a_policy_heads_loss_to_the_logits_and_true_forces_the_fused_loss(monkeypatch):
+    fused_calls = record_fused_losses(monkeypatch)
+    readout = Readout(16, num_discrete=5)
+    x, y = torch.randn(64, 16, requires_grad=True), torch.randint(0, 5, (64,))
+    reference = F.cross_entropy(x @ readout.embeddings.weight.T, y)
+    assert readout.fused_cross_entropy == 'auto'
+    torch.testing.assert_close(readout(x, y), reference)
+    assert fused_calls == []  # 5 actions: the logits path is 1.6-3x faster
+    readout.fused_cross_entropy = True
+    torch.testing.assert_close(readout(x, y), reference)
+    assert fused_calls == [(64, 16)]
+    readout.fused_cross_entropy = False
+    torch.testing.assert_close(readout(x, y), reference)
+    assert len(fused_calls) == 1
+
+
+def test_auto_fuses_a_language_models_loss():
+    readout = Readout(16, num_discrete=16384)
+    x, y = torch.randn(2, 128, 16, requires_grad=True), torch.randint(-1, 16384, (2, 128))
+    assert fused_path_taken(readout, x)  # 256 tokens x 16k ids: faster fused
+    loss = readout(x, y)
+    torch.testing.assert_close(loss, F.cross_entropy((x @ readout.embeddings.weight.T).reshape(-1, 16384), y.reshape(-1), ignore_index=-1))
+    assert not fused_path_taken(readout, x[:, :64])  # 128 tokens: too few to pay
+
+
+@pytest.mark.parametrize(('tokens', 'vocab', 'fused'), [
+    (1, 5, False), (4096, 5, False), (255, 1 << 16, False), (256, 1 << 14, True), (1024, 4096, True), (1024, 1024, False),
+    (128, 1 << 17, True),  # 64 MiB of float32 logits: fused, although slower at 128 tokens
+    (128, (1 << 17) - 1, False),
+])  # fmt: skip
+def test_auto_fuses_from_256_tokens_and_4m_logits_or_64_mib_of_logits(tokens, vocab, fused):
+    with torch.device('meta'):  # a table without memory: only the sizes decide
+        readout = Readout(8, num_discrete=vocab)
+    assert fused_path_taken(readout, torch.empty(tokens, 8)) == fused
+    # on an accelerator (the meta device stands in) only the memory counts: the fused
+    # path was measured slower than the logits path on a GPU
+    assert fused_path_taken(readout, torch.empty(tokens, 8, device='meta')) == (tokens * vocab * 4 >= 64 << 20)
+
+
+def test_fused_cross_entropy_takes_true_false_or_auto():
+    with pytest.raises(TypeError, match='fused_cross_entropy'):
+        Readout(8, num_discrete=5, fused_cross_entropy='always')
+    readout = Readout(8, num_discrete=5)
+    with pytest.raises(TypeError, match="fused_cross_entropy must be True, False or 'auto', got str 'always'"):
+        readout.fused_cross_entropy = 'always'
+    assert readout.fused_cross_entropy == 'auto'

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import as_dist, randint_groups, random_logits, top_k, with_group_axis
-from helpers.internals import log_prob_at, padded_path_taken, pads_cheaply
+from helpers.internals import log_prob_at, padded_path_taken, pads_cheaply, record_log_prob_op, use_log_prob_op
 from torch.distributions import Categorical, kl_divergence
 
 from discrete_continuous_embed_readout import MultiCategorical, ParameterlessReadout, Readout
@@ -203,8 +203,28 @@ def test_minus_infinity_logits_give_finite_entropy_and_gradients():
         assert torch.isfinite(grad).all()
 
 
-def test_log_prob_gradient_passes_gradcheck():
+@pytest.mark.parametrize('op', [False, True], ids=['plain', 'op'])
+def test_log_prob_gradient_passes_gradcheck(op, monkeypatch):
+    if op:  # the log-prob op at this size (it takes over from 16k logits)
+        use_log_prob_op(monkeypatch)
     logits = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
     index = torch.randint(0, 6, (3, 4))
     assert torch.autograd.gradcheck(lambda t: log_prob_at(t, index), (logits,))
     torch.testing.assert_close(log_prob_at(logits, index), logits.log_softmax(-1).gather(-1, index[..., None])[..., 0])
+
+
+def test_ids_are_scored_by_the_log_prob_op_from_16k_logits_that_need_gradients(monkeypatch):
+    # below that, log-softmax + gather with autograd's own backward is faster (the op's
+    # Python costs tens of microseconds); both give the same values and gradients
+    calls = record_log_prob_op(monkeypatch)
+    for n, expected_calls in ((255, 0), (256, 1)):  # (64, 255) and (64, 256) logits
+        logits = torch.randn(64, n, dtype=torch.float64, requires_grad=True)
+        index, weight = torch.randint(0, n, (64,)), torch.randn(64, dtype=torch.float64)
+        ours = log_prob_at(logits, index)
+        reference = logits.log_softmax(-1).gather(-1, index[:, None]).squeeze(-1)
+        torch.testing.assert_close(ours, reference)
+        torch.testing.assert_close(torch.autograd.grad((ours * weight).sum(), logits)[0], torch.autograd.grad((reference * weight).sum(), logits)[0])
+        assert len(calls) == expected_calls
+        with torch.no_grad():
+            log_prob_at(logits, index)  # no gradient wanted: never the op
+        assert len(calls) == expected_calls

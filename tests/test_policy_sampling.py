@@ -242,3 +242,21 @@ def test_a_squashed_sample_and_its_log_prob_agree_with_log_prob_of_the_action(re
     if differentiable:  # reparameterised: the gradient of the pre-tanh log-density, finite everywhere
         log_prob.sum().backward()
         assert torch.isfinite(params.grad).all() and params.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('ignore_index', [0, 2, -1])
+@pytest.mark.parametrize('sizes', [5, (3, 4)], ids=['one group', 'two groups'])
+def test_a_sampled_log_prob_zeroes_ids_equal_to_ignore_index_as_log_prob_does(sizes, ignore_index):
+    # a drawn id can equal a non-negative ignore_index; log_prob scores it 0, and so must
+    # sample(..., return_log_prob=True), which skips the masking only for negative ones
+    readout = ParameterlessReadout(num_discrete=sizes, ignore_index=ignore_index)
+    groups = [5] if isinstance(sizes, int) else list(sizes)
+    logits = torch.randn(400, sum(groups))
+    ids, log_prob = readout.sample(logits, return_log_prob=True)
+    ids_g = ids[:, None] if isinstance(sizes, int) else ids
+    expected = torch.stack([torch.distributions.Categorical(logits=g).log_prob(ids_g[:, i]) for i, g in enumerate(logits.split(groups, -1))], -1)
+    expected = expected.masked_fill(ids_g == ignore_index, 0.0)
+    torch.testing.assert_close(log_prob, expected.squeeze(-1) if isinstance(sizes, int) else expected)
+    torch.testing.assert_close(log_prob, readout.log_prob(logits, ids))
+    if ignore_index >= 0:
+        assert (ids_g == ignore_index).any()  # the case is exercised

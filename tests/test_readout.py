@@ -196,7 +196,7 @@ BAD_OPTIONS = {
     'logit_softcap nan': ('logit_softcap', float('nan'), ValueError, 'logit_softcap must be a finite number'),
     'unimix 1': ('unimix', 1.0, ValueError, r'unimix must be a number in \[0, 1\), got 1.0'),
     'unimix nan': ('unimix', float('nan'), ValueError, r'unimix must be a number in \[0, 1\)'),
-    'fused_cross_entropy int': ('fused_cross_entropy', 1, TypeError, 'fused_cross_entropy must be a bool, got int 1'),
+    'fused_cross_entropy int': ('fused_cross_entropy', 1, TypeError, "fused_cross_entropy must be True, False or 'auto', got int 1"),
     'use_parallel_multi_discrete None': ('use_parallel_multi_discrete', None, TypeError, 'use_parallel_multi_discrete must be a bool'),
     'ignore_index float': ('ignore_index', -1.0, TypeError, 'ignore_index must be an int or None'),
     'ignore_index bool': ('ignore_index', True, TypeError, 'ignore_index must be an int or None'),

@@ -25,7 +25,7 @@ def token_log_probs(readout, embeds: Tensor, targets, temperature, loss_mask, se
     batch = embeds.shape[:-1]
     group_axis = not readout.auto_squeeze_single_output and getattr(targets, 'ndim', None) == len(batch) + 1
     ids = discrete_values(targets, selector, batch, not group_axis, 'targets')  # (..., 1)
-    check_ids_in_range(ids, selector.group_sizes_t, 'targets', readout.ignore_index, not group_axis, owner='readout')
+    check_ids_in_range(ids, selector.group_sizes, 'targets', readout.ignore_index, not group_axis, owner='readout')
     ids = ids.squeeze(-1)
     keep = ids != readout.ignore_index if exists(readout.ignore_index) else torch.ones_like(ids, dtype=torch.bool)
     mask = check_loss_mask(loss_mask, batch)

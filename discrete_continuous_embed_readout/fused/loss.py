@@ -4,7 +4,8 @@ chunk, never holding the ``(tokens, vocab)`` logits.
 Options (``LossOptions``): label smoothing (as ``F.cross_entropy``'s), a z-loss
 (``weight * logsumexp^2`` per token, PaLM's), and the logit soft-cap
 ``c * tanh(logits / c)`` (Gemma 2). Rows that carry no loss (``ignore_index``, the
-loss mask) are dropped before the matmul. The reduced loss computes its gradients in
+loss mask) are dropped before the matmul on the CPU (on an accelerator they are
+weighted 0 instead: finding them would wait for the device). The reduced loss computes its gradients in
 the forward pass (three matmuls in all); the per-token losses go through
 ``linear_softmax_stats``, whose backward recomputes the logits. On CUDA tensors with
 Triton installed (``backend.kernels_apply``) the reduced loss, too, runs on the
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import functorch_active
+from .._checks import functorch_active, may_sync
 from .backend import kernels_apply
 from .linear_softmax import chunk_logits, chunk_rows, linear_kl_div, linear_softmax_stats, softmax_dtype
 
@@ -165,9 +166,11 @@ def _kernel_sums(x: Tensor, weight: Tensor, targets: Tensor, keep: Tensor, optio
 
 
 def _kept_index(keep: Tensor) -> Tensor | None:
-    """The rows to compute, or ``None`` for all of them (every row kept, or while
-    compiling / under ``torch.func``, where a data-dependent gather cannot run)."""
-    if torch.compiler.is_compiling() or functorch_active() or bool(keep.all()):
+    """The rows to compute, or ``None`` for all of them: every row kept; while
+    compiling / under ``torch.func``, where a data-dependent gather cannot run; or on
+    an accelerator, where finding the kept rows would wait for the device (the
+    dropped rows are computed there and weighted 0)."""
+    if torch.compiler.is_compiling() or functorch_active() or may_sync(keep) or bool(keep.all()):
         return None
     return keep.nonzero().squeeze(-1)
 

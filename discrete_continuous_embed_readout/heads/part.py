@@ -19,6 +19,8 @@ through it; an ``Embed`` with ``continuous_range`` takes its inverse.
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 
 import torch
@@ -178,9 +180,10 @@ class ContinuousPart:
     params' dtype (a binned head's in float32, which tells every bin apart).
     """
 
-    def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform, config, name: str):
-        self.head, self.units, self.config, self.name = head, units, config, name
-        self.is_identity = isinstance(units, _Identity)
+    def __init__(self, head: ContinuousDistribution, params: Tensor, units: AffineTransform | None, config, name: str):
+        self.head, self._units, self.config, self.name = head, units, config, name
+        self.is_identity = units is None or isinstance(units, _Identity)
+        self._log_scale = None  # log |d user / d native|, computed on first use
         self.dtype, self.params = params.dtype, upcast(params)
         self.batch_shape = params.shape[:-2] if config.log_var else params.shape[:-1]
         self.num_continuous = params.shape[-2] if config.log_var else params.shape[-1]
@@ -192,8 +195,10 @@ class ContinuousPart:
         map of the selector's dims (``rescale_range``, else the readout's bound
         ``continuous_range``; see ``_call_range``)."""
         head = head_for(config.head, selector.squashed)
+        if config.mean_std is None and rescale_range is None and config.continuous_range is None and not override_range:
+            return cls(head, params, None, config, name)  # the identity, built only if asked for (``units``)
         mean_std = None
-        if exists(config.mean_std):
+        if config.mean_std is not None:
             mean, std = take(config.mean_std, selector.continuous_dims).unbind(-1)
             mean_std = mean, std.clamp(min=config.eps)
         like = upcast(params).new_empty((params.shape[-2] if config.log_var else params.shape[-1],))
@@ -205,10 +210,17 @@ class ContinuousPart:
         native_range = head.default_range if exists(rescale_range) or exists(bound) else None
         return cls(head, params, unit_map(native_range, rescale_range, mean_std, like, bound), config, name)
 
+    @property
+    def units(self) -> AffineTransform:
+        """The map from the head's native units to the user's (see ``unit_map``)."""
+        if self._units is None:
+            self._units = _Identity()
+        return self._units
+
     def expand(self, batch_shape) -> ContinuousPart:
         """The same distribution broadcast to ``(*batch_shape, ...)``."""
         params = self.params.expand(*batch_shape, *self.params.shape)
-        return ContinuousPart(self.head, params, self.units, self.config, self.name)
+        return ContinuousPart(self.head, params, self._units, self.config, self.name)
 
     def require_distribution(self, what: str) -> None:
         if not self.config.log_var:
@@ -231,31 +243,35 @@ class ContinuousPart:
         if not self.config.log_var:
             if with_log_prob:
                 self.require_distribution('return_log_prob')
-            return self.units(self.params).to(self.dtype), None  # regression: the prediction itself
-        sampled, log_prob, native, head_log_prob = self._draw(_honoured_temperature(self.head, temperature), differentiable, with_log_prob)
+            return self._to_user(self.params).to(self.dtype), None  # regression: the prediction itself
+        sampled, log_prob, head_log_prob = self._draw(_honoured_temperature(self.head, temperature), differentiable, with_log_prob)
         if exists(head_log_prob):  # the value of the re-scored log-prob, the gradient of the head's
-            head_log_prob = head_log_prob - (0.0 if self.head.discrete_support else self.units.log_abs_det_jacobian(native, native))
+            head_log_prob = self._minus_log_jacobian(head_log_prob)
             log_prob = head_log_prob + (log_prob - head_log_prob).detach()
         return sampled, log_prob
 
     def _draw(self, temperature: float, differentiable: bool, with_log_prob: bool):
         """Draw, map to the user's units and re-score there; between the head's two
-        calls only torch runs (see ``benchmarks/trace_route.py``)."""
-        head, params, units = self.head, self.params, self.units
+        calls only torch runs (see ``benchmarks/trace_route.py``: the units map and
+        its log-Jacobian are inlined)."""
+        head, params, units, identity = self.head, self.params, self._units, self.is_identity
+        log_scale = self._log_jacobian() if with_log_prob else 0.0
         if with_log_prob and differentiable:
             native, head_log_prob = head.sample_and_log_prob(params, temperature, differentiable)
         else:
             native, head_log_prob = head.sample(params, temperature, differentiable), None
+        user = native if identity else units(native)
         # a binned head's values stay in float32: half precision cannot tell its bins apart
-        sampled = units(native) if head.discrete_support else units(native).to(self.dtype)
+        sampled = user if head.discrete_support else user.to(self.dtype)
         if sampled.dtype in HALF:
-            sampled = _inside_bounds(sampled, head, units)
+            sampled = _inside_bounds(sampled, head, self.units)
         if not with_log_prob:
-            return sampled, None, native, None
-        rounding = _rounding_in_native(sampled, units) if sampled.dtype in HALF else 0.0
-        rescored, outside = check_support(head, units.inv(upcast(sampled)), name='sampled', to_user=units, rounding=rounding)
-        log_prob = head.log_prob(params, rescored) - (0.0 if head.discrete_support else units.log_abs_det_jacobian(rescored, native))
-        return sampled, log_prob if outside is None else log_prob.masked_fill(outside, float('-inf')), native, head_log_prob
+            return sampled, None, head_log_prob
+        rounding = _rounding_in_native(sampled, self.units) if sampled.dtype in HALF else 0.0
+        rescored, outside = check_support(head, upcast(sampled) if identity else units.inv(upcast(sampled)), name='sampled', to_user=self._to_user, rounding=rounding)
+        log_prob = head.log_prob(params, rescored)
+        log_prob = log_prob if isinstance(log_scale, float) and log_scale == 0.0 else log_prob - log_scale
+        return sampled, log_prob if outside is None else log_prob.masked_fill(outside, float('-inf')), head_log_prob
 
     def values(self, values, name: str) -> Tensor:
         """``values`` checked: a finite floating tensor ``(..., c)`` whose leading
@@ -281,10 +297,10 @@ class ContinuousPart:
         self.require_distribution('log_prob')
         values = self.values(values, name)
         rounding = _rounding_in_native(values, self.units) if values.dtype in HALF else 0.0
-        native, outside = check_support(self.head, self.units.inv(upcast(values)), name=name, to_user=self.units,
+        native, outside = check_support(self.head, self._to_native(upcast(values)), name=name, to_user=self._to_user,
                                         soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)  # fmt: skip
         native, params = self._broadcast(native)
-        log_prob = self.head.log_prob(params, native) - self._log_jacobian(native)
+        log_prob = self._minus_log_jacobian(self.head.log_prob(params, native))
         return log_prob if outside is None else log_prob.masked_fill(outside, float('-inf'))
 
     def entropy(self, num_samples: int | None = None) -> Tensor:
@@ -299,13 +315,31 @@ class ContinuousPart:
             raise ValueError(f'squashed_entropy_samples must be a positive int, got {num_samples!r}')
         else:
             entropy = self.head.entropy_estimate(self.params, num_samples)
-        return entropy + self._log_jacobian(entropy)
+        log_scale = self._log_jacobian()
+        return entropy if isinstance(log_scale, float) and log_scale == 0.0 else entropy + log_scale
 
-    def _log_jacobian(self, like: Tensor) -> Tensor | float:
-        """``log |d user / d native|`` per dim, which densities in the user's units
-        subtract and entropies add; 0 for a binned head (probability masses; the
-        acting path inlines this, see ``benchmarks/trace_route.py``)."""
-        return 0.0 if self.head.discrete_support else self.units.log_abs_det_jacobian(like, like)
+    def _log_jacobian(self) -> Tensor | float:
+        """``log |d user / d native|``, a number or one per dim ``(c,)``, which
+        densities in the user's units subtract and entropies add (the units map's
+        ``log_abs_det_jacobian``, without a tensor of its values); 0 for a binned
+        head (probability masses)."""
+        if self.head.discrete_support or self.is_identity:
+            return 0.0
+        if self._log_scale is None:
+            scale = self.units.scale
+            self._log_scale = math.log(abs(scale)) if isinstance(scale, numbers.Real) else scale.abs().log()
+        return self._log_scale
+
+    def _minus_log_jacobian(self, log_prob: Tensor) -> Tensor:
+        """A native log-density as one in the user's units."""
+        log_scale = self._log_jacobian()
+        return log_prob if isinstance(log_scale, float) and log_scale == 0.0 else log_prob - log_scale
+
+    def _to_user(self, native: Tensor) -> Tensor:
+        return native if self.is_identity else self.units(native)
+
+    def _to_native(self, user: Tensor) -> Tensor:
+        return user if self.is_identity else self.units.inv(user)
 
     def kl_div(self, other: ContinuousPart) -> Tensor:
         """KL(self || other) per dim (invariant under the shared units map)."""
@@ -320,7 +354,7 @@ class ContinuousPart:
         regression loss in native (normalised) units."""
         if self.config.log_var and not self.head.discrete_support:
             return -self.log_prob(targets, 'targets')
-        native, params = self._broadcast(self.units.inv(upcast(self.values(targets, 'targets'))))
+        native, params = self._broadcast(self._to_native(upcast(self.values(targets, 'targets'))))
         if self.config.log_var:
             return self.head.loss(params, native)
         return regression_loss(params, native, self.config.regression_loss_type)

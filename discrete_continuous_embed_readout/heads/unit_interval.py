@@ -72,6 +72,21 @@ class BetaDistribution(_UnitInterval):
     def dist(self, params: Tensor) -> Beta:
         return Beta(*self.concentrations(params), validate_args=False)
 
+    # log_prob and entropy as torch's Beta computes them (a Dirichlet over (x, 1 - x)),
+    # term for term, without building the distribution objects on every call
+
+    def log_prob(self, params: Tensor, value: Tensor) -> Tensor:
+        concentration = F.softplus(params).add(1.0 if self.unimodal else self.eps)  # (..., c, 2): alpha, beta
+        x = self.clip_sampled(value)
+        heads_tails = torch.stack([x, 1.0 - x], -1)
+        return torch.xlogy(concentration - 1.0, heads_tails).sum(-1) + torch.lgamma(concentration.sum(-1)) - torch.lgamma(concentration).sum(-1)
+
+    def entropy(self, params: Tensor) -> Tensor:
+        concentration = F.softplus(params).add(1.0 if self.unimodal else self.eps)
+        total = concentration.sum(-1)
+        return (torch.lgamma(concentration).sum(-1) - torch.lgamma(total) - (2.0 - total) * torch.digamma(total)
+                - ((concentration - 1.0) * torch.digamma(concentration)).sum(-1))  # fmt: skip
+
     @staticmethod
     def _mode(alpha: Tensor, beta: Tensor) -> Tensor:
         return (alpha - 1) / (alpha + beta - 2)
@@ -130,8 +145,11 @@ class KumaraswamyDistribution(_UnitInterval):
 
 
 @cache
-def _gauss_legendre(n: int) -> tuple[Tensor, Tensor]:
-    """Nodes and weights on (0, 1) (Golub-Welsch), float64, CPU."""
+def _gauss_legendre(n: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Nodes and weights on (0, 1) (Golub-Welsch), float64, on ``device`` (the CPU for
+    ``None``; kept per device: copying them there per call would wait for the device)."""
+    if device is not None and device.type != 'cpu':
+        return tuple(t.to(device) for t in _gauss_legendre(n))
     k = torch.arange(1, n, dtype=torch.float64)
     off = k / torch.sqrt(4.0 * k * k - 1.0)
     nodes, vectors = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
@@ -140,7 +158,7 @@ def _gauss_legendre(n: int) -> tuple[Tensor, Tensor]:
 
 def _expect_log_one_minus_pow(a_p: Tensor, b_p: Tensor, a_q: Tensor, num_nodes: int = 64, power: int = 4) -> Tensor:
     """E[log(1 - X^a_q)], X ~ Kumaraswamy(a_p, b_p), by quadrature over v = w^power."""
-    w, weights = (t.to(a_p.device) for t in _gauss_legendre(num_nodes))
+    w, weights = _gauss_legendre(num_nodes, a_p.device)
     v = w**power
     jacobian = weights * power * w ** (power - 1)
     out_dtype = a_p.dtype

@@ -14,6 +14,10 @@ through these functions (and the conftest.py fixtures built on them).
   fused paths share; ``fused.triton_launch``: the Triton kernels' launchers;
   ``fused.kernel_ops``: their gradient coefficients; ``kernels_apply`` as the fused
   modules see it.
+- ``_checks.syncs_on_read``: whether reading a tensor's values waits for its device;
+- ``multi_categorical.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
+- ``_losses.FUSED_MIN_TOKENS``, ``_losses.FUSED_MIN_LOGITS``: where ``fused_cross_entropy='auto'`` fuses;
+- ``Readout._fused_loss``: the fused loss's entry point.
 """
 
 import importlib
@@ -26,10 +30,41 @@ def _module(name: str):
 
 
 def use_small_fused_chunks(monkeypatch) -> None:
-    """Several fused-loss chunks (the last one partial), and multi-discrete groups fused."""
+    """Several fused-loss chunks (the last one partial), multi-discrete groups fused,
+    and ``fused_cross_entropy='auto'`` fusing at any size."""
     monkeypatch.setattr(_module('fused.linear_softmax'), 'MIN_CHUNK_ROWS', 4)
     monkeypatch.setitem(_module('fused.linear_softmax').CHUNK_BYTES, 'cpu', 1)
     set_fused_min_group_size(monkeypatch, 2)
+    fuse_at_any_size(monkeypatch)
+
+
+def fuse_at_any_size(monkeypatch) -> None:
+    """``fused_cross_entropy='auto'`` takes the fused loss for any vocabulary and token count."""
+    monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_TOKENS', 0)
+    monkeypatch.setattr(_module('_losses'), 'FUSED_MIN_LOGITS', 0)
+
+
+def record_fused_losses(monkeypatch) -> list:
+    """A list that grows by the embeddings' shape on every call of the fused loss."""
+    calls, readout = [], _module('readout').Readout
+    original = readout._fused_loss
+
+    def recorded(self, embed, *args):
+        calls.append(tuple(embed.shape))
+        return original(self, embed, *args)
+
+    monkeypatch.setattr(readout, '_fused_loss', recorded)
+    return calls
+
+
+def pretend_device_syncs(monkeypatch) -> None:
+    """Take the path of a device where reading a value waits for it (CUDA) on the CPU."""
+    monkeypatch.setattr(_module('_checks'), 'syncs_on_read', lambda device: True)
+
+
+def use_log_prob_op(monkeypatch) -> None:
+    """Score ids by the log-prob autograd op at any size (not log-softmax + gather)."""
+    monkeypatch.setattr(_module('multi_categorical'), 'LOG_PROB_OP_MIN_NUMEL', 0)
 
 
 def set_fused_min_group_size(monkeypatch, size: int) -> None:
@@ -42,9 +77,9 @@ def forbid_fused_gradient_function(monkeypatch, replacement) -> None:
     monkeypatch.setattr(_module('fused.loss')._LinearCrossEntropySum, 'apply', replacement)
 
 
-def fused_path_taken(readout, **selector) -> bool:
-    """Whether ``readout``'s forward loss takes the fused (logits-free) path."""
-    return _module('_losses').can_fuse(readout.fused_cross_entropy, readout.get_selector(**selector).selector)
+def fused_path_taken(readout, embed=None, **selector) -> bool:
+    """Whether ``readout``'s forward loss of ``embed`` takes the fused (logits-free) path."""
+    return _module('_losses').can_fuse(readout.fused_cross_entropy, readout.get_selector(**selector).selector, embed)
 
 
 def pads_cheaply(sizes) -> bool:
@@ -97,6 +132,12 @@ def kernels_module():
     return _module('fused.triton_kernels')
 
 
+def fuse_at_any_size_from_now_on() -> None:
+    """``fused_cross_entropy='auto'`` fuses at any size, for the rest of the process (subprocess checks)."""
+    _module('_losses').FUSED_MIN_TOKENS = 0
+    _module('_losses').FUSED_MIN_LOGITS = 0
+
+
 def fuse_groups_from(size: int) -> None:
     """Fuse the loss of groups from ``size`` ids on, for the rest of the process (subprocess checks)."""
     _module('_losses').FUSED_MIN_GROUP_SIZE = size
@@ -115,3 +156,16 @@ def record_kernel_choices(monkeypatch) -> list:
 
         monkeypatch.setattr(module, 'kernels_apply', recorded)
     return choices
+def record_log_prob_op(monkeypatch) -> list:
+    """A list that grows by the logits' shape whenever ids are scored by the log-prob
+    autograd op (``multi_categorical._LogProbAt`` / ``_LogProbAtWithJvp``)."""
+    calls, module = [], _module('multi_categorical')
+    for op in (module._LogProbAtWithJvp, module._LogProbAt):  # the subclass first: it inherits apply
+        original = op.apply
+
+        def recorded(logits, index, _original=original):
+            calls.append(tuple(logits.shape))
+            return _original(logits, index)
+
+        monkeypatch.setattr(op, 'apply', recorded)
+    return calls

@@ -14,7 +14,7 @@ BATCH = (2, 3)
 CLAMP = (-5.0, 2.0)  # a log_var_clamp_range
 
 LOSS_CASES = {
-    'discrete': dict(num_discrete=7),  # one group: forward uses the fused chunked cross entropy
+    'discrete': dict(num_discrete=7, fused_cross_entropy=True),  # one group: forward takes the fused chunked cross entropy ('auto' would not, for 7 ids)
     'discrete_unfused': dict(num_discrete=7, fused_cross_entropy=False),
     'multi_parallel': dict(num_discrete=(3, 4, 5)),  # similar sizes: the padded batched pass
     'multi_sequential': dict(num_discrete=(3, 4, 5), use_parallel_multi_discrete=False),
@@ -31,7 +31,7 @@ LOSS_CASES = {
     'mse_mean_std': dict(num_continuous=2, continuous_log_var_embed=False, continuous_mean_std=MEAN_STD[:2]),
     'gaussian_mean_std': dict(num_continuous=2, continuous_mean_std=MEAN_STD[:2]),
     'squashed_mean_std': dict(num_continuous=2, continuous_squashed=True, continuous_mean_std=MEAN_STD[:2]),
-    'mixed': dict(num_discrete=7, num_continuous=2),  # fused discrete + gaussian
+    'mixed': dict(num_discrete=7, num_continuous=2, fused_cross_entropy=True),  # fused discrete + gaussian
     'mixed_multi_beta': dict(num_discrete=(3, 4), num_continuous=2, continuous_dist_type='beta'),
 }
 
@@ -69,7 +69,7 @@ class LossCase:
 
     @property
     def fused(self):  # what forward computes the discrete loss with (no option that disables it)
-        return self.single and self.kwargs.get('fused_cross_entropy', True)
+        return self.single and self.kwargs.get('fused_cross_entropy', 'auto') is True
 
     def readout(self, dtype=torch.float64, table=True):
         if not table:
