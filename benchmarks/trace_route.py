@@ -23,7 +23,7 @@ import torch
 from discrete_continuous_embed_readout import Readout
 
 PACKAGE = 'discrete_continuous_embed_readout'
-HELPERS = {f'{PACKAGE}._utils', f'{PACKAGE}._checks'}
+HELPERS = {f'{PACKAGE}._utils', f'{PACKAGE}._checks', f'{PACKAGE}._options', f'{PACKAGE}._parse'}
 
 
 def _package_module(frame) -> str | None:

@@ -6,21 +6,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_ids_in_range, check_tensor, describe, discrete_values
+from ._checks import check_ids_in_range, check_loss_mask, describe
+from ._parse import discrete_values
 from ._utils import default, exists
 from .fused.loss import NO_OPTIONS, LossOptions, linear_cross_entropy_sum, linear_token_losses
-
-
-def check_loss_mask(mask, batch_shape, name: str = 'loss_mask') -> Tensor | None:
-    """``mask`` is ``None`` or a bool tensor of the batch shape ``(...)``."""
-    if not exists(mask):
-        return None
-    check_tensor(mask, name)
-    if mask.dtype != torch.bool:
-        raise TypeError(f'{name} must be a bool tensor (True = keep), got {describe(mask)}')
-    if mask.shape != batch_shape:
-        raise ValueError(f'{name} must have the batch shape {tuple(batch_shape)}, got {describe(mask)}')
-    return mask
 
 
 def entry_mask(per_entry: Tensor, loss_mask: Tensor | None, keep: Tensor | None = None) -> Tensor | None:

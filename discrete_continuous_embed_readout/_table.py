@@ -9,7 +9,8 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_bool, check_floating, checked_option, describe
+from ._checks import check_floating, describe
+from ._options import check_bool, checked_option
 from ._selectors import ParsedConfig, Selector, TableLayout, default_config, parse_selector_config
 from ._units_state import check_loaded_units, explain_units_keys
 from ._utils import exists, take

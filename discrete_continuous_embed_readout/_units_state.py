@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from ._checks import check_bound_units
+from ._options import check_bound_units
 from ._utils import exists
 
 

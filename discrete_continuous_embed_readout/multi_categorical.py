@@ -18,16 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import (
-    broadcasts,
-    check_ids_in_range,
-    check_integer,
-    check_last_dim,
-    check_logit_groups,
-    check_temperature,
-    describe,
-    functorch_active,
-)
+from ._checks import check_ids_in_range, check_integer, check_last_dim, describe, functorch_active
+from ._options import check_temperature
+from ._parse import broadcasts, check_logit_groups
 from ._utils import exists, identity, upcast
 
 __all__ = ['MultiCategorical', 'PAD_WASTE_LIMIT', 'gumbel_noise', 'log_prob_at', 'pads_cheaply', 'segmented_softmax', 'zero_where_impossible']

@@ -15,21 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._checks import (
-    check_floating,
+from ._checks import check_floating, check_last_dim, typecheck
+from ._losses import can_fuse, fused_discrete_loss
+from ._options import (
     check_fused_choice,
     check_ignore_index,
     check_label_smoothing,
-    check_last_dim,
     check_logit_softcap,
     check_temperature,
     check_unit_fraction,
     check_z_loss_weight,
     checked_option,
-    split_pair,
-    typecheck,
 )
-from ._losses import can_fuse, fused_discrete_loss
+from ._parse import split_pair
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take

@@ -26,8 +26,10 @@ from torch import Tensor
 from torch.distributions import Categorical
 
 from ._action_masks import mask_logits, split_action_mask
-from ._checks import check_ids_in_range, check_temperature, continuous_params, discrete_values, logit_groups, split_pair
-from ._losses import check_loss_mask, entry_mask, masked_loss
+from ._checks import check_ids_in_range, check_loss_mask
+from ._losses import entry_mask, masked_loss
+from ._options import check_temperature
+from ._parse import continuous_params, discrete_values, logit_groups, split_pair
 from ._utils import DiscreteContinuous, default, exists, identity, pack, upcast
 from .fused.loss import NO_OPTIONS, LossOptions
 from .heads.base import ContinuousDistribution

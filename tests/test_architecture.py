@@ -1,6 +1,7 @@
 """The package's architecture: one acting call runs through each module once
 (``benchmarks/trace_route.py``), and the layout limits hold (``.ci/check_layout.py``)."""
 
+import ast
 import importlib.util
 import pathlib
 
@@ -50,3 +51,64 @@ def test_public_method_bodies_stay_short():
     layout = _load(ROOT / '.ci' / 'check_layout.py')
     long_bodies = [o for o in layout.offenders() if 'body' in o]
     assert not long_bodies, long_bodies
+
+
+# imports run one way (STYLE.md, "Layout"): the wings under the core know nothing of
+# it, rl/ and compat/ sit on top of it; module-level imports only (a function may
+# import lazily: Readout.get_dist(composite=True) reaches up to rl/ at call time)
+
+PACKAGE = ROOT / 'discrete_continuous_embed_readout'
+CORE_HELPERS = {'_checks', '_options', '_parse', '_utils'}  # what every wing may stand on
+# the 0.2.x selector API and methods are mixins of Embed and Readout (STYLE.md: the honest form)
+CORE_MAY_IMPORT_FROM_COMPAT = {'compat.table_methods', 'compat.readout_methods'}
+
+
+def _module_level_imports(path: pathlib.Path) -> set[str]:
+    """The package modules ``path`` imports at module level, as dotted names inside the package."""
+    tree = ast.parse(path.read_text())
+    here = path.relative_to(PACKAGE).with_suffix('').parts[:-1]
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = list(here[: len(here) - (node.level - 1)])
+            target = '.'.join(base + ([node.module] if node.module else []))
+            found.add(target)
+    return found
+
+
+def _imports_by_module() -> dict[str, set[str]]:
+    return {'.'.join(p.relative_to(PACKAGE).with_suffix('').parts): _module_level_imports(p) for p in PACKAGE.rglob('*.py')}
+
+
+def _wing(module: str) -> str:
+    return module.split('.')[0] if '.' in module else 'core'
+
+
+def test_heads_and_fused_import_only_their_own_wing_and_the_core_helpers():
+    for module, imports in _imports_by_module().items():
+        if _wing(module) in ('heads', 'fused'):
+            bad = {i for i in imports if _wing(i) != _wing(module) and i.split('.')[-1] not in CORE_HELPERS and i != _wing(module)}
+            assert not bad, f'{module} imports {sorted(bad)}'
+
+
+def test_the_core_never_imports_rl_and_compat_only_through_the_mixins():
+    for module, imports in _imports_by_module().items():
+        if _wing(module) == 'core' and module not in ('__init__', 'discrete_continuous_embed_readout'):
+            assert not {i for i in imports if i.startswith('rl')}, f'{module} imports rl/'
+            compat = {i for i in imports if i.startswith('compat')}
+            assert compat <= CORE_MAY_IMPORT_FROM_COMPAT, f'{module} imports {sorted(compat - CORE_MAY_IMPORT_FROM_COMPAT)}'
+
+
+def test_compat_and_rl_do_not_import_each_other():
+    for module, imports in _imports_by_module().items():
+        other = {'rl': 'compat', 'compat': 'rl'}.get(_wing(module))
+        if other:
+            assert not {i for i in imports if i.startswith(other)}, f'{module} imports {other}/'
+
+
+def test_the_import_check_reads_relative_imports():
+    # the checks above are only meaningful if the walk finds the imports
+    imports = _imports_by_module()
+    assert 'heads.part' in imports['readout_distribution']
+    assert '_checks' in imports['heads.part'] and 'heads.gaussian' in imports['heads.part']
+    assert 'compat.readout_methods' in imports['readout']

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from .._checks import check_range
+from .._options import check_range
 from ..multi_categorical import MultiCategorical
 from ..multi_categorical import gumbel_noise as _gumbel_noise
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._checks import check_temperature
+from .._options import check_temperature
 from .._selectors import Selector
 from .._utils import DiscreteContinuous, exists, identity
 from ..heads.part import ContinuousPart, head_for, rescale_map

@@ -9,8 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_floating, check_ids_in_range, check_last_dim, check_temperature, discrete_values
-from .._losses import check_loss_mask
+from .._checks import check_floating, check_ids_in_range, check_last_dim, check_loss_mask
+from .._options import check_temperature
+from .._parse import discrete_values
 from .._utils import exists, take
 from .loss import linear_kl_divs, linear_log_probs
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
-from .._checks import check_temperature
+from .._options import check_temperature
 
 __all__ = ['ContinuousDistribution']
 

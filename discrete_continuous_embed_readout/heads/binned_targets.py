@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from .._options import check_positive
 from .binned import BinnedDistribution, _wide
 
 __all__ = ['HLGaussDistribution', 'TwoHotDistribution']

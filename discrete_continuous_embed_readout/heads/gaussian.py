@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, Normal, TanhTransform, TransformedDistribution
 
-from .._checks import check_range, check_temperature
+from .._options import check_range, check_temperature
 from .._utils import exists
 from .base import ContinuousDistribution
 

@@ -29,7 +29,9 @@ from torch import Tensor
 from torch.distributions import Normal
 from torch.distributions.transforms import AffineTransform
 
-from .._checks import broadcasts, check_bound_units, check_bounds, check_finite, check_floating, check_support, check_tensor, describe
+from .._checks import check_finite, check_floating, check_support, check_tensor, describe
+from .._options import check_bound_units, check_bounds
+from .._parse import broadcasts
 from .._utils import exists, take, upcast
 from .base import ContinuousDistribution
 from .gaussian import Gaussian, SquashedGaussian
