@@ -13,8 +13,8 @@ from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, default, exists, is_pair, take, upcast
 from .compat.table_methods import SelectorCompat
-from .heads.part import bound_units, unit_map
 from .heads.registry import build_continuous_dist, is_binned, table_bins
+from .heads.units import bound_units, unit_map
 
 __all__ = ['Embed']
 

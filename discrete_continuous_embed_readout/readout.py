@@ -35,8 +35,8 @@ from .compat.readout_methods import ReadoutCompat
 from .fused.from_embeds import token_kl_divs, token_log_probs
 from .fused.linear_softmax import apply_softcap
 from .heads.gaussian import Gaussian, SquashedGaussian
-from .heads.part import bound_units
 from .heads.registry import build_continuous_dist, table_bins
+from .heads.units import bound_units
 from .readout_distribution import DistConfig, ReadoutDistribution
 
 __all__ = ['NoTableError', 'Readout']

@@ -13,7 +13,8 @@ from torch import Tensor
 from .._options import check_temperature
 from .._selectors import Selector
 from .._utils import DiscreteContinuous, exists, identity
-from ..heads.part import ContinuousPart, head_for, rescale_map
+from ..heads.part import ContinuousPart, head_for
+from ..heads.units import rescale_map
 from ..multi_categorical import MultiCategorical
 from ..readout_distribution import DistConfig, ReadoutDistribution, maybe_concat, unimix_logits
 from .selectors import DiscreteContinuousSelector
