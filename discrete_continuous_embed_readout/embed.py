@@ -223,7 +223,7 @@ class Embed(SelectorCompat, SharedTable):
 
     def _from_bound_units(self, values: Tensor, selector: Selector) -> Tensor:
         """Values in the bound units back in the head's native range: the inverse of
-        the readout's units map (``continuous_part.unit_map``), in float32 at least."""
+        the readout's units map (``heads.units.unit_map``), in float32 at least."""
         units = unit_map(self._native_range, None, None, upcast(values), take(self.continuous_range, selector.continuous_dims))
         return units.inv(upcast(values))
 

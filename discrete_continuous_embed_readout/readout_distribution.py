@@ -5,7 +5,7 @@ outputs against the selector once, and owns sampling, the mode, log-probs,
 entropies, KL divergences, losses and ``torch.distributions`` views. It holds
 
 - a discrete part: a ``MultiCategorical`` over the selector's groups (masked);
-- a continuous part: a ``ContinuousPart`` (``continuous_part.py``), a head
+- a continuous part: a ``ContinuousPart`` (``heads/part.py``), a head
   applied to the params plus the one map from its native units to the user's.
 
 Both parts are built on first use, so that a call runs through each module once.

@@ -1,6 +1,6 @@
 """Per-token log-probs, entropies and KL straight from the embeddings, for
 ``Readout.log_prob_from_embeds`` and ``Readout.kl_div_from_embeds``: the inputs
-checked against a single discrete group, then the chunked ops of ``_fused_loss``."""
+checked against a single discrete group, then the chunked ops of ``loss.py``."""
 
 # d - model dim
 
