@@ -1,0 +1,233 @@
+"""The distillation loss of a language model, fused: a divergence between the
+teacher's and the student's next-token distributions, plus an optional
+cross-entropy term on hard targets, chunk by chunk from both sides' hidden states
+and tables, with the student's gradients formed in the same pass.
+
+With ``P`` the teacher's ``softmax(softcap(x_t @ W_t.T) / T)`` and ``Q`` the
+student's, per token:
+
+- ``'forward_kl'``: ``KL(P || Q)`` (the usual knowledge distillation);
+- ``'reverse_kl'``: ``KL(Q || P)`` (mode seeking, as on-policy distillation uses);
+- ``'jsd'``: the generalised Jensen-Shannon divergence
+  ``beta KL(P || M) + (1 - beta) KL(Q || M)``, ``M = beta P + (1 - beta) Q``
+  (the convention of TRL's GKD and Liger's ``LigerFusedLinearJSDLoss``: ``beta`` weighs
+  the teacher; their ``beta = 0`` / ``1`` special cases are the two KLs above).
+
+The loss is the mean over the kept tokens of ``(1 - hard_weight) * divergence +
+hard_weight * cross_entropy(student logits, hard target)``; the cross entropy is on
+the untempered logits (Liger's ``weight_soft_loss`` / ``weight_hard_loss`` are
+``1 - hard_weight`` / ``hard_weight``). The divergence is not multiplied by ``T^2``.
+The teacher never receives a gradient.
+"""
+
+# n - rows (tokens), v - vocabulary, d - model dim
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .._checks import functorch_active
+from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, softmax_lse, tempered
+from .linear_softmax import _logits, chunk_rows, softmax_dtype
+from .loss import _kept_index
+from .policy import _compute_dtype
+
+__all__ = ['DIVERGENCES', 'DistillOptions', 'divergence', 'linear_distill_loss']
+
+DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd')
+
+
+class DistillOptions(NamedTuple):
+    """The distillation loss's options (see ``Readout.distill_loss_from_embeds``)."""
+
+    divergence: str = 'forward_kl'
+    beta: float = 0.5
+    temperature: float = 1.0
+    hard_weight: float = 0.0
+    softcaps: tuple = (None, None)  # (student, teacher)
+
+
+def divergence(log_q: Tensor, log_p: Tensor, options: DistillOptions) -> Tensor:
+    """Per row, the divergence of the student's ``log_q`` from the teacher's ``log_p``
+    (``(n, v)`` log-probabilities), in differentiable torch ops: the definition."""
+    if options.divergence == 'forward_kl':
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+    if options.divergence == 'reverse_kl':
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+    beta = options.beta
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log(1.0 - beta))
+    return beta * (log_p.exp() * (log_p - log_m)).sum(-1) + (1.0 - beta) * (log_q.exp() * (log_q - log_m)).sum(-1)
+
+
+def _token_losses(x, weight, x_t, weight_t, ids, options: DistillOptions) -> Tensor:
+    """Tracked per-row losses from the logits of a chunk of rows."""
+    (softcap, teacher_softcap), temperature = options.softcaps, options.temperature
+    log_q = _logits(x, weight, softcap, temperature).log_softmax(-1)
+    log_p = _logits(x_t, weight_t, teacher_softcap, temperature).log_softmax(-1)
+    loss = divergence(log_q, log_p, options)
+    if not options.hard_weight:
+        return loss
+    raw = _logits(x, weight, softcap, 1.0)
+    cross_entropy = torch.logsumexp(raw, -1) - raw.gather(-1, ids[:, None]).squeeze(-1)
+    return (1.0 - options.hard_weight) * loss + options.hard_weight * cross_entropy
+
+
+def _tracked(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int) -> Tensor:
+    """The loss with tracked ops, chunk by chunk (the graph holds each chunk's logits)."""
+    total = x.new_zeros((), dtype=softmax_dtype(weight))
+    for sl in row_slices(x.shape[0], rows):
+        total = total + (weights[sl] * _token_losses(x[sl], weight, x_t[sl], weight_t, None if ids is None else ids[sl], options)).sum()
+    return total
+
+
+def _soft_chunk(z, q, lse_q, z_t, p, lse_p, options: DistillOptions):
+    """``(divergence, d divergence / d z)`` per row of a chunk: student tempered
+    logits ``z`` and softmax ``q``, the teacher's ``z_t`` and ``p``. The gradient is
+    formed in one of the buffers; ``z_t`` and ``p`` are overwritten."""
+    if options.divergence == 'forward_kl':  # KL = sum p (z_t - z) - lse_p + lse_q; d/dz = q - p
+        value = z_t.sub_(z).mul_(p).sum(-1) - lse_p + lse_q
+        return value, q.sub_(p)
+    if options.divergence == 'reverse_kl':  # KL = sum q (z - z_t) - lse_q + lse_p; d/dz = q (log q - log p - KL)
+        weighted = torch.sub(z, z_t, out=z_t).mul_(q)
+        value = weighted.sum(-1) - lse_q + lse_p
+        return value, weighted.addcmul_(q, -(value + lse_q - lse_p)[:, None])
+    return _jsd_chunk(z, q, lse_q, z_t, p, lse_p, options.beta)
+
+
+def _jsd_chunk(z, q, lse_q, z_t, p, lse_p, beta: float):
+    """JSD_beta = beta sum p log p + (1 - beta) sum q log q - sum m log m;
+    d/dz = (1 - beta) q (log q - log m - KL(Q || M))."""
+    p_log_p = z_t.mul_(p).sum(-1) - lse_p
+    q_log_q = torch.mul(q, z, out=z_t).sum(-1) - lse_q
+    m = p.mul_(beta).add_(q, alpha=1.0 - beta)
+    log_m = torch.log(m.clamp_min_(torch.finfo(m.dtype).tiny), out=z_t)
+    m_log_m = m.mul_(log_m).sum(-1)
+    log_ratio = z.sub_(log_m)  # log q - log m + lse_q
+    kl_qm = torch.mul(q, log_ratio, out=z_t).sum(-1) - lse_q
+    value = beta * p_log_p + (1.0 - beta) * q_log_q - m_log_m
+    return value, log_ratio.sub_((lse_q + kl_qm)[:, None]).mul_(q).mul_(1.0 - beta)
+
+
+def _chunk_terms(z, q, lse_q, z_t, p, lse_p, ids, options: DistillOptions, raw_buffer):
+    """``(loss, dense)`` per row of a chunk: ``(1 - h) divergence + h cross_entropy``
+    and its gradient wrt the tempered logits ``z``, but for the hard term's
+    ``-h T onehot`` (``_chunk_grad`` adds it)."""
+    hard, temperature = options.hard_weight, options.temperature
+    if not hard:
+        return _soft_chunk(z, q, lse_q, z_t, p, lse_p, options)
+    cross_entropy, raw_probs = _hard_terms(z, q, lse_q, ids, temperature, raw_buffer)  # d CE / dz = T (softmax(T z) - onehot)
+    if options.divergence == 'forward_kl' and raw_probs is q:  # (1 - h)(q - p) + h q in one pass
+        value = z_t.sub_(z).mul_(p).sum(-1) - lse_p + lse_q
+        dense = q.sub_(p, alpha=1.0 - hard)
+    else:
+        value, dense = _soft_chunk(z, q, lse_q, z_t, p, lse_p, options)
+        dense = dense.mul_(1.0 - hard).add_(raw_probs, alpha=hard * temperature)
+    return (1.0 - hard) * value + hard * cross_entropy, dense
+
+
+def _chunk_grad(dense: Tensor, w: Tensor, ids, options: DistillOptions, chain) -> LogitGrad:
+    """The chunk's ``LogitGrad``: rows weighted by ``w``, the hard term's ``-h T`` at the targets, the soft-cap's chain."""
+    picked = -options.hard_weight * options.temperature if options.hard_weight else None
+    if chain is None:
+        return LogitGrad(dense, w, picked * w if picked is not None else None)
+    if picked is not None:
+        dense.scatter_add_(1, ids[:, None], torch.full_like(w[:, None], picked))
+    return LogitGrad(dense.mul_(chain), w)
+
+
+def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int, need_x: bool, need_w: bool):
+    """``(loss, grad_x, grad_w)``: one pass over the chunks. A side without a
+    soft-cap has the temperature folded into its inputs."""
+    (softcap, teacher_softcap), temperature = options.softcaps, options.temperature
+    xs, xs_t = (_folded(t, cap, temperature) for t, cap in ((x, softcap), (x_t, teacher_softcap)))
+    grad_x = torch.empty_like(x) if need_x else None
+    grad_w = torch.zeros(weight.shape, dtype=softmax_dtype(weight), device=weight.device) if need_w else None
+    z_buf, q_buf, zt_buf, p_buf = chunk_buffers(4, rows, x, weight)
+    raw_buf = chunk_buffers(1, rows, x, weight)[0] if options.hard_weight and temperature != 1.0 else None
+    total = torch.zeros((), dtype=z_buf.dtype, device=x.device)
+    for sl in row_slices(x.shape[0], rows):
+        chunk_ids = ids[sl] if ids is not None else None
+        z = tempered(xs[sl], weight, z_buf, softcap, temperature)
+        z_t = tempered(xs_t[sl], weight_t, zt_buf, teacher_softcap, temperature)
+        chain = softcap_chain(z, softcap, temperature)
+        (q, lse_q), (p, lse_p) = softmax_lse(z, q_buf), softmax_lse(z_t, p_buf)
+        value, dense = _chunk_terms(z, q, lse_q, z_t, p, lse_p, chunk_ids, options, raw_buf)
+        total = total + (weights[sl] * value).sum()
+        if need_x or need_w:
+            grad = _chunk_grad(dense, weights[sl], chunk_ids, options, chain)
+            accumulate_grads(grad, xs[sl], weight, chunk_ids, grad_x[sl] if need_x else None, grad_w)
+    if need_x and softcap is None and temperature != 1.0:
+        grad_x.div_(temperature)
+    return total, grad_x, grad_w
+
+
+def _folded(x: Tensor, softcap, temperature: float) -> Tensor:
+    return x / temperature if softcap is None and temperature != 1.0 else x
+
+
+def _hard_terms(z, q, lse_q, ids, temperature: float, raw_buffer):
+    """``(cross entropy of the untempered logits, their softmax)``; at ``T = 1`` the softmax is ``q`` itself."""
+    if temperature == 1.0:
+        return lse_q - picked_logits(z, ids), q
+    raw_probs, raw_lse = softmax_lse(torch.mul(z, temperature, out=raw_buffer[: z.shape[0]]), raw_buffer)
+    return raw_lse - temperature * picked_logits(z, ids), raw_probs
+
+
+class _FusedDistillLoss(torch.autograd.Function):
+    """The loss; the student's gradients are formed in forward and saved, so backward
+    is one scale (with ``create_graph=True``: the gradient of the tracked formulation)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int):
+        total, grad_x, grad_w = _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, *ctx.needs_input_grad[:2])
+        ctx.save_for_backward(grad_x, grad_w, x, weight, x_t, weight_t, ids, weights)
+        ctx.options, ctx.rows = options, rows
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w, x, weight, x_t, weight_t, ids, weights = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            wanted = [t for t, need in zip((x, weight), ctx.needs_input_grad[:2]) if need]
+            found = iter(torch.autograd.grad(_tracked(x, weight, x_t, weight_t, ids, weights, ctx.options, ctx.rows), wanted, create_graph=True))
+            grad_x, grad_w = (next(found) if need else None for need in ctx.needs_input_grad[:2])
+        grad_x = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
+        grad_w = (grad_w * grad_loss).to(weight.dtype) if grad_w is not None else None
+        return grad_x, grad_w, None, None, None, None, None, None
+
+
+def linear_distill_loss(x: Tensor, weight: Tensor, x_t: Tensor, weight_t: Tensor, keep: Tensor, ids: Tensor | None, options: DistillOptions) -> Tensor:
+    """The distillation loss of the student ``softmax(softcap(x @ weight.T) / T)``
+    against the teacher's (``x_t``, ``weight_t``), chunk by chunk, never holding
+    either side's ``(tokens, vocab)`` logits; gradients reach ``x`` and ``weight`` only.
+
+    Args:
+        x: ``(n, d)`` student hidden states.
+        weight: ``(v, d)`` the student's rows.
+        x_t: ``(n, d_t)`` teacher hidden states.
+        weight_t: ``(v, d_t)`` the teacher's rows.
+        keep: ``(n,)`` bool, the tokens that count.
+        ids: ``(n,)`` hard targets (any valid id where ``keep`` is False), or ``None``.
+        options: divergence, ``beta``, temperature, ``hard_weight``, soft-caps.
+
+    Returns:
+        the mean over the kept tokens, a scalar.
+    """
+    x, weight = _compute_dtype(x, weight)
+    x_t, weight_t = _compute_dtype(x_t.detach(), weight_t.detach())
+    weights = keep.to(softmax_dtype(weight)) / keep.sum().clamp(min=1)
+    index = _kept_index(keep)
+    if index is not None:
+        x, x_t, weights = x.index_select(0, index), x_t.index_select(0, index), weights.index_select(0, index)
+        ids = ids.index_select(0, index) if ids is not None else None
+    rows = chunk_rows(x.shape[0], 2 * weight.shape[0], x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        if functorch_active():
+            return _tracked(x, weight, x_t, weight_t, ids, weights, options, rows)
+        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            return _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, False, False)[0]
+        return _FusedDistillLoss.apply(x, weight, x_t, weight_t, ids, weights, options, rows)
