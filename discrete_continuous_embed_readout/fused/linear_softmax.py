@@ -111,7 +111,7 @@ class _LinearSoftmaxStats(torch.autograd.Function):
         x, weight, targets, lse, entropy = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: tracked ops, so that the gradients are differentiable
             full = [torch.zeros_like(lse) if g is None else g.to(lse.dtype) for g in grads]
-            surrogate = lambda sl: sum((g[sl] * s).sum() for g, s in zip(full, _plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature)))  # noqa: E731
+            surrogate = lambda sl: (_plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature), [g[sl] for g in full])  # noqa: E731
             return (*_tracked_grads(ctx, (x, weight), x.shape[0], surrogate), None, None, None, None)
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.empty_like(x) if need_x else None
@@ -171,7 +171,7 @@ class _LinearKL(torch.autograd.Function):
         x_p, weight_p, x_q, weight_q, kl = ctx.saved_tensors
         grad = grad.to(kl.dtype)
         if torch.is_grad_enabled():
-            surrogate = lambda sl: (grad[sl] * _plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature)).sum()  # noqa: E731
+            surrogate = lambda sl: ((_plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature),), (grad[sl],))  # noqa: E731
             return (*_tracked_grads(ctx, (x_p, weight_p, x_q, weight_q), x_q.shape[0], surrogate), None, None, None)
         inputs, need = (x_p, weight_p, x_q, weight_q), ctx.needs_input_grad[:4]
         grads = [torch.zeros(t.shape, dtype=kl.dtype, device=t.device) if n else None for t, n in zip(inputs, need)]
@@ -212,11 +212,18 @@ def _kl_chunk(x_p, weight_p, x_q, weight_q, softcaps, temperature, buffers):
 
 
 def _tracked_grads(ctx, inputs, n: int, surrogate):
-    """Gradients of ``sum over chunks of surrogate(chunk)`` wrt the inputs that need
-    one, with ``create_graph``: backward as tracked ops, chunk by chunk."""
+    """The vector-Jacobian product of the outputs with the upstream gradients, wrt the
+    inputs that need one, with ``create_graph``: backward as tracked ops, chunk by
+    chunk. ``surrogate(rows)`` gives a chunk's tracked outputs and their upstream
+    gradients; these enter as ``grad_outputs``, so the result depends on them (and they
+    may depend on this op's outputs, as a PPO ratio does) without being differentiated now."""
     wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
-    total = sum(surrogate(sl) for sl in _rows(n, ctx.rows))
-    found = iter(torch.autograd.grad(total, wanted, create_graph=True, allow_unused=True)) if wanted else iter(())
+    outputs, upstream = [], []
+    for sl in _rows(n, ctx.rows):
+        chunk_outputs, chunk_upstream = surrogate(sl)
+        outputs.extend(chunk_outputs)
+        upstream.extend(chunk_upstream)
+    found = iter(torch.autograd.grad(outputs, wanted, upstream, create_graph=True, allow_unused=True)) if wanted else iter(())
     return tuple(next(found) if need else None for need in ctx.needs_input_grad[: len(inputs)])
 
 

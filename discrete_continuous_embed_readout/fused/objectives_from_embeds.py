@@ -35,8 +35,9 @@ def policy_loss(readout, embeds: Tensor, actions: Tensor, advantages: Tensor, *,
     old = _per_token(old_log_probs, lead, 'old_log_probs')
     ref = _per_token(ref_log_probs, lead, 'ref_log_probs')
     max_length, num_tokens = _normalisers(loss_type, max_length, num_tokens, lead[-1])
-    flat = lambda t: None if t is None else t.reshape(-1, lead[-1])  # noqa: E731  (b, t): the leading axes are sequences
-    x = embeds.reshape(-1, *embeds.shape[-2:])
+    sequences = (math.prod(lead[:-1]), lead[-1])  # (b, t): the leading axes are sequences
+    flat = lambda t: None if t is None else t.reshape(sequences)  # noqa: E731
+    x = embeds.reshape(*sequences, embeds.shape[-1])
     return linear_policy_loss(x, weight, flat(ids), flat(keep), flat(advantages), flat(old), flat(ref), options, max_length=max_length, num_tokens=num_tokens)
 
 

@@ -6,6 +6,7 @@ through these functions (and the conftest.py fixtures built on them).
 - ``_losses.FUSED_MIN_GROUP_SIZE``: the group size from which the fused loss is used;
 - ``_losses.can_fuse``: whether a forward loss takes the fused path;
 - ``fused.loss._LinearCrossEntropySum``: the fused loss's gradient-computing function;
+- ``fused.policy._FusedPolicyLoss``, ``fused.distill._FusedDistillLoss``: the fused objectives' ones;
 - ``multi_categorical.pads_cheaply``, ``multi_categorical.log_prob_at``, ``MultiCategorical.batched``:
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
@@ -71,3 +72,10 @@ def built_selector(module, *args, **kwargs):
 def continuous_head(readout):
     """The continuous head object a readout samples and scores with."""
     return readout.continuous_dist
+
+
+def forbid_fused_objective_functions(monkeypatch, replacement) -> None:
+    """Replace ``apply`` of the fused policy and distillation losses' gradient-computing
+    autograd functions (``fused.policy._FusedPolicyLoss``, ``fused.distill._FusedDistillLoss``)."""
+    monkeypatch.setattr(_module('fused.policy')._FusedPolicyLoss, 'apply', replacement)
+    monkeypatch.setattr(_module('fused.distill')._FusedDistillLoss, 'apply', replacement)

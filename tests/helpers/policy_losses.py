@@ -57,7 +57,7 @@ def policy_reference(logits, actions, advantages, keep, *, old=None, ref=None, l
 
 def distill_reference(student_logits, teacher_logits, keep, *, divergence='forward_kl', beta=0.5, temperature=1.0, hard_targets=None,
                       hard_weight=0.0):  # fmt: skip
-    """The mean over kept tokens of ``(1 - h) divergence + h cross_entropy`` from raw ``(N, V)`` logits."""
+    """The mean over kept tokens of ``(1 - h) divergence + h cross_entropy`` from raw ``(..., V)`` logits."""
     log_q = (student_logits / temperature).log_softmax(-1)
     log_p = (teacher_logits / temperature).log_softmax(-1).detach()
     p, q = log_p.exp(), log_q.exp()
@@ -69,7 +69,32 @@ def distill_reference(student_logits, teacher_logits, keep, *, divergence='forwa
         m = beta * p + (1 - beta) * q
         per_token = beta * (p * (log_p - m.log())).sum(-1) + (1 - beta) * (q * (log_q - m.log())).sum(-1)
     if hard_weight:
-        ce = torch.nn.functional.cross_entropy(student_logits, hard_targets.clamp(min=0), reduction='none')
+        ce = -student_logits.log_softmax(-1).gather(-1, hard_targets.clamp(min=0)[..., None]).squeeze(-1)
         per_token = (1 - hard_weight) * per_token + hard_weight * ce
     mask = keep.to(per_token.dtype)
     return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def sharpened(readout, std: float = 0.4):
+    """The readout with a table of std ``std`` (the default 0.01 makes every softmax
+    nearly uniform, where clipping and KL never show)."""
+    with torch.no_grad():
+        readout.embeddings.weight.normal_(0.0, std)
+    return readout
+
+
+def policy_batch(dim: int, num_ids: int, dtype=torch.float64, shape=(3, 9), per_token_advantages=False):
+    """``(embeds, actions, advantages, mask)`` for sequences of ``shape``: one ignored
+    action (``-1``), a quarter of the tokens masked out, one sequence fully kept."""
+    x = torch.randn(*shape, dim, dtype=dtype, requires_grad=True)
+    actions = torch.randint(0, num_ids, shape)
+    actions[0, 1] = -1  # ignore_index
+    mask = torch.rand(shape) > 0.25
+    mask[1] = True
+    advantages = torch.randn(shape if per_token_advantages else shape[:1], dtype=dtype)
+    return x, actions, advantages, mask
+
+
+def near_log_probs(log_probs, spread: float = 0.3):
+    """Log-probs of another policy near ``log_probs``: ratios ``exp(±spread)`` around 1."""
+    return log_probs.detach() + spread * torch.randn_like(log_probs)
