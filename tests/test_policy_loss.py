@@ -49,7 +49,7 @@ def test_every_loss_type_matches_its_formula_with_gradients(loss_type, per_token
         use_small_fused_chunks(monkeypatch)  # chunks of 4 rows: sequences of 9 span them (GSPO's ratio too)
     readout = readout_of()
     x, actions, advantages, mask, old, ref, logits = case(readout, per_token=per_token, temperature=0.7)
-    kw = dict(loss_type=loss_type, clip=(0.15, 0.25), kl_coef=0.1, entropy_coef=0.02)
+    kw = dict(loss_type=loss_type, clip=(0.15, 0.25), kl_coef=0.1, entropy_coef=0.02 if per_token else 0.0)  # both gradient paths
     out = readout.policy_loss_from_embeds(x, actions, advantages, old_log_probs=old, ref_log_probs=ref, loss_mask=mask, temperature=0.7, **kw)
     keep = mask & (actions != -1)
     loss, logp, entropy, ratio = policy_reference(logits, actions, advantages, keep, old=old, ref=ref, **kw)
@@ -128,7 +128,13 @@ def test_masked_tokens_are_never_read_even_when_they_hold_inf_or_nan():
     dirty = readout.policy_loss_from_embeds(x, actions, *poisoned[:1], old_log_probs=poisoned[1], ref_log_probs=poisoned[2], kl_coef=0.1, loss_mask=mask)
     assert torch.isfinite(dirty.loss)
     torch.testing.assert_close(dirty.loss, clean.loss, atol=1e-12, rtol=0)
-    assert_close_all(grads(dirty.loss, readout, x), grads(clean.loss, readout, x), atol=1e-12)
+    expected = grads(clean.loss, readout, x)
+    assert_close_all(grads(dirty.loss, readout, x), expected, atol=1e-12)
+    # the tracked formulation (torch.func) computes every row, the dropped ones included
+    poisoned[2] = ref.masked_fill(dropped, float('inf'))
+    loss_of = lambda xs: readout.policy_loss_from_embeds(xs, actions, poisoned[0], old_log_probs=poisoned[1], ref_log_probs=poisoned[2], kl_coef=0.1,  # noqa: E731
+                                                         loss_mask=mask).loss
+    torch.testing.assert_close(torch.func.grad(loss_of)(x.detach()), expected[0], atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize('softcap', [None, 2.0])
