@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .linear_softmax import chunk_logits, softmax_dtype
 
-__all__ = ['LogitGrad', 'accumulate_grads', 'chunk_buffers', 'picked_logits', 'row_slices', 'softcap_chain', 'softmax_lse', 'tempered']
+__all__ = ['LogitGrad', 'accumulate_grads', 'chunk_buffers', 'picked_logits', 'row_slices', 'softcap_chain', 'tempered']
 
 
 class LogitGrad(NamedTuple):
@@ -63,17 +63,6 @@ def softcap_chain(z: Tensor, softcap: float | None, temperature: float) -> Tenso
     if softcap is None:
         return None
     return (z * (temperature / softcap)).square_().neg_().add_(1.0).div_(temperature)
-
-
-def softmax_lse(z: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
-    """``(softmax(z), logsumexp(z))`` per row; the softmax into ``out``.
-
-    One fused softmax pass; the log-normaliser comes from the row maxima,
-    ``lse = max z - log max p`` (``max p = 1 / sum exp(z - max z)``), two cheap reductions.
-    """
-    top = z.amax(-1)  # before the softmax: ``out`` may be ``z``'s memory
-    probs = torch.ops.aten._softmax.out(z, -1, False, out=out[: z.shape[0]])
-    return probs, top - probs.amax(-1).log()
 
 
 def picked_logits(z: Tensor, ids: Tensor) -> Tensor:

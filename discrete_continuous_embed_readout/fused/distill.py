@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from .._checks import functorch_active
-from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, softmax_lse, tempered
-from .linear_softmax import _logits, chunk_rows, softmax_dtype
+from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, tempered
+from .linear_softmax import _logits, chunk_rows, softmax_dtype, softmax_lse
 from .loss import _kept_index
 from .policy import _compute_dtype
 

@@ -22,8 +22,8 @@ import torch
 from torch import Tensor
 
 from .._checks import functorch_active
-from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, softmax_lse, tempered
-from .linear_softmax import chunk_rows, linear_softmax_stats, softmax_dtype
+from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, tempered
+from .linear_softmax import chunk_rows, linear_softmax_stats, softmax_dtype, softmax_lse
 from .loss import _kept_index
 from .policy_terms import PolicyMetrics, PolicyOptions, PolicyRows, loss_weights, policy_metrics, sequence_grads, token_grads, token_losses
 
