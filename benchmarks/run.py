@@ -3,6 +3,7 @@
     python benchmarks/run.py            # the full table (a few minutes on 2 CPU cores)
     python benchmarks/run.py --quick    # fewer repetitions
     python benchmarks/run.py --only lm  # cases whose name starts with 'lm'
+    python benchmarks/run.py --only fused  # the fused objectives' table only (benchmarks/fused_objectives.py)
 
 The 'checks on vs off' rows time the same call with the content checks (ids in
 range, finite values) on against ``set_validate_args(False)``.
@@ -427,6 +428,11 @@ def main():
         print(f'| {case.name} | {ours_ms:.1f} | {base_ms:.1f} | {ours_ms / base_ms:.2f}x | {floor} | {memory} |', flush=True)
     if not args.only or 'compile'.startswith(args.only):
         print(compile_row(), flush=True)
+    if not args.only or args.only.startswith('fused'):  # the fused objectives against their floor and Liger: their own table
+        from fused_objectives import run as fused_objectives  # benchmarks/ is the script's folder, on sys.path
+
+        print()
+        fused_objectives(vocabs=(32000,) if args.quick else (32000, 128000), quick=args.quick)
 
 
 if __name__ == '__main__':

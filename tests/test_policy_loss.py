@@ -8,7 +8,7 @@ tying, precision, double backward, ``no_grad``, empty batches, ``torch.func`` an
 import pytest
 import torch
 import torch._dynamo as dynamo
-from helpers.internals import forbid_fused_objective_functions, use_small_fused_chunks
+from helpers.internals import forbid_fused_objective_functions, forbid_separate_sequence_pass, set_min_chunk_rows, use_small_fused_chunks
 from helpers.policy_losses import near_log_probs, policy_batch, policy_reference, sharpened
 
 from discrete_continuous_embed_readout import EmbedAndReadout, Readout
@@ -43,10 +43,14 @@ def assert_close_all(ours, theirs, atol):
 
 @pytest.mark.parametrize('loss_type', LOSS_TYPES)
 @pytest.mark.parametrize('per_token', [False, True], ids=['sequence_advantages', 'token_advantages'])
-@pytest.mark.parametrize('chunks', ['one', 'several'])
+@pytest.mark.parametrize('chunks', ['one', 'whole_sequences', 'several'])
 def test_every_loss_type_matches_its_formula_with_gradients(loss_type, per_token, chunks, monkeypatch):
+    if chunks == 'whole_sequences':
+        set_min_chunk_rows(monkeypatch, 20)  # two sequences of up to 9 kept tokens per chunk
+        if loss_type == 'gspo':
+            forbid_separate_sequence_pass(monkeypatch)  # the chunks hold whole sequences: one pass
     if chunks == 'several':
-        use_small_fused_chunks(monkeypatch)  # chunks of 4 rows: sequences of 9 span them (GSPO's ratio too)
+        use_small_fused_chunks(monkeypatch)  # chunks of 4 rows: sequences of 9 span them (GSPO: a separate log-prob pass)
     readout = readout_of()
     x, actions, advantages, mask, old, ref, logits = case(readout, per_token=per_token, temperature=0.7)
     kw = dict(loss_type=loss_type, clip=(0.15, 0.25), kl_coef=0.1, entropy_coef=0.02 if per_token else 0.0)  # both gradient paths

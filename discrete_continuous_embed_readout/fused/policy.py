@@ -6,8 +6,9 @@ For each chunk of tokens: the logits ``x @ W.T`` into a reused buffer, their sof
 each token's log-prob and entropy, the objective's gradient with respect to them
 (``token_grads``), and from it the input and table gradients. Backward is a scale:
 the three matmuls of the floor, once. GSPO's sequence ratio needs every token of a
-sequence before any gradient, so it first computes the log-probs in a pass of its own
-(four matmuls). Under ``torch.no_grad`` only the forward pass runs; under ``torch.func``
+sequence before any gradient: its chunks hold whole sequences, or, when one sequence
+alone exceeds a chunk, it first computes the log-probs in a pass of its own (four
+matmuls). Under ``torch.no_grad`` only the forward pass runs; under ``torch.func``
 transforms and for double backward, the tracked formulation (the per-token log-probs
 and entropies of ``linear_softmax_stats``, then ``token_losses``).
 """
@@ -27,7 +28,7 @@ from .linear_softmax import chunk_rows, linear_softmax_stats, softmax_dtype, sof
 from .loss import _kept_index
 from .policy_terms import PolicyMetrics, PolicyOptions, PolicyRows, loss_weights, policy_metrics, sequence_grads, token_grads, token_losses
 
-__all__ = ['PolicyLoss', 'linear_policy_loss']
+__all__ = ['PolicyLoss', 'linear_policy_loss', 'sequence_chunks']
 
 
 class PolicyLoss(NamedTuple):
@@ -57,23 +58,32 @@ def _entropy_and_grad(z: Tensor, probs: Tensor, ids: Tensor, lse: Tensor, g_logp
     return entropy, (dz.mul_(chain) if chain is not None else dz)
 
 
-def _fused_pass(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOptions, rows_per_chunk: int, need_x: bool, need_w: bool):
-    """``(grad_x, grad_w, logp, entropy)``: one pass over the chunks, each row's
-    gradient coefficients from ``token_grads`` (or GSPO's, computed beforehand)."""
+def _fused_pass(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOptions, rows_per_chunk: int, bounds, need_x: bool, need_w: bool):
+    """``(grad_x, grad_w, logp, entropy)``: one pass over the chunks (``bounds``:
+    ``(start, stop)`` of each; ``None``: ``rows_per_chunk`` rows each), each row's
+    gradient coefficients from ``token_grads``. GSPO's come from ``sequence_grads``:
+    on each chunk's rows when the chunks hold whole sequences, else computed beforehand
+    from a pass of their own."""
     dtype, temperature, softcap = softmax_dtype(weight), options.temperature, options.softcap
     folded = softcap is None and temperature != 1.0  # the temperature divides the inputs instead of the logits
     xs = x / temperature if folded else x
-    precomputed = sequence_grads(_stats_pass(xs, weight, rows.ids, options, rows_per_chunk)[0], rows, options) if options.loss_type == 'gspo' else None
+    slices = [slice(*b) for b in bounds] if bounds is not None else row_slices(x.shape[0], rows_per_chunk)
+    precomputed = None
+    if options.loss_type == 'gspo' and bounds is None:
+        precomputed = sequence_grads(_stats_pass(xs, weight, rows.ids, options, rows_per_chunk)[0], rows, options)
     grad_x = torch.empty_like(x) if need_x else None
     grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
     logp, entropy = (torch.empty(x.shape[0], dtype=dtype, device=x.device) for _ in range(2))
     z_buffer, p_buffer = chunk_buffers(2, rows_per_chunk, x, weight)
-    for sl in row_slices(x.shape[0], rows_per_chunk):
+    for sl in slices:
         ids = rows.ids[sl]
         z = tempered(xs[sl], weight, z_buffer, softcap, temperature)
         chain = softcap_chain(z, softcap, temperature)
         probs, lse, logp[sl] = _chunk_terms(z, p_buffer, ids, options)
-        g_logp, g_entropy = (g[sl] if g is not None else None for g in precomputed) if precomputed else token_grads(logp[sl], _slice(rows, sl), options)
+        if precomputed is not None:
+            g_logp, g_entropy = (g[sl] if g is not None else None for g in precomputed)
+        else:
+            g_logp, g_entropy = (sequence_grads if options.loss_type == 'gspo' else token_grads)(logp[sl], _slice(rows, sl), options)
         dense_weight = None
         if g_entropy is None and chain is None and need_x and dtype == weight.dtype:  # dz = -g p + g onehot: no pass forms it
             dense_weight = probs @ weight  # the input gradient's product, and the entropy's: sum p z = x . (p @ W)
@@ -85,6 +95,21 @@ def _fused_pass(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOpti
     if folded and need_x:
         grad_x.div_(temperature)
     return grad_x, grad_w, logp, entropy
+
+
+def sequence_chunks(counts, rows_per_chunk: int):
+    """``(start, stop)`` of chunks of whole sequences, at most ``rows_per_chunk`` rows
+    each (``counts``: the rows of each sequence, in order), so that GSPO's sequence
+    ratios need no pass of their own; ``None`` when one sequence alone exceeds a chunk."""
+    if max(counts, default=0) > rows_per_chunk:
+        return None
+    bounds, start, size = [], 0, 0
+    for count in counts:
+        if size + count > rows_per_chunk:
+            bounds.append((start, start + size))
+            start, size = start + size, 0
+        size += count
+    return tuple(bounds + ([(start, start + size)] if size else []))
 
 
 def _stats_pass(xs: Tensor, weight: Tensor, ids: Tensor, options: PolicyOptions, rows_per_chunk: int):
@@ -100,7 +125,8 @@ def _stats_pass(xs: Tensor, weight: Tensor, ids: Tensor, options: PolicyOptions,
 
 
 def _slice(rows: PolicyRows, sl: slice) -> PolicyRows:
-    return PolicyRows(*(t[sl] if t is not None else None for t in rows[:6]), rows.seq, rows.seq_len)
+    """The rows of a chunk (``seq_len`` stays whole: sequence ids are global)."""
+    return PolicyRows(*(t[sl] if t is not None else None for t in rows[:7]), rows.seq_len)
 
 
 def _tracked(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOptions):
@@ -116,9 +142,9 @@ class _FusedPolicyLoss(torch.autograd.Function):
     takes the gradient of the tracked formulation, so second derivatives are exact."""
 
     @staticmethod
-    def forward(ctx, x, weight, ids, advantages, old, ref, weights, keep, seq, seq_len, options: PolicyOptions, rows_per_chunk: int):
+    def forward(ctx, x, weight, ids, advantages, old, ref, weights, keep, seq, seq_len, options: PolicyOptions, rows_per_chunk: int, bounds):
         rows = PolicyRows(ids, advantages, old, ref, weights, keep, seq, seq_len)
-        grad_x, grad_w, logp, entropy = _fused_pass(x, weight, rows, options, rows_per_chunk, *ctx.needs_input_grad[:2])
+        grad_x, grad_w, logp, entropy = _fused_pass(x, weight, rows, options, rows_per_chunk, bounds, *ctx.needs_input_grad[:2])
         loss = (rows.weights * token_losses(logp, entropy, rows, options)).sum()
         ctx.save_for_backward(grad_x, grad_w, x, weight, *rows)
         ctx.options = options
@@ -134,7 +160,7 @@ class _FusedPolicyLoss(torch.autograd.Function):
             grad_x, grad_w = (next(found) if need else None for need in ctx.needs_input_grad[:2])
         grad_x = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
         grad_w = (grad_w * grad_loss).to(weight.dtype) if grad_w is not None else None
-        return grad_x, grad_w, *([None] * 10)
+        return grad_x, grad_w, *([None] * 11)
 
 
 def _rows(ids: Tensor, keep: Tensor, advantages: Tensor, old, ref, options: PolicyOptions, max_length, num_tokens, dtype) -> PolicyRows:
@@ -153,13 +179,16 @@ def _rows(ids: Tensor, keep: Tensor, advantages: Tensor, old, ref, options: Poli
     return PolicyRows(ids.reshape(-1).masked_fill(~flat_keep, 0), flat(advantages), flat(old), ref, weights, flat_keep, seq, seq_len)
 
 
-def _kept(x: Tensor, rows: PolicyRows) -> tuple[Tensor, PolicyRows]:
-    """Only the rows that count (none dropped while compiling, under ``torch.func``, or when all count)."""
+def _kept(x: Tensor, rows: PolicyRows, keep: Tensor, options: PolicyOptions, rows_per_chunk: int):
+    """``(x, rows, bounds)``: only the rows that count (none dropped while compiling, under
+    ``torch.func``, or when all count); GSPO's chunks of whole sequences (``sequence_chunks``)."""
     index = _kept_index(rows.keep)
-    if index is None:
-        return x, rows
-    take = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
-    return x.index_select(0, index), PolicyRows(*(take(t) for t in rows[:6]), take(rows.seq), rows.seq_len)
+    counts = [keep.shape[1]] * keep.shape[0]
+    if index is not None:
+        take = lambda t: None if t is None else t.index_select(0, index)  # noqa: E731
+        x, rows = x.index_select(0, index), PolicyRows(*(take(t) for t in rows[:7]), rows.seq_len)
+        counts = keep.sum(-1).tolist() if options.loss_type == 'gspo' else counts  # the index already synchronised
+    return x, rows, sequence_chunks(counts, rows_per_chunk) if options.loss_type == 'gspo' else None
 
 
 def _compute_dtype(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -192,21 +221,18 @@ def linear_policy_loss(x: Tensor, weight: Tensor, ids: Tensor, keep: Tensor, adv
     """
     x, weight = _compute_dtype(x.reshape(-1, x.shape[-1]), weight)
     rows = _rows(ids, keep, advantages, old, ref, options, max_length if max_length is not None else keep.shape[-1], num_tokens, softmax_dtype(weight))
-    x, rows = _kept(x, rows)
+    rows_per_chunk = chunk_rows(x.shape[0], weight.shape[0], x.device)
+    x, rows, bounds = _kept(x, rows, keep, options, rows_per_chunk)
     with torch.autocast(x.device.type, enabled=False):
         if functorch_active():
             loss, logp, entropy = _tracked(x, weight, rows, options)
         elif not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            logp, entropy = _stats_pass(_folded(x, options), weight, rows.ids, options, _chunk_rows(x, weight))
+            logp, entropy = _stats_pass(_folded(x, options), weight, rows.ids, options, rows_per_chunk)
             loss = (rows.weights * token_losses(logp, entropy, rows, options)).sum()
         else:
-            loss, logp, entropy = _FusedPolicyLoss.apply(x, weight, *rows, options, _chunk_rows(x, weight))
+            loss, logp, entropy = _FusedPolicyLoss.apply(x, weight, *rows, options, rows_per_chunk, bounds)
     return PolicyLoss(loss, policy_metrics(logp, entropy, rows, options))
 
 
 def _folded(x: Tensor, options: PolicyOptions) -> Tensor:
     return x / options.temperature if options.softcap is None and options.temperature != 1.0 else x
-
-
-def _chunk_rows(x: Tensor, weight: Tensor) -> int:
-    return chunk_rows(x.shape[0], weight.shape[0], x.device)
