@@ -77,13 +77,20 @@ def accumulate_grads(grad: LogitGrad, xc: Tensor, weight: Tensor, ids: Tensor, g
     ``grad.dense @ weight`` when the caller already has it."""
     dense = grad.dense.to(weight.dtype)  # half precision matmuls take half operands (float32: no copy)
     if grad_x is not None:
-        product = dense_weight if dense_weight is not None else dense @ weight  # (r, d)
-        product = product * grad.scale[:, None].to(product.dtype) if grad.scale is not None else product
-        if grad.picked is not None:
-            product = product + grad.picked[:, None].to(weight.dtype) * weight[ids]
-        grad_x.copy_(product)
-    if grad_w is None:
-        return
+        grad_x.copy_(_input_grad(grad, dense, weight, ids, dense_weight))
+    if grad_w is not None:
+        _add_table_grad(grad, dense, xc, ids, grad_w)
+
+
+def _input_grad(grad: LogitGrad, dense: Tensor, weight: Tensor, ids: Tensor, dense_weight: Tensor | None) -> Tensor:
+    product = dense_weight if dense_weight is not None else dense @ weight  # (r, d)
+    product = product * grad.scale[:, None].to(product.dtype) if grad.scale is not None else product
+    if grad.picked is not None:
+        product = product + grad.picked[:, None].to(weight.dtype) * weight[ids]
+    return product
+
+
+def _add_table_grad(grad: LogitGrad, dense: Tensor, xc: Tensor, ids: Tensor, grad_w: Tensor) -> None:
     scaled = xc * grad.scale[:, None].to(xc.dtype) if grad.scale is not None else xc
     if dense.dtype == grad_w.dtype:
         grad_w.addmm_(dense.T, scaled)

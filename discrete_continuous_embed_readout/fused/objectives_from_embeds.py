@@ -108,11 +108,8 @@ def distill_loss(readout, student_embeds: Tensor, teacher_embeds: Tensor, *, tea
     """``Readout.distill_loss_from_embeds``: checks, then ``linear_distill_loss``."""
     weight, selector = _single_group(readout, student_embeds, 'student_embeds', None, None)
     teacher = default(teacher, readout)
-    teacher_weight, _ = _single_group(teacher, teacher_embeds, 'teacher_embeds', None, None)
+    teacher_weight = _teacher_rows(teacher, teacher_embeds, student_embeds, weight)
     lead = student_embeds.shape[:-1]
-    if teacher_embeds.shape[:-1] != lead or teacher_weight.shape[0] != weight.shape[0]:
-        raise ValueError(f'teacher_embeds {tuple(teacher_embeds.shape)} and student_embeds {tuple(student_embeds.shape)} need the same leading '
-                         f'shape, and the teacher and the student the same vocabulary ({teacher_weight.shape[0]} vs {weight.shape[0]})')
     options = _distill_options(divergence, beta, temperature, hard_weight, hard_targets, readout.logit_softcap, teacher.logit_softcap)
     if exists(hard_targets):
         keep, ids = _kept_ids(readout, selector, hard_targets, lead, loss_mask, 'hard_targets')
@@ -122,6 +119,14 @@ def distill_loss(readout, student_embeds: Tensor, teacher_embeds: Tensor, *, tea
     flat = lambda t: None if t is None else t.reshape(-1)  # noqa: E731
     x, x_t = student_embeds.reshape(-1, student_embeds.shape[-1]), teacher_embeds.reshape(-1, teacher_embeds.shape[-1])
     return linear_distill_loss(x, weight, x_t.detach(), teacher_weight.detach(), flat(keep), flat(ids), options)
+
+
+def _teacher_rows(teacher, teacher_embeds: Tensor, student_embeds: Tensor, weight: Tensor) -> Tensor:
+    teacher_weight, _ = _single_group(teacher, teacher_embeds, 'teacher_embeds', None, None)
+    if teacher_embeds.shape[:-1] != student_embeds.shape[:-1] or teacher_weight.shape[0] != weight.shape[0]:
+        raise ValueError(f'teacher_embeds {tuple(teacher_embeds.shape)} and student_embeds {tuple(student_embeds.shape)} need the same leading '
+                         f'shape, and the teacher and the student the same vocabulary ({teacher_weight.shape[0]} vs {weight.shape[0]})')
+    return teacher_weight
 
 
 def _distill_options(divergence, beta, temperature, hard_weight, hard_targets, softcap, teacher_softcap) -> DistillOptions:
