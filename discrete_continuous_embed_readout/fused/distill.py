@@ -84,49 +84,90 @@ def _tracked(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, ro
     return total
 
 
-def _soft_chunk(z, q, lse_q, z_t, p, lse_p, options: DistillOptions):
-    """``(divergence, d divergence / d z)`` per row of a chunk: student tempered
-    logits ``z`` and softmax ``q``, the teacher's ``z_t`` and ``p``. The gradient is
-    formed in one of the buffers; ``z_t`` and ``p`` are overwritten."""
-    if options.divergence == 'forward_kl':  # KL = sum p (z_t - z) - lse_p + lse_q; d/dz = q - p
-        value = z_t.sub_(z).mul_(p).sum(-1) - lse_p + lse_q
-        return value, q.sub_(p)
-    if options.divergence == 'reverse_kl':  # KL = sum q (z - z_t) - lse_q + lse_p; d/dz = q (log q - log p - KL)
-        weighted = torch.sub(z, z_t, out=z_t).mul_(q)
-        value = weighted.sum(-1) - lse_q + lse_p
-        return value, weighted.addcmul_(q, -(value + lse_q - lse_p)[:, None])
-    return _jsd_chunk(z, q, lse_q, z_t, p, lse_p, options.beta)
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``sum_j a[i, j] b[i, j]`` per row, without an ``(r, v)`` temporary."""
+    return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
 
 
-def _jsd_chunk(z, q, lse_q, z_t, p, lse_p, beta: float):
+class _Hard(NamedTuple):
+    """The hard term's pieces taken from the student's tempered logits before they are
+    overwritten: the target's logit and, at ``T != 1``, the untempered softmax."""
+
+    picked: Tensor
+    probs: Tensor | None
+    lse: Tensor | None
+
+    @staticmethod
+    def of(z: Tensor, ids, options: DistillOptions, buffer) -> _Hard | None:
+        if not options.hard_weight:
+            return None
+        if options.temperature == 1.0:
+            return _Hard(picked_logits(z, ids), None, None)
+        probs, lse = softmax_lse(torch.mul(z, options.temperature, out=buffer[: z.shape[0]]), buffer)
+        return _Hard(options.temperature * picked_logits(z, ids), probs, lse)
+
+
+def _mixed(value, dense, q, lse_q, hard: _Hard | None, options: DistillOptions):
+    """``(1 - h) divergence + h cross entropy`` and its dense gradient (d CE / dz = T (softmax(T z) - onehot);
+    the onehot part is ``_chunk_grad``'s)."""
+    if hard is None:
+        return value, dense
+    h, temperature = options.hard_weight, options.temperature
+    cross_entropy = (lse_q if hard.probs is None else hard.lse) - hard.picked
+    dense = dense.mul_(1.0 - h).add_(q if hard.probs is None else hard.probs, alpha=h * temperature)
+    return (1.0 - h) * value + h * cross_entropy, dense
+
+
+def _forward_kl(z_of, z_t_of, ids, options: DistillOptions, buffers):
+    """KL(P || Q) = sum p log p - sum p z + lse_q; d/dz = q - p. Two buffers: the
+    student's softmax is taken in place."""
+    a, b = buffers[:2]
+    p, lse_p = softmax_lse(z_t_of(a), b)
+    p_log_p = a.mul_(p).sum(-1) - lse_p
+    z, chain = z_of(a)
+    p_z, hard = _row_dot(p, z), _Hard.of(z, ids, options, buffers[-1])
+    q, lse_q = softmax_lse(z, a)
+    value = p_log_p - p_z + lse_q
+    if hard is not None and hard.probs is None:  # (1 - h)(q - p) + h q in one pass
+        return (1.0 - options.hard_weight) * value + options.hard_weight * (lse_q - hard.picked), q.sub_(p, alpha=1.0 - options.hard_weight), chain
+    return (*_mixed(value, q.sub_(p), q, lse_q, hard, options), chain)
+
+
+def _reverse_kl(z_of, z_t_of, ids, options: DistillOptions, buffers):
+    """KL(Q || P) = sum q (z - z_t) - lse_q + lse_p; d/dz = q (z - z_t - lse_q + lse_p - KL). Three buffers."""
+    a, b, c = buffers[:3]
+    z_t = z_t_of(a)
+    lse_p = softmax_lse(z_t, c)[1]
+    z, chain = z_of(b)
+    hard = _Hard.of(z, ids, options, buffers[-1])
+    q, lse_q = softmax_lse(z, c)
+    weighted = torch.mul(q, z.sub_(z_t), out=a)
+    value = weighted.sum(-1) - lse_q + lse_p
+    return (*_mixed(value, weighted.addcmul_(q, -(value + lse_q - lse_p)[:, None]), q, lse_q, hard, options), chain)
+
+
+def _jsd(z_of, z_t_of, ids, options: DistillOptions, buffers):
     """JSD_beta = beta sum p log p + (1 - beta) sum q log q - sum m log m;
-    d/dz = (1 - beta) q (log q - log m - KL(Q || M))."""
-    p_log_p = z_t.mul_(p).sum(-1) - lse_p
-    q_log_q = torch.mul(q, z, out=z_t).sum(-1) - lse_q
+    d/dz = (1 - beta) q (log q - log m - KL(Q || M)). Four buffers."""
+    a, b, c, d = buffers[:4]
+    beta = options.beta
+    p, lse_p = softmax_lse(z_t_of(a), b)
+    p_log_p = a.mul_(p).sum(-1) - lse_p
+    z, chain = z_of(c)
+    hard = _Hard.of(z, ids, options, buffers[-1])
+    q, lse_q = softmax_lse(z, d)
+    q_log_q = torch.mul(q, z, out=a).sum(-1) - lse_q
     m = p.mul_(beta).add_(q, alpha=1.0 - beta)
-    log_m = torch.log(m.clamp_min_(torch.finfo(m.dtype).tiny), out=z_t)
+    log_m = torch.log(m.clamp_min_(torch.finfo(m.dtype).tiny), out=a)
     m_log_m = m.mul_(log_m).sum(-1)
     log_ratio = z.sub_(log_m)  # log q - log m + lse_q
-    kl_qm = torch.mul(q, log_ratio, out=z_t).sum(-1) - lse_q
+    kl_qm = torch.mul(q, log_ratio, out=a).sum(-1) - lse_q
     value = beta * p_log_p + (1.0 - beta) * q_log_q - m_log_m
-    return value, log_ratio.sub_((lse_q + kl_qm)[:, None]).mul_(q).mul_(1.0 - beta)
+    dense = log_ratio.sub_((lse_q + kl_qm)[:, None]).mul_(q).mul_(1.0 - beta)
+    return (*_mixed(value, dense, q, lse_q, hard, options), chain)
 
 
-def _chunk_terms(z, q, lse_q, z_t, p, lse_p, ids, options: DistillOptions, raw_buffer):
-    """``(loss, dense)`` per row of a chunk: ``(1 - h) divergence + h cross_entropy``
-    and its gradient wrt the tempered logits ``z``, but for the hard term's
-    ``-h T onehot`` (``_chunk_grad`` adds it)."""
-    hard, temperature = options.hard_weight, options.temperature
-    if not hard:
-        return _soft_chunk(z, q, lse_q, z_t, p, lse_p, options)
-    cross_entropy, raw_probs = _hard_terms(z, q, lse_q, ids, temperature, raw_buffer)  # d CE / dz = T (softmax(T z) - onehot)
-    if options.divergence == 'forward_kl' and raw_probs is q:  # (1 - h)(q - p) + h q in one pass
-        value = z_t.sub_(z).mul_(p).sum(-1) - lse_p + lse_q
-        dense = q.sub_(p, alpha=1.0 - hard)
-    else:
-        value, dense = _soft_chunk(z, q, lse_q, z_t, p, lse_p, options)
-        dense = dense.mul_(1.0 - hard).add_(raw_probs, alpha=hard * temperature)
-    return (1.0 - hard) * value + hard * cross_entropy, dense
+DIVERGENCE_CHUNKS = {'forward_kl': (_forward_kl, 2), 'reverse_kl': (_reverse_kl, 3), 'jsd': (_jsd, 4)}  # and the buffers each needs
 
 
 def _chunk_grad(dense: Tensor, w: Tensor, ids, options: DistillOptions, chain) -> LogitGrad:
@@ -146,20 +187,21 @@ def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions,
     xs, xs_t = (_folded(t, cap, temperature) for t, cap in ((x, softcap), (x_t, teacher_softcap)))
     grad_x = torch.empty_like(x) if need_x else None
     grad_w = torch.zeros(weight.shape, dtype=softmax_dtype(weight), device=weight.device) if need_w else None
-    z_buf, q_buf, zt_buf, p_buf = chunk_buffers(4, rows, x, weight)
-    raw_buf = chunk_buffers(1, rows, x, weight)[0] if options.hard_weight and temperature != 1.0 else None
-    total = torch.zeros((), dtype=z_buf.dtype, device=x.device)
+    chunk, count = DIVERGENCE_CHUNKS[options.divergence]
+    buffers = chunk_buffers(count + (options.hard_weight > 0 and temperature != 1.0), rows, x, weight)
+    total = torch.zeros((), dtype=buffers[0].dtype, device=x.device)
     for sl in row_slices(x.shape[0], rows):
         chunk_ids = ids[sl] if ids is not None else None
-        z = tempered(xs[sl], weight, z_buf, softcap, temperature)
-        z_t = tempered(xs_t[sl], weight_t, zt_buf, teacher_softcap, temperature)
-        chain = softcap_chain(z, softcap, temperature)
-        (q, lse_q), (p, lse_p) = softmax_lse(z, q_buf), softmax_lse(z_t, p_buf)
-        value, dense = _chunk_terms(z, q, lse_q, z_t, p, lse_p, chunk_ids, options, raw_buf)
+
+        def z_of(buffer, sl=sl):
+            z = tempered(xs[sl], weight, buffer, softcap, temperature)
+            return z, softcap_chain(z, softcap, temperature)
+
+        z_t_of = lambda buffer, sl=sl: tempered(xs_t[sl], weight_t, buffer, teacher_softcap, temperature)  # noqa: E731
+        value, dense, chain = chunk(z_of, z_t_of, chunk_ids, options, [b[: xs[sl].shape[0]] for b in buffers])
         total = total + (weights[sl] * value).sum()
         if need_x or need_w:
-            grad = _chunk_grad(dense, weights[sl], chunk_ids, options, chain)
-            accumulate_grads(grad, xs[sl], weight, chunk_ids, grad_x[sl] if need_x else None, grad_w)
+            accumulate_grads(_chunk_grad(dense, weights[sl], chunk_ids, options, chain), xs[sl], weight, chunk_ids, grad_x[sl] if need_x else None, grad_w)
     if need_x and softcap is None and temperature != 1.0:
         grad_x.div_(temperature)
     return total, grad_x, grad_w
@@ -167,14 +209,6 @@ def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions,
 
 def _folded(x: Tensor, softcap, temperature: float) -> Tensor:
     return x / temperature if softcap is None and temperature != 1.0 else x
-
-
-def _hard_terms(z, q, lse_q, ids, temperature: float, raw_buffer):
-    """``(cross entropy of the untempered logits, their softmax)``; at ``T = 1`` the softmax is ``q`` itself."""
-    if temperature == 1.0:
-        return lse_q - picked_logits(z, ids), q
-    raw_probs, raw_lse = softmax_lse(torch.mul(z, temperature, out=raw_buffer[: z.shape[0]]), raw_buffer)
-    return raw_lse - temperature * picked_logits(z, ids), raw_probs
 
 
 class _FusedDistillLoss(torch.autograd.Function):

@@ -38,10 +38,12 @@ class PolicyLoss(NamedTuple):
     metrics: PolicyMetrics
 
 
-def _chunk_terms(z: Tensor, probs_buffer: Tensor, ids: Tensor, options: PolicyOptions):
-    """``(probs, lse, log p[id])`` of a chunk's tempered logits ``z``."""
+def _chunk_terms(z: Tensor, probs_buffer: Tensor, ids: Tensor):
+    """``(probs, lse, log p[id])`` of a chunk's tempered logits ``z`` (``probs_buffer``
+    may be ``z``'s own: the softmax in place)."""
+    picked = picked_logits(z, ids)
     probs, lse = softmax_lse(z, probs_buffer)
-    return probs, lse, picked_logits(z, ids) - lse
+    return probs, lse, picked - lse
 
 
 def _entropy_and_grad(z: Tensor, probs: Tensor, ids: Tensor, lse: Tensor, g_logp: Tensor, g_entropy: Tensor | None, chain: Tensor | None):
@@ -70,22 +72,24 @@ def _fused_pass(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOpti
     slices = [slice(*b) for b in bounds] if bounds is not None else row_slices(x.shape[0], rows_per_chunk)
     precomputed = None
     if options.loss_type == 'gspo' and bounds is None:
-        precomputed = sequence_grads(_stats_pass(xs, weight, rows.ids, options, rows_per_chunk)[0], rows, options)
+        precomputed = sequence_grads(_stats_pass(xs, weight, rows.ids, options, rows_per_chunk, entropy=False)[0], rows, options)
     grad_x = torch.empty_like(x) if need_x else None
     grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
     logp, entropy = (torch.empty(x.shape[0], dtype=dtype, device=x.device) for _ in range(2))
-    z_buffer, p_buffer = chunk_buffers(2, rows_per_chunk, x, weight)
+    # dz = -g p + g onehot (no entropy term, no soft-cap): no pass forms it, and the softmax overwrites the logits
+    in_place = not options.entropy_coef and softcap is None and need_x and dtype == weight.dtype
+    buffers = chunk_buffers(1 if in_place else 2, rows_per_chunk, x, weight)
     for sl in slices:
         ids = rows.ids[sl]
-        z = tempered(xs[sl], weight, z_buffer, softcap, temperature)
+        z = tempered(xs[sl], weight, buffers[0], softcap, temperature)
         chain = softcap_chain(z, softcap, temperature)
-        probs, lse, logp[sl] = _chunk_terms(z, p_buffer, ids, options)
+        probs, lse, logp[sl] = _chunk_terms(z, buffers[-1], ids)
         if precomputed is not None:
             g_logp, g_entropy = (g[sl] if g is not None else None for g in precomputed)
         else:
             g_logp, g_entropy = (sequence_grads if options.loss_type == 'gspo' else token_grads)(logp[sl], _slice(rows, sl), options)
         dense_weight = None
-        if g_entropy is None and chain is None and need_x and dtype == weight.dtype:  # dz = -g p + g onehot: no pass forms it
+        if in_place:
             dense_weight = probs @ weight  # the input gradient's product, and the entropy's: sum p z = x . (p @ W)
             entropy[sl], grad = lse - (xs[sl] * dense_weight).sum(-1), LogitGrad(probs, -g_logp, g_logp)
         else:
@@ -112,16 +116,18 @@ def sequence_chunks(counts, rows_per_chunk: int):
     return tuple(bounds + ([(start, start + size)] if size else []))
 
 
-def _stats_pass(xs: Tensor, weight: Tensor, ids: Tensor, options: PolicyOptions, rows_per_chunk: int):
-    """``(log p[id], entropy)`` per row, forward only (``xs``: inputs with the temperature folded in, as ``_fused_pass``)."""
+def _stats_pass(xs: Tensor, weight: Tensor, ids: Tensor, options: PolicyOptions, rows_per_chunk: int, entropy: bool = True):
+    """``(log p[id], entropy or None)`` per row, forward only (``xs``: inputs with the
+    temperature folded in, as ``_fused_pass``); without the entropy, in one buffer."""
     dtype, n = softmax_dtype(weight), xs.shape[0]
-    logp, entropy = (torch.empty(n, dtype=dtype, device=xs.device) for _ in range(2))
-    z_buffer, p_buffer = chunk_buffers(2, rows_per_chunk, xs, weight)
+    logp, entropies = torch.empty(n, dtype=dtype, device=xs.device), torch.empty(n, dtype=dtype, device=xs.device) if entropy else None
+    buffers = chunk_buffers(2 if entropy else 1, rows_per_chunk, xs, weight)
     for sl in row_slices(n, rows_per_chunk):
-        z = tempered(xs[sl], weight, z_buffer, options.softcap, options.temperature)
-        probs, lse, logp[sl] = _chunk_terms(z, p_buffer, ids[sl], options)
-        entropy[sl] = lse - z.mul_(probs).sum(-1)
-    return logp, entropy
+        z = tempered(xs[sl], weight, buffers[0], options.softcap, options.temperature)
+        probs, lse, logp[sl] = _chunk_terms(z, buffers[-1], ids[sl])
+        if entropy:
+            entropies[sl] = lse - z.mul_(probs).sum(-1)
+    return logp, entropies
 
 
 def _slice(rows: PolicyRows, sl: slice) -> PolicyRows:
