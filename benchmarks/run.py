@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick    # fewer repetitions
     python benchmarks/run.py --only lm  # cases whose name starts with 'lm'
     python benchmarks/run.py --only hot # the RL hot-path table alone (benchmarks/hot_path.py)
+    python benchmarks/run.py --only fused  # the fused objectives' table only (benchmarks/fused_objectives.py)
 
 The 'checks on vs off' rows time the same call with the content checks (ids in
 range, finite values) on against ``set_validate_args(False)``.
@@ -433,6 +434,11 @@ def main():
     if not args.only or args.only.startswith('hot'):
         print('\nRL hot path (benchmarks/hot_path.py): one thread, ours against the hand-written torch it replaces\n')
         print_hot_path_table(args.quick)
+    if not args.only or args.only.startswith('fused'):  # the fused objectives against their floor and Liger: their own table
+        from fused_objectives import run as fused_objectives  # benchmarks/ is the script's folder, on sys.path
+
+        print()
+        fused_objectives(vocabs=(32000,) if args.quick else (32000, 128000), quick=args.quick)
 
 
 if __name__ == '__main__':

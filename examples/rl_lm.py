@@ -1,25 +1,30 @@
-"""RL on a language model: GRPO-style fine-tuning of the character LM of
-``train_char_lm.py`` towards a verifiable reward, with per-token log-probs, entropies
-and a KL to the frozen starting model straight from the embeddings.
+"""RL on a language model: GRPO fine-tuning of the character LM of ``train_char_lm.py``
+towards a verifiable reward, with the whole objective computed by one fused call from
+the hidden states.
 
 The character LM is first trained briefly on ``examples/data/small_things.txt`` (as in
 ``train_char_lm.py``); a frozen copy is kept as the reference policy. Then, for a few
 rounds, each of several prompts gets a group of sampled continuations; the reward of a
 continuation is the fraction of its characters that are the target character (``--target``,
 ``'e'`` by default: verifiable, no reward model). Advantages are the rewards normalised
-within each group (GRPO). The update maximises the clipped ratio objective
-(PPO's clipping) with an entropy bonus and a KL penalty to the reference:
+within each group (GRPO). The update minimises GRPO's clipped-ratio objective with a k3
+KL penalty to the reference and an entropy bonus, in one call:
 
-- ``readout.log_prob_from_embeds(hidden, tokens, return_entropy=True, loss_mask=...)``
-  gives each generated token's log-prob and the entropy of its distribution,
-- ``readout.kl_div_from_embeds(reference_hidden, hidden, readout_true=reference.readout)``
-  gives the per-token KL to the reference,
+- ``readout.policy_loss_from_embeds(hidden, tokens, advantages, old_log_probs=...,
+  ref_log_probs=..., kl_coef=..., entropy_coef=..., loss_type='grpo', loss_mask=...)``
+  returns the loss (its gradients formed chunk by chunk in the same pass, never holding
+  the ``(tokens, vocab)`` logits) and the metrics trainers log (ratio, clip fractions,
+  KL, entropy);
+- ``reference.readout.log_prob_from_embeds(reference_hidden, tokens)`` gives the
+  reference policy's log-probs of the sampled tokens, once per round.
 
-neither ever holding the ``(tokens, vocab)`` logits. It prints the mean reward before and
-after, and the KL to the reference; the last line, ``RESULT {...}``, has them as JSON, for
-``benchmarks/examples_table.py``.
+Each round also times, on the same batch, the per-token path the call replaces
+(``log_prob_from_embeds(..., return_entropy=True)`` and the formula written out) and
+checks that both give the same loss. It prints the mean reward before and after, the KL
+to the reference and the time per update of each path; the last line, ``RESULT {...}``,
+has them as JSON, for ``benchmarks/examples_table.py``.
 
-    python examples/rl_lm.py             # about 30 s on 2 CPU cores
+    python examples/rl_lm.py             # about 40 s on 2 CPU cores
     python examples/rl_lm.py --help
 """
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -100,25 +106,57 @@ def rewards(ids: Tensor, prompt_length: int, target: int) -> Tensor:
     return (ids[:, prompt_length:] == target).float().mean(-1)
 
 
-def update(model, reference, optimizer, ids, old_log_probs, advantages, prompt_length: int, args) -> dict:
-    """One GRPO step on a round's samples; returns the mean KL and entropy of the generated tokens."""
+def round_batch(model, reference, ids, sampled_log_probs, prompt_length: int):
+    """What a round's updates need: ``(inputs, targets, generated mask, old and reference
+    log-probs)``, all ``(samples, positions)``; prompt positions are masked out."""
     inputs, targets = ids[:, :-1], ids[:, 1:]
     generated = torch.zeros_like(targets, dtype=torch.bool)
     generated[:, prompt_length - 1 :] = True  # score only what the policy generated
-    states = hidden(model, inputs)
-    log_probs, entropy = model.readout.log_prob_from_embeds(states, targets, return_entropy=True, loss_mask=generated)
+    old_log_probs = torch.zeros(targets.shape)
+    old_log_probs[:, prompt_length - 1 :] = sampled_log_probs
     with torch.no_grad():
-        reference_states = hidden(reference, inputs)
-    kl = model.readout.kl_div_from_embeds(reference_states, states, readout_true=reference.readout, loss_mask=generated)
-    ratio = (log_probs[:, prompt_length - 1 :] - old_log_probs).exp()
+        ref_log_probs = reference.readout.log_prob_from_embeds(hidden(reference, inputs), targets)
+    return inputs, targets, generated, old_log_probs, ref_log_probs
+
+
+def grpo_loss(model, batch, advantages, args):
+    """GRPO with a KL to the reference and an entropy bonus: one fused call."""
+    inputs, targets, generated, old_log_probs, ref_log_probs = batch
+    return model.readout.policy_loss_from_embeds(
+        hidden(model, inputs), targets, advantages, old_log_probs=old_log_probs, ref_log_probs=ref_log_probs, loss_type='grpo',
+        clip=(args.clip, args.clip), kl_coef=args.kl_weight, entropy_coef=args.entropy_bonus, loss_mask=generated,
+    )  # fmt: skip
+
+
+def per_token_grpo_loss(model, batch, advantages, args) -> Tensor:
+    """The same objective from per-token log-probs and entropies (the path the fused call replaces)."""
+    inputs, targets, generated, old_log_probs, ref_log_probs = batch
+    log_probs, entropy = model.readout.log_prob_from_embeds(hidden(model, inputs), targets, return_entropy=True, loss_mask=generated)
+    ratio = (log_probs - old_log_probs).exp()
     clipped = torch.minimum(ratio * advantages[:, None], ratio.clamp(1 - args.clip, 1 + args.clip) * advantages[:, None])
-    n = generated.sum()
-    loss = -clipped.mean() - args.entropy_bonus * entropy.sum() / n + args.kl_weight * kl.sum() / n
+    k3 = (ref_log_probs - log_probs).exp() - (ref_log_probs - log_probs) - 1
+    per_token = (-clipped + args.kl_weight * k3 - args.entropy_bonus * entropy) * generated
+    return (per_token.sum(-1) / generated.sum(-1)).mean()
+
+
+def update(model, optimizer, batch, advantages, args, compare: bool) -> dict:
+    """One GRPO step; with ``compare``, first the per-token path's loss and gradients on
+    the same batch (timed, then discarded)."""
+    stats = {}
+    if compare:
+        optimizer.zero_grad()
+        start = time.perf_counter()
+        per_token = per_token_grpo_loss(model, batch, advantages, args)
+        per_token.backward()
+        stats.update(per_token_seconds=time.perf_counter() - start, per_token_loss=per_token.item())
     optimizer.zero_grad()
-    loss.backward()
+    start = time.perf_counter()
+    out = grpo_loss(model, batch, advantages, args)
+    out.loss.backward()
+    stats['seconds'] = time.perf_counter() - start
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return dict(kl=(kl.sum() / n).item(), entropy=(entropy.sum() / n).item())
+    return dict(stats, loss=out.loss.item(), kl=out.metrics.kl.item(), entropy=out.metrics.entropy.item())
 
 
 def evaluate(model: CharLM, prompts: Tensor, args, target: int, seed: int) -> float:
@@ -156,20 +194,28 @@ def run(args: argparse.Namespace) -> dict:
     print(f'language model loss after pretraining {lm_loss:.3f} nats/char; mean reward (fraction of {args.target!r}) before RL: {before:.3f}')
 
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    stats = {}
+    stats, times, differences = {}, {'fused': [], 'per_token': []}, []
     bar = tqdm(range(args.rounds), desc='GRPO', unit='round')
     for _ in bar:
         prompts = random_batch(data, args.prompts, 8, generator)[0]
-        ids, old_log_probs = rollout(model, prompts, args, generator)
+        ids, sampled_log_probs = rollout(model, prompts, args, generator)
         reward = rewards(ids, prompts.shape[1], target).view(args.prompts, args.group)
         advantages = ((reward - reward.mean(-1, keepdim=True)) / (reward.std(-1, keepdim=True) + 1e-6)).view(-1)
-        for _ in range(args.epochs):
-            stats = update(model, reference, optimizer, ids, old_log_probs, advantages, prompts.shape[1], args)
+        batch = round_batch(model, reference, ids, sampled_log_probs, prompts.shape[1])
+        for epoch in range(args.epochs):
+            stats = update(model, optimizer, batch, advantages, args, compare=epoch == 0)
+            times['fused'].append(stats['seconds'])
+            if 'per_token_seconds' in stats:
+                times['per_token'].append(stats['per_token_seconds'])
+                differences.append(abs(stats['per_token_loss'] - stats['loss']))
         bar.set_postfix(reward=f'{reward.mean().item():.3f}', kl=f'{stats["kl"]:.3f}')
 
     after = evaluate(model, eval_prompts, args, target, seed=2)
     seconds = time.perf_counter() - started
-    print(f'mean reward before -> after: {before:.3f} -> {after:.3f}; KL to the reference {stats["kl"]:.3f} nats/token, entropy {stats["entropy"]:.3f}')
+    fused_ms, per_token_ms = (1e3 * statistics.median(t) for t in (times['fused'], times['per_token']))
+    print(f'mean reward before -> after: {before:.3f} -> {after:.3f}; KL to the reference (k3) {stats["kl"]:.3f} nats/token, entropy {stats["entropy"]:.3f}')
+    print(f'time per update (loss + backward, median): policy_loss_from_embeds {fused_ms:.1f} ms, the per-token path {per_token_ms:.1f} ms; '
+          f'largest loss difference between them {max(differences):.1e}')  # fmt: skip
     print(f'done in {seconds:.1f} s')
     result = dict(
         metric=f'mean reward: fraction of {args.target!r} in sampled continuations',
@@ -179,7 +225,8 @@ def run(args: argparse.Namespace) -> dict:
         context=f'KL to the starting model {stats["kl"]:.2f} nats/token',
     )
     print('RESULT ' + json.dumps(result))
-    return dict(result=result, reward_before=before, reward_after=after, kl=stats['kl'], entropy=stats['entropy'], seconds=seconds)
+    return dict(result=result, reward_before=before, reward_after=after, kl=stats['kl'], entropy=stats['entropy'], seconds=seconds,
+                update_ms=fused_ms, per_token_update_ms=per_token_ms, largest_loss_difference=max(differences))  # fmt: skip
 
 
 if __name__ == '__main__':

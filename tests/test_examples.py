@@ -354,18 +354,20 @@ def test_train_char_lm_learns_and_samples():
     assert again['final_val_loss'] == metrics['final_val_loss'] and again['sample'] == sample
 
 
-# rl_lm.py: GRPO on the character LM with per-token log-probs and a KL from the embeddings
+# rl_lm.py: GRPO on the character LM with the fused policy loss and a KL to the reference
 
 
 RL_LM_TINY = ['--pretrain-steps', '20', '--rounds', '4', '--prompts', '2', '--group', '4', '--length', '8', '--dim', '32', '--depth', '1', '--threads', '1']
 
 
-def test_rl_lm_runs_grpo_with_per_token_log_probs_and_a_kl_to_the_reference():
+def test_rl_lm_runs_grpo_with_the_fused_policy_loss_and_a_kl_to_the_reference():
     metrics, result = run_example('rl_lm', RL_LM_TINY)
     assert (result['before'], result['after']) == (metrics['reward_before'], metrics['reward_after'])
     assert 0.0 <= metrics['reward_before'] <= 1.0 and 0.0 <= metrics['reward_after'] <= 1.0
     assert metrics['kl'] >= 0.0 and metrics['kl'] < 1.0  # the policy moved, not far from the reference
     assert 0.0 < metrics['entropy'] <= math.log(71) + 1e-4  # at most the uniform entropy over the vocabulary
+    assert metrics['largest_loss_difference'] < 1e-5  # the fused call and the per-token path it replaces agree
+    assert metrics['update_ms'] > 0 and metrics['per_token_update_ms'] > 0
 
 
 # distributional_regression.py: four heads on the same data

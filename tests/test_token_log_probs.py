@@ -67,6 +67,23 @@ def test_double_backward_matches_the_logits_path():
         torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
 
 
+def test_double_backward_of_nonlinear_functions_of_the_outputs():
+    # a PPO ratio exp(log p - old) and a squared KL: upstream gradients that depend on the op's own outputs
+    readout, teacher = Readout(DIM, num_discrete=VOCAB).double(), Readout(DIM, num_discrete=VOCAB).double()
+    x, targets, mask, keep = data()
+    x_true = torch.randn(3, 9, DIM, dtype=torch.float64)
+    old, advantage = torch.randn(3, 9, dtype=torch.float64) - 3.0, torch.randn(3, 9, dtype=torch.float64)
+    ours = (*readout.log_prob_from_embeds(x, targets, return_entropy=True, loss_mask=mask), readout.kl_div_from_embeds(x_true, x, readout_true=teacher))
+    theirs = (*reference(readout, x, targets, keep), kl_reference(teacher, x_true, readout, x, torch.ones(3, 9)))
+    results = []
+    for log_p, entropy, kl in (ours, theirs):
+        objective = ((log_p - old).exp() * advantage * keep + entropy.square() + kl.square()).sum()
+        gx, gw = torch.autograd.grad(objective, (x, readout.embeddings.weight), create_graph=True)
+        results.append(torch.autograd.grad(gx.square().sum() + gw.square().sum(), (x, readout.embeddings.weight)))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-9, rtol=0)
+
+
 def test_float32_matches_to_1e5_and_dropped_tokens_are_zero():
     readout = Readout(DIM, num_discrete=VOCAB)
     x, targets, mask, keep = data(torch.float32)

@@ -23,7 +23,7 @@ from torch import Tensor
 from .._checks import functorch_active
 from .backend import kernels_apply
 
-__all__ = ['apply_softcap', 'chunk_logits', 'chunk_rows', 'linear_kl_div', 'linear_softmax_stats', 'softmax_dtype']
+__all__ = ['apply_softcap', 'chunk_logits', 'chunk_rows', 'linear_kl_div', 'linear_softmax_stats', 'softmax_dtype', 'softmax_lse']
 
 MIN_CHUNK_ROWS = 512  # fewer rows per chunk make the matmuls less efficient and the table-gradient updates memory bound
 # the memory budget of one chunk's float32 logits, by device type: cache-sized on a
@@ -50,6 +50,17 @@ def chunk_logits(xc: Tensor, weight: Tensor, buffer: Tensor | None) -> Tensor:
     if xc.dtype == buffer.dtype:
         return torch.mm(xc, weight.T, out=logits)
     return logits.copy_(F.linear(xc, weight))  # half precision matmul, float32 softmax
+
+
+def softmax_lse(z: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+    """``(softmax(z), logsumexp(z))`` per row; the softmax into ``out``.
+
+    One fused softmax pass; the log-normaliser comes from the row maxima,
+    ``lse = max z - log max p`` (``max p = 1 / sum exp(z - max z)``), two cheap reductions.
+    """
+    top = z.amax(-1)  # before the softmax: ``out`` may be ``z``'s memory
+    probs = torch.ops.aten._softmax.out(z, -1, False, out=out[: z.shape[0]])
+    return probs, top - probs.amax(-1).log()
 
 
 def apply_softcap(logits: Tensor, softcap: float | None) -> Tensor:
@@ -89,22 +100,23 @@ def _rows(n: int, rows: int):
 class _LinearSoftmaxStats(torch.autograd.Function):
     """``(log p[target], logsumexp, mean logit, entropy)`` per row, chunked. Two
     chunk buffers are reused (fresh chunk-sized tensors would page-fault on every
-    chunk); backward skips the terms whose upstream gradient is absent."""
+    chunk); backward skips the terms whose upstream gradient is absent. Element-wise
+    work per chunk: one fused softmax and the entropy's product in forward; the
+    softmax and one fused multiply-add in backward."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, targets: Tensor, softcap, temperature: float, rows: int):
         dtype = softmax_dtype(weight)
-        z_buffer, e_buffer = (torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device) for _ in range(2))
+        z_buffer, p_buffer = (torch.empty(min(rows, x.shape[0]), weight.shape[0], dtype=dtype, device=x.device) for _ in range(2))
         out = torch.empty(4, x.shape[0], dtype=dtype, device=x.device)
+        # without a soft-cap the mean logit is x . mean(W) / T: no pass over the chunk
+        mean_row = weight.to(dtype).mean(0) / temperature if softcap is None and x.dtype == dtype else None
         for sl in _rows(x.shape[0], rows):
             z = _tempered(chunk_logits(x[sl], weight, z_buffer), softcap, temperature)
-            top = z.amax(-1, keepdim=True)
-            e = torch.sub(z, top, out=e_buffer[: z.shape[0]]).exp_()
-            norm = e.sum(-1)
-            lse = top.squeeze(-1) + norm.log()
+            p, lse = softmax_lse(z, p_buffer)
             out[0, sl] = z.gather(1, targets[sl, None]).squeeze(1) - lse
-            out[1, sl], out[2, sl] = lse, z.mean(-1)
-            out[3, sl] = lse - e.mul_(z).sum(-1) / norm
+            out[1, sl], out[2, sl] = lse, x[sl] @ mean_row if mean_row is not None else z.mean(-1)
+            out[3, sl] = lse - z.mul_(p).sum(-1)
         ctx.save_for_backward(x, weight, targets, out[1], out[3])
         ctx.softcap, ctx.temperature, ctx.rows = softcap, temperature, rows
         return out[0], out[1], out[2], out[3]
@@ -114,7 +126,7 @@ class _LinearSoftmaxStats(torch.autograd.Function):
         x, weight, targets, lse, entropy = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: tracked ops, so that the gradients are differentiable
             full = [torch.zeros_like(lse) if g is None else g.to(lse.dtype) for g in grads]
-            surrogate = lambda sl: sum((g[sl] * s).sum() for g, s in zip(full, _plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature)))  # noqa: E731
+            surrogate = lambda sl: (_plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature), [g[sl] for g in full])  # noqa: E731
             return (*_tracked_grads(ctx, (x, weight), x.shape[0], surrogate), None, None, None, None)
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.empty_like(x) if need_x else None
@@ -122,7 +134,7 @@ class _LinearSoftmaxStats(torch.autograd.Function):
         z_buffer, p_buffer = (torch.empty(min(ctx.rows, x.shape[0]), weight.shape[0], dtype=lse.dtype, device=x.device) for _ in range(2))
         for sl in _rows(x.shape[0], ctx.rows):
             z = _tempered(chunk_logits(x[sl], weight, z_buffer), ctx.softcap, ctx.temperature)
-            p = torch.sub(z, lse[sl, None], out=p_buffer[: z.shape[0]]).exp_()
+            p = torch.ops.aten._softmax.out(z, -1, False, out=p_buffer[: z.shape[0]])
             dz = _stats_grad(z, p, targets[sl], lse[sl], entropy[sl], [None if g is None else g[sl, None] for g in grads], ctx).to(weight.dtype)
             if need_x:
                 torch.mm(dz, weight, out=grad_x[sl])
@@ -136,22 +148,22 @@ class _LinearSoftmaxStats(torch.autograd.Function):
 def _stats_grad(z: Tensor, p: Tensor, targets: Tensor, lse: Tensor, entropy: Tensor, grads, ctx) -> Tensor:
     """The chunk's gradient wrt the raw logits, in the buffers of ``z`` and ``p``:
     d/dz of log p[t] is onehot - p; of lse, p; of the mean logit, 1 / v; of the
-    entropy, -p (z - lse + entropy)."""
-    g_logp, g_lse, g_mean, g_entropy = (None if g is None else g.to(p.dtype) for g in grads)  # each (rows, 1) or None
+    entropy, -p (z - lse + entropy). So ``dz = p (a - g_H z) + g_logp onehot + g_mean / v``
+    with ``a = g_lse - g_logp + g_H (lse - H)``: one fused multiply-add and one product.
+    The temperature's ``1 / T`` rides on the per-row coefficients."""
+    g_logp, g_lse, g_mean, g_entropy = (None if g is None else g.to(p.dtype) / ctx.temperature for g in grads)  # each (rows, 1) or None
     chain = None if ctx.softcap is None else 1.0 - (z * (ctx.temperature / ctx.softcap)) ** 2  # before z is overwritten
-    scale = torch.zeros_like(lse)[:, None]
-    scale = scale - g_logp if g_logp is not None else scale
-    scale = scale + g_lse if g_lse is not None else scale
-    if g_entropy is not None:  # into z's buffer: p * (scale - g_entropy * (z - lse + entropy))
-        dz = z.sub_((lse - entropy)[:, None]).mul_(-g_entropy).add_(scale).mul_(p)
+    a = torch.zeros_like(lse)[:, None]
+    a = a - g_logp if g_logp is not None else a
+    a = a + g_lse if g_lse is not None else a
+    if g_entropy is not None:
+        dz = p.mul_(torch.addcmul(a + g_entropy * (lse - entropy)[:, None], z, -g_entropy, out=z))
     else:
-        dz = p.mul_(scale)
+        dz = p.mul_(a)
     if g_mean is not None:
         dz.add_(g_mean / z.shape[-1])
     if g_logp is not None:
         dz.scatter_add_(1, targets[:, None], g_logp)
-    if ctx.temperature != 1.0:
-        dz.div_(ctx.temperature)
     return dz.mul_(chain) if chain is not None else dz
 
 
@@ -174,7 +186,7 @@ class _LinearKL(torch.autograd.Function):
         x_p, weight_p, x_q, weight_q, kl = ctx.saved_tensors
         grad = grad.to(kl.dtype)
         if torch.is_grad_enabled():
-            surrogate = lambda sl: (grad[sl] * _plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature)).sum()  # noqa: E731
+            surrogate = lambda sl: ((_plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature),), (grad[sl],))  # noqa: E731
             return (*_tracked_grads(ctx, (x_p, weight_p, x_q, weight_q), x_q.shape[0], surrogate), None, None, None)
         inputs, need = (x_p, weight_p, x_q, weight_q), ctx.needs_input_grad[:4]
         grads = [torch.zeros(t.shape, dtype=kl.dtype, device=t.device) if n else None for t, n in zip(inputs, need)]
@@ -215,11 +227,18 @@ def _kl_chunk(x_p, weight_p, x_q, weight_q, softcaps, temperature, buffers):
 
 
 def _tracked_grads(ctx, inputs, n: int, surrogate):
-    """Gradients of ``sum over chunks of surrogate(chunk)`` wrt the inputs that need
-    one, with ``create_graph``: backward as tracked ops, chunk by chunk."""
+    """The vector-Jacobian product of the outputs with the upstream gradients, wrt the
+    inputs that need one, with ``create_graph``: backward as tracked ops, chunk by
+    chunk. ``surrogate(rows)`` gives a chunk's tracked outputs and their upstream
+    gradients; these enter as ``grad_outputs``, so the result depends on them (and they
+    may depend on this op's outputs, as a PPO ratio does) without being differentiated now."""
     wanted = [t for t, need in zip(inputs, ctx.needs_input_grad) if need]
-    total = sum(surrogate(sl) for sl in _rows(n, ctx.rows))
-    found = iter(torch.autograd.grad(total, wanted, create_graph=True, allow_unused=True)) if wanted else iter(())
+    outputs, upstream = [], []
+    for sl in _rows(n, ctx.rows):
+        chunk_outputs, chunk_upstream = surrogate(sl)
+        outputs.extend(chunk_outputs)
+        upstream.extend(chunk_upstream)
+    found = iter(torch.autograd.grad(outputs, wanted, upstream, create_graph=True, allow_unused=True)) if wanted else iter(())
     return tuple(next(found) if need else None for need in ctx.needs_input_grad[: len(inputs)])
 
 

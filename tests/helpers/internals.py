@@ -6,6 +6,8 @@ through these functions (and the conftest.py fixtures built on them).
 - ``_losses.FUSED_MIN_GROUP_SIZE``: the group size from which the fused loss is used;
 - ``_losses.can_fuse``: whether a forward loss takes the fused path;
 - ``fused.loss._LinearCrossEntropySum``: the fused loss's gradient-computing function;
+- ``fused.policy._FusedPolicyLoss``, ``fused.distill._FusedDistillLoss``: the fused objectives' ones;
+- ``fused.policy._stats_pass``: GSPO's separate log-prob pass;
 - ``multi_categorical.pads_cheaply``, ``multi_categorical.log_prob_at``, ``MultiCategorical.batched``:
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
@@ -169,3 +171,26 @@ def record_log_prob_op(monkeypatch) -> list:
 
         monkeypatch.setattr(op, 'apply', recorded)
     return calls
+
+
+def forbid_fused_objective_functions(monkeypatch, replacement) -> None:
+    """Replace ``apply`` of the fused policy and distillation losses' gradient-computing
+    autograd functions (``fused.policy._FusedPolicyLoss``, ``fused.distill._FusedDistillLoss``)."""
+    monkeypatch.setattr(_module('fused.policy')._FusedPolicyLoss, 'apply', replacement)
+    monkeypatch.setattr(_module('fused.distill')._FusedDistillLoss, 'apply', replacement)
+
+
+def forbid_separate_sequence_pass(monkeypatch) -> None:
+    """GSPO's separate log-prob pass (``fused.policy._stats_pass``, run when a sequence
+    exceeds a chunk) fails the test if it runs with gradients."""
+
+    def refuse(*args):
+        raise AssertionError('GSPO took a separate log-prob pass')
+
+    monkeypatch.setattr(_module('fused.policy'), '_stats_pass', refuse)
+
+
+def set_min_chunk_rows(monkeypatch, rows: int) -> None:
+    """Chunks of ``rows`` rows (the fused paths' minimum, with the CPU budget at one byte)."""
+    monkeypatch.setattr(_module('fused.linear_softmax'), 'MIN_CHUNK_ROWS', rows)
+    monkeypatch.setitem(_module('fused.linear_softmax').CHUNK_BYTES, 'cpu', 1)

@@ -1,0 +1,267 @@
+"""The distillation loss of a language model, fused: a divergence between the
+teacher's and the student's next-token distributions, plus an optional
+cross-entropy term on hard targets, chunk by chunk from both sides' hidden states
+and tables, with the student's gradients formed in the same pass.
+
+With ``P`` the teacher's ``softmax(softcap(x_t @ W_t.T) / T)`` and ``Q`` the
+student's, per token:
+
+- ``'forward_kl'``: ``KL(P || Q)`` (the usual knowledge distillation);
+- ``'reverse_kl'``: ``KL(Q || P)`` (mode seeking, as on-policy distillation uses);
+- ``'jsd'``: the generalised Jensen-Shannon divergence
+  ``beta KL(P || M) + (1 - beta) KL(Q || M)``, ``M = beta P + (1 - beta) Q``
+  (the convention of TRL's GKD and Liger's ``LigerFusedLinearJSDLoss``: ``beta`` weighs
+  the teacher; their ``beta = 0`` / ``1`` special cases are the two KLs above).
+
+The loss is the mean over the kept tokens of ``(1 - hard_weight) * divergence +
+hard_weight * cross_entropy(student logits, hard target)``; the cross entropy is on
+the untempered logits (Liger's ``weight_soft_loss`` / ``weight_hard_loss`` are
+``1 - hard_weight`` / ``hard_weight``). The divergence is not multiplied by ``T^2``.
+The teacher never receives a gradient.
+"""
+
+# n - rows (tokens), v - vocabulary, d - model dim
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .._checks import functorch_active
+from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, tempered
+from .linear_softmax import _logits, chunk_rows, softmax_dtype, softmax_lse
+from .loss import _kept_index
+from .policy import _compute_dtype
+
+__all__ = ['DIVERGENCES', 'DistillOptions', 'divergence', 'linear_distill_loss']
+
+DIVERGENCES = ('forward_kl', 'reverse_kl', 'jsd')
+
+
+class DistillOptions(NamedTuple):
+    """The distillation loss's options (see ``Readout.distill_loss_from_embeds``)."""
+
+    divergence: str = 'forward_kl'
+    beta: float = 0.5
+    temperature: float = 1.0
+    hard_weight: float = 0.0
+    softcaps: tuple = (None, None)  # (student, teacher)
+
+
+def divergence(log_q: Tensor, log_p: Tensor, options: DistillOptions) -> Tensor:
+    """Per row, the divergence of the student's ``log_q`` from the teacher's ``log_p``
+    (``(n, v)`` log-probabilities), in differentiable torch ops: the definition."""
+    if options.divergence == 'forward_kl':
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+    if options.divergence == 'reverse_kl':
+        return (log_q.exp() * (log_q - log_p)).sum(-1)
+    beta = options.beta
+    log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log(1.0 - beta))
+    return beta * (log_p.exp() * (log_p - log_m)).sum(-1) + (1.0 - beta) * (log_q.exp() * (log_q - log_m)).sum(-1)
+
+
+def _token_losses(x, weight, x_t, weight_t, ids, options: DistillOptions) -> Tensor:
+    """Tracked per-row losses from the logits of a chunk of rows."""
+    (softcap, teacher_softcap), temperature = options.softcaps, options.temperature
+    log_q = _logits(x, weight, softcap, temperature).log_softmax(-1)
+    log_p = _logits(x_t, weight_t, teacher_softcap, temperature).log_softmax(-1)
+    loss = divergence(log_q, log_p, options)
+    if not options.hard_weight:
+        return loss
+    raw = _logits(x, weight, softcap, 1.0)
+    cross_entropy = torch.logsumexp(raw, -1) - raw.gather(-1, ids[:, None]).squeeze(-1)
+    return (1.0 - options.hard_weight) * loss + options.hard_weight * cross_entropy
+
+
+def _tracked(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int) -> Tensor:
+    """The loss with tracked ops, chunk by chunk (the graph holds each chunk's logits)."""
+    total = x.new_zeros((), dtype=softmax_dtype(weight))
+    for sl in row_slices(x.shape[0], rows):
+        total = total + (weights[sl] * _token_losses(x[sl], weight, x_t[sl], weight_t, None if ids is None else ids[sl], options)).sum()
+    return total
+
+
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``sum_j a[i, j] b[i, j]`` per row, without an ``(r, v)`` temporary."""
+    return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
+
+
+class _Hard(NamedTuple):
+    """The hard term's pieces taken from the student's tempered logits before they are
+    overwritten: the target's logit and, at ``T != 1``, the untempered softmax."""
+
+    picked: Tensor
+    probs: Tensor | None
+    lse: Tensor | None
+
+    @staticmethod
+    def of(z: Tensor, ids, options: DistillOptions, buffer) -> _Hard | None:
+        if not options.hard_weight:
+            return None
+        if options.temperature == 1.0:
+            return _Hard(picked_logits(z, ids), None, None)
+        probs, lse = softmax_lse(torch.mul(z, options.temperature, out=buffer[: z.shape[0]]), buffer)
+        return _Hard(options.temperature * picked_logits(z, ids), probs, lse)
+
+
+def _mixed(value, dense, q, lse_q, hard: _Hard | None, options: DistillOptions):
+    """``(1 - h) divergence + h cross entropy`` and its dense gradient (d CE / dz = T (softmax(T z) - onehot);
+    the onehot part is ``_chunk_grad``'s)."""
+    if hard is None:
+        return value, dense
+    h, temperature = options.hard_weight, options.temperature
+    cross_entropy = (lse_q if hard.probs is None else hard.lse) - hard.picked
+    dense = dense.mul_(1.0 - h).add_(q if hard.probs is None else hard.probs, alpha=h * temperature)
+    return (1.0 - h) * value + h * cross_entropy, dense
+
+
+def _forward_kl(z_of, z_t_of, ids, options: DistillOptions, buffers):
+    """KL(P || Q) = sum p log p - sum p z + lse_q; d/dz = q - p. Two buffers: the
+    student's softmax is taken in place."""
+    a, b = buffers[:2]
+    p, lse_p = softmax_lse(z_t_of(a), b)
+    p_log_p = a.mul_(p).sum(-1) - lse_p
+    z, chain = z_of(a)
+    p_z, hard = _row_dot(p, z), _Hard.of(z, ids, options, buffers[-1])
+    q, lse_q = softmax_lse(z, a)
+    value = p_log_p - p_z + lse_q
+    if hard is not None and hard.probs is None:  # (1 - h)(q - p) + h q in one pass
+        return (1.0 - options.hard_weight) * value + options.hard_weight * (lse_q - hard.picked), q.sub_(p, alpha=1.0 - options.hard_weight), chain
+    return (*_mixed(value, q.sub_(p), q, lse_q, hard, options), chain)
+
+
+def _reverse_kl(z_of, z_t_of, ids, options: DistillOptions, buffers):
+    """KL(Q || P) = sum q (z - z_t) - lse_q + lse_p; d/dz = q (z - z_t - lse_q + lse_p - KL). Three buffers."""
+    a, b, c = buffers[:3]
+    z_t = z_t_of(a)
+    lse_p = softmax_lse(z_t, c)[1]
+    z, chain = z_of(b)
+    hard = _Hard.of(z, ids, options, buffers[-1])
+    q, lse_q = softmax_lse(z, c)
+    weighted = torch.mul(q, z.sub_(z_t), out=a)
+    value = weighted.sum(-1) - lse_q + lse_p
+    return (*_mixed(value, weighted.addcmul_(q, -(value + lse_q - lse_p)[:, None]), q, lse_q, hard, options), chain)
+
+
+def _jsd(z_of, z_t_of, ids, options: DistillOptions, buffers):
+    """JSD_beta = beta sum p log p + (1 - beta) sum q log q - sum m log m;
+    d/dz = (1 - beta) q (log q - log m - KL(Q || M)). Four buffers."""
+    a, b, c, d = buffers[:4]
+    beta = options.beta
+    p, lse_p = softmax_lse(z_t_of(a), b)
+    p_log_p = a.mul_(p).sum(-1) - lse_p
+    z, chain = z_of(c)
+    hard = _Hard.of(z, ids, options, buffers[-1])
+    q, lse_q = softmax_lse(z, d)
+    q_log_q = torch.mul(q, z, out=a).sum(-1) - lse_q
+    m = p.mul_(beta).add_(q, alpha=1.0 - beta)
+    log_m = torch.log(m.clamp_min_(torch.finfo(m.dtype).tiny), out=a)
+    m_log_m = m.mul_(log_m).sum(-1)
+    log_ratio = z.sub_(log_m)  # log q - log m + lse_q
+    kl_qm = torch.mul(q, log_ratio, out=a).sum(-1) - lse_q
+    value = beta * p_log_p + (1.0 - beta) * q_log_q - m_log_m
+    dense = log_ratio.sub_((lse_q + kl_qm)[:, None]).mul_(q).mul_(1.0 - beta)
+    return (*_mixed(value, dense, q, lse_q, hard, options), chain)
+
+
+DIVERGENCE_CHUNKS = {'forward_kl': (_forward_kl, 2), 'reverse_kl': (_reverse_kl, 3), 'jsd': (_jsd, 4)}  # and the buffers each needs
+
+
+def _chunk_grad(dense: Tensor, w: Tensor, ids, options: DistillOptions, chain) -> LogitGrad:
+    """The chunk's ``LogitGrad``: rows weighted by ``w``, the hard term's ``-h T`` at the targets, the soft-cap's chain."""
+    picked = -options.hard_weight * options.temperature if options.hard_weight else None
+    if chain is None:
+        return LogitGrad(dense, w, picked * w if picked is not None else None)
+    if picked is not None:
+        dense.scatter_add_(1, ids[:, None], torch.full_like(w[:, None], picked))
+    return LogitGrad(dense.mul_(chain), w)
+
+
+def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int, need_x: bool, need_w: bool):
+    """``(loss, grad_x, grad_w)``: one pass over the chunks. A side without a
+    soft-cap has the temperature folded into its inputs."""
+    (softcap, teacher_softcap), temperature = options.softcaps, options.temperature
+    xs, xs_t = (_folded(t, cap, temperature) for t, cap in ((x, softcap), (x_t, teacher_softcap)))
+    grad_x = torch.empty_like(x) if need_x else None
+    grad_w = torch.zeros(weight.shape, dtype=softmax_dtype(weight), device=weight.device) if need_w else None
+    chunk, count = DIVERGENCE_CHUNKS[options.divergence]
+    buffers = chunk_buffers(count + (options.hard_weight > 0 and temperature != 1.0), rows, x, weight)
+    total = torch.zeros((), dtype=buffers[0].dtype, device=x.device)
+    for sl in row_slices(x.shape[0], rows):
+        chunk_ids = ids[sl] if ids is not None else None
+
+        def z_of(buffer, sl=sl):
+            z = tempered(xs[sl], weight, buffer, softcap, temperature)
+            return z, softcap_chain(z, softcap, temperature)
+
+        z_t_of = lambda buffer, sl=sl: tempered(xs_t[sl], weight_t, buffer, teacher_softcap, temperature)  # noqa: E731
+        value, dense, chain = chunk(z_of, z_t_of, chunk_ids, options, [b[: xs[sl].shape[0]] for b in buffers])
+        total = total + (weights[sl] * value).sum()
+        if need_x or need_w:
+            accumulate_grads(_chunk_grad(dense, weights[sl], chunk_ids, options, chain), xs[sl], weight, chunk_ids, grad_x[sl] if need_x else None, grad_w)
+    if need_x and softcap is None and temperature != 1.0:
+        grad_x.div_(temperature)
+    return total, grad_x, grad_w
+
+
+def _folded(x: Tensor, softcap, temperature: float) -> Tensor:
+    return x / temperature if softcap is None and temperature != 1.0 else x
+
+
+class _FusedDistillLoss(torch.autograd.Function):
+    """The loss; the student's gradients are formed in forward and saved, so backward
+    is one scale (with ``create_graph=True``: the gradient of the tracked formulation)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int):
+        total, grad_x, grad_w = _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, *ctx.needs_input_grad[:2])
+        ctx.save_for_backward(grad_x, grad_w, x, weight, x_t, weight_t, ids, weights)
+        ctx.options, ctx.rows = options, rows
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w, x, weight, x_t, weight_t, ids, weights = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            wanted = [t for t, need in zip((x, weight), ctx.needs_input_grad[:2]) if need]
+            found = iter(torch.autograd.grad(_tracked(x, weight, x_t, weight_t, ids, weights, ctx.options, ctx.rows), wanted, create_graph=True))
+            grad_x, grad_w = (next(found) if need else None for need in ctx.needs_input_grad[:2])
+        grad_x = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
+        grad_w = (grad_w * grad_loss).to(weight.dtype) if grad_w is not None else None
+        return grad_x, grad_w, None, None, None, None, None, None
+
+
+def linear_distill_loss(x: Tensor, weight: Tensor, x_t: Tensor, weight_t: Tensor, keep: Tensor, ids: Tensor | None, options: DistillOptions) -> Tensor:
+    """The distillation loss of the student ``softmax(softcap(x @ weight.T) / T)``
+    against the teacher's (``x_t``, ``weight_t``), chunk by chunk, never holding
+    either side's ``(tokens, vocab)`` logits; gradients reach ``x`` and ``weight`` only.
+
+    Args:
+        x: ``(n, d)`` student hidden states.
+        weight: ``(v, d)`` the student's rows.
+        x_t: ``(n, d_t)`` teacher hidden states.
+        weight_t: ``(v, d_t)`` the teacher's rows.
+        keep: ``(n,)`` bool, the tokens that count.
+        ids: ``(n,)`` hard targets (any valid id where ``keep`` is False), or ``None``.
+        options: divergence, ``beta``, temperature, ``hard_weight``, soft-caps.
+
+    Returns:
+        the mean over the kept tokens, a scalar.
+    """
+    x, weight = _compute_dtype(x, weight)
+    x_t, weight_t = _compute_dtype(x_t.detach(), weight_t.detach())
+    weights = keep.to(softmax_dtype(weight)) / keep.sum().clamp(min=1)
+    index = _kept_index(keep)
+    if index is not None:
+        x, x_t, weights = x.index_select(0, index), x_t.index_select(0, index), weights.index_select(0, index)
+        ids = ids.index_select(0, index) if ids is not None else None
+    rows = chunk_rows(x.shape[0], 2 * weight.shape[0], x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        if functorch_active():
+            return _tracked(x, weight, x_t, weight_t, ids, weights, options, rows)
+        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+            return _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, False, False)[0]
+        return _FusedDistillLoss.apply(x, weight, x_t, weight_t, ids, weights, options, rows)
