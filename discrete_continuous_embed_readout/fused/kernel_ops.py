@@ -78,7 +78,7 @@ class _KernelStats(torch.autograd.Function):
         x, weight, targets, lse, entropy = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: the tracked chunked formulation
             full = [torch.zeros_like(lse) if g is None else g.to(lse.dtype) for g in grads]
-            surrogate = lambda sl: sum((g[sl] * s).sum() for g, s in zip(full, _plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature)))  # noqa: E731
+            surrogate = lambda sl: (_plain_stats(x[sl], weight, targets[sl], ctx.softcap, ctx.temperature), [g[sl] for g in full])  # noqa: E731
             return (*_tracked_grads(ctx, (x, weight), x.shape[0], surrogate), None, None, None)
         coefficients = stats_coefficients(grads, lse, entropy, weight.shape[0])
         gx, gw = launch.softmax_stats_backward(x, weight, targets, lse, coefficients, ctx.softcap, ctx.temperature, *ctx.needs_input_grad[:2])
@@ -101,7 +101,7 @@ class _KernelKL(torch.autograd.Function):
         inputs = (x_p, weight_p, x_q, weight_q)
         if torch.is_grad_enabled():
             g = grad.to(kl.dtype)
-            surrogate = lambda sl: (g[sl] * _plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature)).sum()  # noqa: E731
+            surrogate = lambda sl: ((_plain_kl(x_p[sl], weight_p, x_q[sl], weight_q, ctx.softcaps, ctx.temperature),), (g[sl],))  # noqa: E731
             return (*_tracked_grads(ctx, inputs, x_q.shape[0], surrogate), None, None)
         coefficients = kl_coefficients(grad, kl, lse_p, lse_q)
         grads = launch.kl_backward(*inputs, None, torch.stack((lse_p, lse_q)), coefficients, ctx.softcaps, ctx.temperature, ctx.needs_input_grad[:4])
