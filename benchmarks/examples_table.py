@@ -93,8 +93,9 @@ EXAMPLES = [
     ),
     Example(
         'rl_lm.py',
-        "GRPO-style fine-tuning of the character LM towards a checkable reward (more `'e'`s), with "
-        '`log_prob_from_embeds(..., return_entropy=True)` and `kl_div_from_embeds` to the frozen starting model',
+        "GRPO fine-tuning of the character LM towards a checkable reward (more `'e'`s) with one fused "
+        '`policy_loss_from_embeds` call (clipped ratio, k3 KL to the frozen starting model, entropy bonus), timed against '
+        'the per-token `log_prob_from_embeds` path it replaces',
     ),
     Example(
         'distributional_regression.py',
