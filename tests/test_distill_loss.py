@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch._dynamo as dynamo
 from helpers.internals import forbid_fused_objective_functions, use_small_fused_chunks
-from helpers.policy_losses import distill_reference, sharpened
+from helpers.policy_losses import assert_close_all, distill_reference, grads, sharpened
 
 from discrete_continuous_embed_readout import EmbedAndReadout, Readout
 
@@ -29,15 +29,6 @@ def batch(dtype=torch.float64, shape=(3, 11)):
     targets = torch.randint(0, VOCAB, shape)
     targets[0, 2] = -1  # ignore_index
     return x, x_t, targets, torch.rand(shape) > 0.3
-
-
-def grads(loss, readout, x):
-    return torch.autograd.grad(loss, (x, readout.embeddings.weight))
-
-
-def assert_close_all(ours, theirs, atol):
-    for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a.double(), b.double(), atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize('divergence', DIVERGENCES)

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch._dynamo as dynamo
 from helpers.internals import forbid_fused_objective_functions, forbid_separate_sequence_pass, set_min_chunk_rows, use_small_fused_chunks
-from helpers.policy_losses import near_log_probs, policy_batch, policy_reference, sharpened
+from helpers.policy_losses import assert_close_all, grads, near_log_probs, policy_batch, policy_reference, sharpened
 
 from discrete_continuous_embed_readout import EmbedAndReadout, Readout
 
@@ -30,15 +30,6 @@ def case(readout, *, per_token=False, off_policy=True, temperature=1.0, dtype=to
     old = near_log_probs(current).to(dtype) if off_policy else None
     ref = near_log_probs(current).to(dtype)
     return x, actions, advantages, mask, old, ref, logits
-
-
-def grads(loss, readout, x):
-    return torch.autograd.grad(loss, (x, readout.embeddings.weight))
-
-
-def assert_close_all(ours, theirs, atol):
-    for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a.double(), b.double(), atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize('loss_type', LOSS_TYPES)

@@ -98,3 +98,14 @@ def policy_batch(dim: int, num_ids: int, dtype=torch.float64, shape=(3, 9), per_
 def near_log_probs(log_probs, spread: float = 0.3):
     """Log-probs of another policy near ``log_probs``: ratios ``exp(±spread)`` around 1."""
     return log_probs.detach() + spread * torch.randn_like(log_probs)
+
+
+def grads(loss, readout, x):
+    """The gradients of ``loss`` wrt the embeddings ``x`` and the readout's table."""
+    return torch.autograd.grad(loss, (x, readout.embeddings.weight))
+
+
+def assert_close_all(ours, theirs, atol):
+    """Each pair equal to ``atol`` in float64."""
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.double(), b.double(), atol=atol, rtol=0)
