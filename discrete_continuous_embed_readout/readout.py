@@ -363,7 +363,9 @@ class Readout(ReadoutCompat, SharedTable):
         """The clipped-ratio policy-gradient loss of LM RL trainers (PPO / GRPO and
         their variants) straight from the embeddings, fused: chunk by chunk, with the
         gradients formed in the same pass, so backward is a scale (the three matmuls
-        of the loss, once; GSPO four). The ``(tokens, vocab)`` logits never exist.
+        of the loss, once; GSPO four when one sequence exceeds a chunk). The ``(tokens,
+        vocab)`` logits never exist. Differentiable twice (``create_graph`` takes the
+        tracked formulation); under ``torch.no_grad`` no gradient is computed.
 
         Per token, with ``r = exp(logp - old_logp)`` and ``clip(r) = clamp(r, 1 - low, 1 + high)``:
         ``-min(r A, clip(r) A)`` (CISPO: ``-sg(clip(r)) A logp``; GSPO: ``r`` the
@@ -373,7 +375,7 @@ class Readout(ReadoutCompat, SharedTable):
         Args:
             embeds: ``(..., T, D)`` hidden states: sequences (the leading axes) of ``T`` tokens.
             actions: ``(..., T)`` the sampled tokens; ``ignore_index`` drops a token.
-            advantages: per sequence ``(...)``, broadcast over its tokens, or per token ``(..., T)``.
+            advantages: per sequence ``(...)``, broadcast over its tokens, or per token ``(..., T)``; constants (no gradient reaches them).
             old_log_probs: ``(..., T)`` log-probs under the sampling policy; ``None``:
                 on-policy (ratio 1, with the log-prob's gradient).
             loss_type: ``'grpo'`` (``'ppo'``): the mean over each sequence's tokens, then
@@ -409,7 +411,9 @@ class Readout(ReadoutCompat, SharedTable):
                                  hard_weight: float = 0.0) -> Tensor:  # fmt: skip
         """A distillation loss from this readout's embeddings (the student) and a
         teacher's, fused: both sides' logits chunk by chunk (never held whole), the
-        student's gradients formed in the same pass. The teacher gets no gradient.
+        student's gradients formed in the same pass (the teacher's matmul and the three
+        of the loss). The teacher gets no gradient. Differentiable twice (``create_graph``
+        takes a tracked formulation that holds each chunk's logits).
 
         Args:
             student_embeds: ``(..., D)``.

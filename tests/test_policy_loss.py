@@ -101,6 +101,17 @@ def test_on_policy_has_ratio_one_and_the_gradient_of_the_log_prob():
     assert_close_all(grads(out.loss, readout, x), grads(expected, readout, x), atol=1e-12)
 
 
+def test_advantages_and_log_probs_are_constants():
+    readout = readout_of()
+    x, actions, advantages, mask, old, ref, _ = case(readout, per_token=True)
+    inputs = [t.clone().requires_grad_() for t in (advantages, old, ref)]
+    loss = readout.policy_loss_from_embeds(x, actions, inputs[0], old_log_probs=inputs[1], ref_log_probs=inputs[2], kl_coef=0.1).loss
+    assert torch.autograd.grad(loss, inputs, allow_unused=True) == (None, None, None)
+    # the tracked formulation (torch.func) treats them as constants too
+    of_advantages = lambda a: readout.policy_loss_from_embeds(x.detach(), actions, a, old_log_probs=old).loss  # noqa: E731
+    assert (torch.func.grad(of_advantages)(advantages) == 0).all()
+
+
 def test_normalisers_dr_grpo_constant_and_dapo_token_count():
     readout = readout_of()
     x, actions, advantages, mask, old, _, logits = case(readout)

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .linear_softmax import chunk_logits, softmax_dtype
 
-__all__ = ['LogitGrad', 'accumulate_grads', 'chunk_buffers', 'picked_logits', 'row_slices', 'softcap_chain', 'tempered']
+__all__ = ['LogitGrad', 'accumulate_grads', 'chunk_buffers', 'picked_logits', 'row_slices', 'softcap_chain', 'table_grad_buffer', 'tempered']
 
 
 class LogitGrad(NamedTuple):
@@ -70,16 +70,25 @@ def picked_logits(z: Tensor, ids: Tensor) -> Tensor:
     return z.gather(1, ids[:, None]).squeeze(1)
 
 
+def table_grad_buffer(weight: Tensor, need: bool, chunks: int) -> Tensor | None:
+    """The table gradient's float32 (float64) accumulator (``None`` if not ``need``):
+    uninitialised, since the first chunk writes it (``accumulate_grads(..., first=True)``);
+    zeros when there is no chunk."""
+    if not need:
+        return None
+    return (torch.empty if chunks else torch.zeros)(weight.shape, dtype=softmax_dtype(weight), device=weight.device)
+
+
 def accumulate_grads(grad: LogitGrad, xc: Tensor, weight: Tensor, ids: Tensor, grad_x: Tensor | None, grad_w: Tensor | None,
-                     dense_weight: Tensor | None = None) -> None:  # fmt: skip
+                     dense_weight: Tensor | None = None, first: bool = False) -> None:  # fmt: skip
     """``grad_x = dz @ weight`` (written into ``grad_x``, the chunk's rows) and
-    ``grad_w += dz.T @ xc`` for ``dz`` given as a ``LogitGrad``; ``dense_weight``:
-    ``grad.dense @ weight`` when the caller already has it."""
+    ``grad_w += dz.T @ xc`` (``first``: ``=``) for ``dz`` given as a ``LogitGrad``;
+    ``dense_weight``: ``grad.dense @ weight`` when the caller already has it."""
     dense = grad.dense.to(weight.dtype)  # half precision matmuls take half operands (float32: no copy)
     if grad_x is not None:
         grad_x.copy_(_input_grad(grad, dense, weight, ids, dense_weight))
     if grad_w is not None:
-        _add_table_grad(grad, dense, xc, ids, grad_w)
+        _add_table_grad(grad, dense, xc, ids, grad_w, first)
 
 
 def _input_grad(grad: LogitGrad, dense: Tensor, weight: Tensor, ids: Tensor, dense_weight: Tensor | None) -> Tensor:
@@ -90,11 +99,11 @@ def _input_grad(grad: LogitGrad, dense: Tensor, weight: Tensor, ids: Tensor, den
     return product
 
 
-def _add_table_grad(grad: LogitGrad, dense: Tensor, xc: Tensor, ids: Tensor, grad_w: Tensor) -> None:
+def _add_table_grad(grad: LogitGrad, dense: Tensor, xc: Tensor, ids: Tensor, grad_w: Tensor, first: bool) -> None:
     scaled = xc * grad.scale[:, None].to(xc.dtype) if grad.scale is not None else xc
     if dense.dtype == grad_w.dtype:
-        grad_w.addmm_(dense.T, scaled)
+        torch.mm(dense.T, scaled, out=grad_w) if first else grad_w.addmm_(dense.T, scaled)
     else:  # half precision: the chunk's product in half, the sum in float32
-        grad_w.add_(dense.T @ scaled)
+        grad_w.copy_(dense.T @ scaled) if first else grad_w.add_(dense.T @ scaled)
     if grad.picked is not None:
         grad_w.index_add_(0, ids, (xc * grad.picked[:, None].to(xc.dtype)).to(grad_w.dtype))

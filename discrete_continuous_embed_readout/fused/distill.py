@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .._checks import functorch_active
-from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, tempered
+from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, table_grad_buffer, tempered
 from .linear_softmax import _logits, chunk_rows, softmax_dtype, softmax_lse
 from .loss import _kept_index
 from .policy import _compute_dtype
@@ -84,11 +84,6 @@ def _tracked(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, ro
     return total
 
 
-def _row_dot(a: Tensor, b: Tensor) -> Tensor:
-    """``sum_j a[i, j] b[i, j]`` per row, without an ``(r, v)`` temporary."""
-    return torch.bmm(a[:, None, :], b[:, :, None]).view(-1)
-
-
 class _Hard(NamedTuple):
     """The hard term's pieces taken from the student's tempered logits before they are
     overwritten: the target's logit and, at ``T != 1``, the untempered softmax."""
@@ -119,13 +114,13 @@ def _mixed(value, dense, q, lse_q, hard: _Hard | None, options: DistillOptions):
 
 
 def _forward_kl(z_of, z_t_of, ids, options: DistillOptions, buffers):
-    """KL(P || Q) = sum p log p - sum p z + lse_q; d/dz = q - p. Two buffers: the
-    student's softmax is taken in place."""
-    a, b = buffers[:2]
+    """KL(P || Q) = sum p log p - sum p z + lse_q; d/dz = q - p. Three buffers (the
+    student's softmax is taken in place)."""
+    a, b, c = buffers[:3]
     p, lse_p = softmax_lse(z_t_of(a), b)
     p_log_p = a.mul_(p).sum(-1) - lse_p
     z, chain = z_of(a)
-    p_z, hard = _row_dot(p, z), _Hard.of(z, ids, options, buffers[-1])
+    p_z, hard = torch.mul(p, z, out=c).sum(-1), _Hard.of(z, ids, options, buffers[-1])
     q, lse_q = softmax_lse(z, a)
     value = p_log_p - p_z + lse_q
     if hard is not None and hard.probs is None:  # (1 - h)(q - p) + h q in one pass
@@ -167,7 +162,7 @@ def _jsd(z_of, z_t_of, ids, options: DistillOptions, buffers):
     return (*_mixed(value, dense, q, lse_q, hard, options), chain)
 
 
-DIVERGENCE_CHUNKS = {'forward_kl': (_forward_kl, 2), 'reverse_kl': (_reverse_kl, 3), 'jsd': (_jsd, 4)}  # and the buffers each needs
+DIVERGENCE_CHUNKS = {'forward_kl': (_forward_kl, 3), 'reverse_kl': (_reverse_kl, 3), 'jsd': (_jsd, 4)}  # and the buffers each needs
 
 
 def _chunk_grad(dense: Tensor, w: Tensor, ids, options: DistillOptions, chain) -> LogitGrad:
@@ -186,11 +181,12 @@ def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions,
     (softcap, teacher_softcap), temperature = options.softcaps, options.temperature
     xs, xs_t = (_folded(t, cap, temperature) for t, cap in ((x, softcap), (x_t, teacher_softcap)))
     grad_x = torch.empty_like(x) if need_x else None
-    grad_w = torch.zeros(weight.shape, dtype=softmax_dtype(weight), device=weight.device) if need_w else None
+    slices = row_slices(x.shape[0], rows)
+    grad_w = table_grad_buffer(weight, need_w, len(slices))
     chunk, count = DIVERGENCE_CHUNKS[options.divergence]
     buffers = chunk_buffers(count + (options.hard_weight > 0 and temperature != 1.0), rows, x, weight)
     total = torch.zeros((), dtype=buffers[0].dtype, device=x.device)
-    for sl in row_slices(x.shape[0], rows):
+    for i, sl in enumerate(slices):
         chunk_ids = ids[sl] if ids is not None else None
 
         def z_of(buffer, sl=sl):
@@ -201,7 +197,8 @@ def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions,
         value, dense, chain = chunk(z_of, z_t_of, chunk_ids, options, [b[: xs[sl].shape[0]] for b in buffers])
         total = total + (weights[sl] * value).sum()
         if need_x or need_w:
-            accumulate_grads(_chunk_grad(dense, weights[sl], chunk_ids, options, chain), xs[sl], weight, chunk_ids, grad_x[sl] if need_x else None, grad_w)
+            grad = _chunk_grad(dense, weights[sl], chunk_ids, options, chain)
+            accumulate_grads(grad, xs[sl], weight, chunk_ids, grad_x[sl] if need_x else None, grad_w, first=i == 0)
     if need_x and softcap is None and temperature != 1.0:
         grad_x.div_(temperature)
     return total, grad_x, grad_w

@@ -130,7 +130,7 @@ class _LinearSoftmaxStats(torch.autograd.Function):
             return (*_tracked_grads(ctx, (x, weight), x.shape[0], surrogate), None, None, None, None)
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.empty_like(x) if need_x else None
-        grad_w = torch.zeros(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None
+        grad_w = (torch.empty if x.shape[0] else torch.zeros)(weight.shape, dtype=lse.dtype, device=weight.device) if need_w else None  # the first chunk writes it
         z_buffer, p_buffer = (torch.empty(min(ctx.rows, x.shape[0]), weight.shape[0], dtype=lse.dtype, device=x.device) for _ in range(2))
         for sl in _rows(x.shape[0], ctx.rows):
             z = _tempered(chunk_logits(x[sl], weight, z_buffer), ctx.softcap, ctx.temperature)
@@ -139,9 +139,9 @@ class _LinearSoftmaxStats(torch.autograd.Function):
             if need_x:
                 torch.mm(dz, weight, out=grad_x[sl])
             if need_w and dz.dtype == grad_w.dtype:
-                grad_w.addmm_(dz.T, x[sl])
+                torch.mm(dz.T, x[sl], out=grad_w) if sl.start == 0 else grad_w.addmm_(dz.T, x[sl])
             elif need_w:
-                grad_w.add_(dz.T @ x[sl])
+                grad_w.copy_(dz.T @ x[sl]) if sl.start == 0 else grad_w.add_(dz.T @ x[sl])
         return grad_x, grad_w.to(weight.dtype) if need_w else None, None, None, None, None
 
 

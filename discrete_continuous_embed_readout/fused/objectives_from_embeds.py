@@ -73,12 +73,12 @@ def _policy_options(loss_type, clip, kl_coef, entropy_coef, temperature, softcap
 
 
 def _advantages(advantages, lead) -> Tensor:
-    """Per token ``(..., t)``, or per sequence ``(...)`` broadcast over its tokens."""
+    """Per token ``(..., t)``, or per sequence ``(...)`` broadcast over its tokens; constants (detached)."""
     check_floating(advantages, 'advantages')
     if advantages.shape == lead:
-        return advantages
+        return advantages.detach()
     if advantages.shape == lead[:-1]:
-        return advantages[..., None].expand(lead)
+        return advantages.detach()[..., None].expand(lead)
     raise ValueError(f'advantages must be per sequence {tuple(lead[:-1])} or per token {tuple(lead)}, got {describe(advantages)}')
 
 

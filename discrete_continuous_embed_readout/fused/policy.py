@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .._checks import functorch_active
-from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, tempered
+from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, table_grad_buffer, tempered
 from .linear_softmax import chunk_rows, linear_softmax_stats, softmax_dtype, softmax_lse
 from .loss import _kept_index
 from .policy_terms import PolicyMetrics, PolicyOptions, PolicyRows, loss_weights, policy_metrics, sequence_grads, token_grads, token_losses
@@ -74,12 +74,12 @@ def _fused_pass(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOpti
     if options.loss_type == 'gspo' and bounds is None:
         precomputed = sequence_grads(_stats_pass(xs, weight, rows.ids, options, rows_per_chunk, entropy=False)[0], rows, options)
     grad_x = torch.empty_like(x) if need_x else None
-    grad_w = torch.zeros(weight.shape, dtype=dtype, device=weight.device) if need_w else None
+    grad_w = table_grad_buffer(weight, need_w, len(slices))
     logp, entropy = (torch.empty(x.shape[0], dtype=dtype, device=x.device) for _ in range(2))
     # dz = -g p + g onehot (no entropy term, no soft-cap): no pass forms it, and the softmax overwrites the logits
     in_place = not options.entropy_coef and softcap is None and need_x and dtype == weight.dtype
     buffers = chunk_buffers(1 if in_place else 2, rows_per_chunk, x, weight)
-    for sl in slices:
+    for i, sl in enumerate(slices):
         ids = rows.ids[sl]
         z = tempered(xs[sl], weight, buffers[0], softcap, temperature)
         chain = softcap_chain(z, softcap, temperature)
@@ -95,7 +95,7 @@ def _fused_pass(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOpti
         else:
             entropy[sl], dense = _entropy_and_grad(z, probs, ids, lse, g_logp, g_entropy, chain)
             grad = LogitGrad(dense)
-        accumulate_grads(grad, xs[sl], weight, ids, grad_x[sl] if need_x else None, grad_w, dense_weight)
+        accumulate_grads(grad, xs[sl], weight, ids, grad_x[sl] if need_x else None, grad_w, dense_weight, first=i == 0)
     if folded and need_x:
         grad_x.div_(temperature)
     return grad_x, grad_w, logp, entropy
