@@ -76,3 +76,25 @@ def pack(discrete, continuous, mixed: bool, return_only: bool):
     if not mixed or (return_only and (discrete is None or continuous is None)):
         return discrete if discrete is not None else continuous
     return DiscreteContinuous(discrete, continuous)
+
+
+def maybe_concat(output, concat: bool = False):
+    """With ``concat``, a (discrete, continuous) pair joined along the last axis
+    ``(..., G + c)`` (a squeezed single group counts as one column), in the
+    continuous part's dtype; otherwise ``output`` unchanged."""
+    if not concat or not isinstance(output, tuple):
+        return output
+    discrete, continuous = output
+    if not exists(discrete) or not exists(continuous):
+        return default(discrete, continuous)
+    if discrete.ndim == continuous.ndim - 1:
+        discrete = discrete.unsqueeze(-1)
+    return torch.cat((discrete.to(continuous.dtype), continuous), dim=-1)
+
+
+def as_dtype_of(embed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Embeddings in the table's dtype (half embeddings into a float32 readout),
+    unless autocast chooses the matmul dtype."""
+    if embed.dtype == weight.dtype or torch.is_autocast_enabled(embed.device.type):
+        return embed
+    return embed.to(weight.dtype)

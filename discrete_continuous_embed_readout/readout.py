@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -22,7 +21,6 @@ from ._options import (
     check_ignore_index,
     check_label_smoothing,
     check_logit_softcap,
-    check_temperature,
     check_unit_fraction,
     check_z_loss_weight,
     checked_option,
@@ -30,13 +28,11 @@ from ._options import (
 from ._parse import split_pair
 from ._selectors import Selector
 from ._table import SharedTable
-from ._utils import DiscreteContinuous, default, exists, first_tensor, identity, pack, take
+from ._utils import DiscreteContinuous, as_dtype_of, default, exists, pack, take
 from .compat.readout_methods import ReadoutCompat
-from .fused.from_embeds import token_kl_divs, token_log_probs
+from .distribution_methods import DistributionMethods
 from .fused.linear_softmax import apply_softcap
-from .fused.objectives_from_embeds import distill_loss, policy_loss
-from .fused.policy import PolicyLoss
-from .heads.gaussian import Gaussian, SquashedGaussian
+from .fused.readout_methods import FusedReadoutMethods
 from .heads.registry import build_continuous_dist, table_bins
 from .heads.units import bound_units
 from .readout_distribution import DistConfig, ReadoutDistribution
@@ -44,7 +40,7 @@ from .readout_distribution import DistConfig, ReadoutDistribution
 __all__ = ['NoTableError', 'Readout']
 
 
-class Readout(ReadoutCompat, SharedTable):
+class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTable):
     """Reads embeddings out as logits (discrete) and distribution parameters
     (continuous) against one table, and turns them into losses, samples,
     log-probs, entropies and KL divergences.
@@ -132,6 +128,7 @@ class Readout(ReadoutCompat, SharedTable):
         - ``concat``: join the parts of a pair along the last axis (``maybe_concat``).
 
     Examples:
+        >>> import torch
         >>> readout = Readout(512, num_discrete=20000)
         >>> logits = readout(torch.randn(2, 16, 512))  # (2, 16, 20000)
         >>> loss = readout(torch.randn(2, 16, 512), torch.randint(0, 20000, (2, 16)))
@@ -241,7 +238,7 @@ class Readout(ReadoutCompat, SharedTable):
         """``(groups, params)`` in one matmul, each ``None`` where the selector has no
         such part (or ``discrete=False``)."""
         weight = take(self.embeddings.weight, selector.readout_rows if discrete else selector.continuous_readout_rows)
-        out = F.linear(_as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
+        out = F.linear(as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
         has_d, has_c = selector.has_discrete and discrete, selector.has_continuous
         if has_d and has_c and self.logit_softcap is None:  # one split: one node in the backward
             *groups, flat = out.split((*selector.group_sizes, out.shape[-1] - selector.num_discrete_rows), dim=-1)
@@ -296,334 +293,6 @@ class Readout(ReadoutCompat, SharedTable):
             c_loss = dist.loss(DiscreteContinuous(None, c_target), mask=mask, unreduced=unreduced)
         return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only), z_loss
 
-    # per-token log-probs, entropies and KL from the embeddings (one discrete group)
-
-    def log_prob_from_embeds(self, embeds: Tensor, targets: Tensor, *, temperature: float = 1.0, return_entropy: bool = False,
-                             loss_mask: Tensor | None = None, selector_index=None, selector_config=None):  # fmt: skip
-        """Per-token ``log softmax(logits / temperature)[target]`` straight from the
-        embeddings, chunk by chunk: the ``(tokens, vocab)`` logits never exist.
-        Differentiable wrt ``embeds`` and the table (twice), with any per-token
-        upstream gradient (PPO's ``ratio * advantage``, an entropy bonus).
-
-        Args:
-            embeds: ``(..., D)``.
-            targets: ids ``(...)`` (with ``auto_squeeze_single_output=False`` also
-                ``(..., 1)``, as ``log_prob`` takes them); ``ignore_index`` gives 0.
-            temperature: divides the (soft-capped) logits; a real number > 0.
-            return_entropy: also the per-token entropy of the same distribution.
-            loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0 and are never computed.
-            selector_index: a registered selector (one discrete group; see the class docstring).
-            selector_config: a selector config for this call only.
-
-        Returns:
-            log-probs shaped like ``targets`` (``(...)``, or ``(..., 1)`` for ids with
-            that axis, as ``log_prob`` returns them), or ``(log_probs, entropies)``.
-        """
-        log_probs, entropy = token_log_probs(self, embeds, targets, temperature, loss_mask, selector_index, selector_config)
-        return (log_probs, entropy) if return_entropy else log_probs
-
-    def kl_div_from_embeds(self, embeds_true: Tensor, embeds_pred: Tensor, *, readout_true: Readout | None = None, temperature: float = 1.0,
-                           loss_mask: Tensor | None = None, selector_index=None, selector_config=None, selector_index_true=None,
-                           selector_config_true=None) -> Tensor:  # fmt: skip
-        """Per-token KL(true || pred) without the logits: the true distribution is
-        ``readout_true``'s (a teacher, a frozen reference policy; default this
-        readout) for ``embeds_true``, the predicted one this readout's for
-        ``embeds_pred``. Gradients reach the pred side, and the true side where
-        it requires them.
-
-        Args:
-            embeds_true: ``(..., D_true)``.
-            embeds_pred: ``(..., D)``, the same leading shape.
-            readout_true: a readout with one discrete group of the same size
-                (under its selector).
-            temperature: divides both sides' (soft-capped) logits; a real number > 0.
-            loss_mask: ``(...)`` bool, True = keep; dropped tokens give 0.
-            selector_index: this readout's (the pred side's) registered selector
-                (one discrete group; see the class docstring).
-            selector_config: a selector config of the pred side for this call only.
-            selector_index_true: ``readout_true``'s registered selector. When
-                ``readout_true`` is ``None`` or this readout and neither
-                ``selector_index_true`` nor ``selector_config_true`` is given, the
-                true side uses the pred side's selector.
-            selector_config_true: a selector config of the true side for this call only.
-
-        Returns:
-            ``(...)``.
-        """
-        pred = (selector_index, selector_config)
-        true = (selector_index_true, selector_config_true)
-        if (readout_true is None or readout_true is self) and selector_index_true is None and selector_config_true is None:
-            true = pred
-        return token_kl_divs(default(readout_true, self), embeds_true, true, self, embeds_pred, pred, temperature, loss_mask)
-
-    def policy_loss_from_embeds(self, embeds: Tensor, actions: Tensor, advantages: Tensor, *, old_log_probs: Tensor | None = None,
-                                loss_type: str = 'dapo', clip: tuple[float, float] = (0.2, 0.2), ref_log_probs: Tensor | None = None,
-                                kl_coef: float = 0.0, entropy_coef: float = 0.0, loss_mask: Tensor | None = None, temperature: float = 1.0,
-                                selector_index=None, selector_config=None, max_length: float | None = None, num_tokens=None) -> PolicyLoss:  # fmt: skip
-        """The clipped-ratio policy-gradient loss of LM RL trainers (PPO / GRPO and
-        their variants) straight from the embeddings, fused: chunk by chunk, with the
-        gradients formed in the same pass, so backward is a scale (the three matmuls
-        of the loss, once; GSPO four when one sequence exceeds a chunk). The ``(tokens,
-        vocab)`` logits never exist. Differentiable twice (``create_graph`` takes the
-        tracked formulation); under ``torch.no_grad`` no gradient is computed.
-
-        Per token, with ``r = exp(logp - old_logp)`` and ``clip(r) = clamp(r, 1 - low, 1 + high)``:
-        ``-min(r A, clip(r) A)`` (CISPO: ``-sg(clip(r)) A logp``; GSPO: ``r`` the
-        sequence's ``exp(mean(logp - old_logp))``) ``+ kl_coef * k3 - entropy_coef * entropy``,
-        ``k3 = exp(ref - logp) - (ref - logp) - 1``; reduced as ``loss_type`` says.
-
-        Args:
-            embeds: ``(..., T, D)`` hidden states: sequences (the leading axes) of ``T`` tokens.
-            actions: ``(..., T)`` the sampled tokens; ``ignore_index`` drops a token.
-            advantages: per sequence ``(...)``, broadcast over its tokens, or per token ``(..., T)``; constants (no gradient reaches them).
-            old_log_probs: ``(..., T)`` log-probs under the sampling policy; ``None``:
-                on-policy (ratio 1, with the log-prob's gradient).
-            loss_type: ``'grpo'`` (``'ppo'``): the mean over each sequence's tokens, then
-                over sequences; ``'dapo'``: the sum over tokens / their number;
-                ``'bnpo'``: / the number of this batch's tokens; ``'dr_grpo'``: / (sequences
-                * ``max_length``); ``'gspo'``: the sequence-level ratio, reduced as
-                ``'grpo'``; ``'cispo'``: the clipped, detached ratio times the
-                log-prob, reduced as ``'dapo'``.
-            clip: ``(low, high)``: the ratio is clipped to ``[1 - low, 1 + high]`` (for
-                CISPO, ``low >= 1`` leaves it unbounded below, as MiniMax-M1 does).
-            ref_log_probs: ``(..., T)`` log-probs under a reference policy, for the KL term and its metric.
-            kl_coef: weight of the per-token k3 estimate of KL(policy || reference).
-            entropy_coef: weight of the entropy bonus (subtracted).
-            loss_mask: ``(..., T)`` bool, True = the token counts (False on prompts, padding).
-            temperature: divides the (soft-capped) logits.
-            selector_index: a registered selector (one discrete group; see the class docstring).
-            selector_config: a selector config for this call only.
-            max_length: ``'dr_grpo'``'s constant (default ``T``, the padded length).
-            num_tokens: ``'dapo'`` / ``'cispo'``: the number of tokens to divide by
-                (default this call's kept tokens; under gradient accumulation, the whole
-                batch's, as TRL's ``num_items_in_batch``).
-
-        Returns:
-            ``PolicyLoss(loss, metrics)``: the scalar loss and ``PolicyMetrics(ratio,
-            clip_low, clip_high, kl, entropy)``, detached means over the kept tokens.
-        """
-        return policy_loss(self, embeds, actions, advantages, old_log_probs=old_log_probs, loss_type=loss_type, clip=clip,
-                           ref_log_probs=ref_log_probs, kl_coef=kl_coef, entropy_coef=entropy_coef, loss_mask=loss_mask, temperature=temperature,
-                           selector_index=selector_index, selector_config=selector_config, max_length=max_length, num_tokens=num_tokens)  # fmt: skip
-
-    def distill_loss_from_embeds(self, student_embeds: Tensor, teacher_embeds: Tensor, *, teacher: Readout | None = None, divergence: str = 'forward_kl',
-                                 beta: float = 0.5, temperature: float = 1.0, loss_mask: Tensor | None = None, hard_targets: Tensor | None = None,
-                                 hard_weight: float = 0.0) -> Tensor:  # fmt: skip
-        """A distillation loss from this readout's embeddings (the student) and a
-        teacher's, fused: both sides' logits chunk by chunk (never held whole), the
-        student's gradients formed in the same pass (the teacher's matmul and the three
-        of the loss). The teacher gets no gradient. Differentiable twice (``create_graph``
-        takes a tracked formulation that holds each chunk's logits).
-
-        Args:
-            student_embeds: ``(..., D)``.
-            teacher_embeds: ``(..., D_teacher)``, the same leading shape.
-            teacher: the teacher's readout (one discrete group of the same size);
-                ``None``: this readout's table, detached.
-            divergence: with ``P`` the teacher's distribution and ``Q`` the student's,
-                ``'forward_kl'`` KL(P || Q), ``'reverse_kl'`` KL(Q || P), ``'jsd'``
-                ``beta KL(P || M) + (1 - beta) KL(Q || M)``, ``M = beta P + (1 - beta) Q``
-                (TRL's and Liger's generalised JSD).
-            beta: the JSD's weight of the teacher, in ``(0, 1)``.
-            temperature: divides both sides' (soft-capped) logits (the divergence is not multiplied by ``T^2``).
-            loss_mask: ``(...)`` bool, True = the token counts.
-            hard_targets: ``(...)`` ids for a cross-entropy term on the untempered
-                logits; ``ignore_index`` drops the token from both terms.
-            hard_weight: the loss is ``(1 - hard_weight) * divergence + hard_weight *
-                cross_entropy`` (Liger's ``weight_soft_loss`` / ``weight_hard_loss``).
-
-        Returns:
-            the mean over the kept tokens, a scalar.
-        """
-        return distill_loss(self, student_embeds, teacher_embeds, teacher=teacher, divergence=divergence, beta=beta, temperature=temperature,
-                            loss_mask=loss_mask, hard_targets=hard_targets, hard_weight=hard_weight)  # fmt: skip
-
-    # the distribution of outputs, and what is done with it
-
-    def dist(self, outputs, *, selector_index=None, selector_config=None, action_mask=None, rescale_range=None,
-             override_range: bool = False) -> ReadoutDistribution:  # fmt: skip
-        """The distribution ``outputs`` (what ``forward`` returns) define, parsed and
-        checked once: sample, mode, log-prob, entropy, KL, loss and
-        ``torch.distributions`` views are its methods (see ``ReadoutDistribution``).
-
-        Args:
-            outputs: logits, params or a pair (``dist`` in the class docstring).
-            selector_index: a registered selector (see the class docstring).
-            selector_config: a selector config for this call only.
-            action_mask: bool, True = allowed (see the class docstring).
-            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
-            override_range: see the class docstring.
-
-        Returns:
-            a ``ReadoutDistribution``.
-        """
-        return self._dist(outputs, selector_index, selector_config, action_mask, rescale_range, 'outputs', override_range)
-
-    def _dist(self, outputs, selector_index, selector_config, action_mask, rescale_range, name: str, override_range: bool = False) -> ReadoutDistribution:
-        device = first_tensor(outputs).device if selector_config is not None else None  # where a runtime selector's indices go
-        selector = self._selector(selector_index, selector_config, device)
-        return ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, rescale_range=rescale_range, name=name,
-                                   override_range=override_range)  # fmt: skip
-
-    def sample(self, dist, temperature: float = 1.0, differentiable: bool = False, selector_index=None, selector_config=None,
-               rescale_range=None, *, filter_fn=identity, filter_kwargs: dict | None = None, generator=None,
-               action_mask=None, hard: bool = True, return_log_prob: bool = False, override_range: bool = False):  # fmt: skip
-        """Draw from ``dist``: ``self.dist(dist, ...).sample(...)`` (see
-        [`ReadoutDistribution.sample`][] for what each option does per head).
-
-        Args:
-            dist: what ``forward`` returns (see the class docstring).
-            temperature: see [`ReadoutDistribution.sample`][].
-            differentiable: see [`ReadoutDistribution.sample`][].
-            selector_index: a registered selector (see the class docstring).
-            selector_config: a selector config for this call only.
-            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
-            filter_fn: see [`ReadoutDistribution.sample`][].
-            filter_kwargs: see [`ReadoutDistribution.sample`][].
-            generator: see [`ReadoutDistribution.sample`][].
-            action_mask: bool, True = allowed (see the class docstring).
-            hard: see [`ReadoutDistribution.sample`][].
-            return_log_prob: see [`ReadoutDistribution.sample`][].
-            override_range: see the class docstring.
-
-        Returns:
-            ids ``(...)`` (one group, ``auto_squeeze_single_output``) or ``(..., G)``
-            (``differentiable``: one-hots concatenated ``(..., sum n_g)``); values
-            ``(..., c)`` in original units (or ``continuous_range``'s / ``rescale_range``'s);
-            a pair for both parts; with ``return_log_prob``, ``(sample, log_prob)``.
-        """
-        temperature = check_temperature(temperature)
-        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range).sample(
-            temperature, differentiable, filter_fn=filter_fn, filter_kwargs=filter_kwargs, generator=generator, hard=hard, return_log_prob=return_log_prob,
-        )  # fmt: skip
-
-    def mode(self, dist, selector_index=None, selector_config=None, rescale_range=None, *, action_mask=None, override_range: bool = False):
-        """The deterministic action, ``sample(dist, temperature=0.)``: argmax
-        (discrete); gaussian mean, squashed ``tanh(mean)``, beta / kumaraswamy mode
-        where unique and inside (0, 1), else their mean (continuous).
-
-        Args:
-            dist: what ``forward`` returns (see the class docstring).
-            selector_index: a registered selector (see the class docstring).
-            selector_config: a selector config for this call only.
-            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
-            action_mask: bool, True = allowed (see the class docstring).
-            override_range: see the class docstring.
-
-        Returns:
-            ids ``(...)`` / ``(..., G)``, values ``(..., c)``, or a pair.
-        """
-        return self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range).mode()
-
-    def log_prob(self, dist, sampled, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None, rescale_range=None,
-                 soft_validate_range: bool = False, override_range: bool = False):  # fmt: skip
-        """Log-probability of ``sampled`` under ``dist``: ids ``(...)`` / ``(..., G)``
-        (``ignore_index`` gives 0, disallowed actions ``-inf``), values ``(..., c)``
-        in original units (or ``continuous_range``'s / ``rescale_range``'s), or a pair;
-        continuous densities are in the values' units.
-
-        Args:
-            dist: what ``forward`` returns (see the class docstring).
-            sampled: what to score: ids, values or a pair; a leading shape that
-                broadcasts with ``dist``'s is scored over the broadcast shape (as
-                ``torch.distributions``; the group / dim axis must match).
-            selector_index: a registered selector (see the class docstring).
-            selector_config: a selector config for this call only.
-            concat: join the parts of a pair along the last axis.
-            action_mask: bool, True = allowed (see the class docstring).
-            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
-            soft_validate_range: clamp values ``eps`` inside a bounded head's native
-                range first (0.2.10's option); otherwise a value outside the support
-                is a ``ValueError`` (``-inf`` with content checks off).
-            override_range: see the class docstring.
-
-        Returns:
-            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
-        """
-        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range)
-        return dist.log_prob(sampled, concat=concat, soft_validate_range=soft_validate_range)
-
-    def entropy(self, dist, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None,
-                squashed_entropy_samples: int | None = None, rescale_range=None, override_range: bool = False):  # fmt: skip
-        """Entropy per group (over allowed actions) and per dim (in the user's
-        units). The squashed gaussian's is that of its pre-tanh gaussian (as 0.2.7);
-        ``squashed_entropy_samples=n`` gives a Monte-Carlo estimate of the squashed
-        variable's own from ``n`` draws.
-
-        Args:
-            dist: what ``forward`` returns (see the class docstring).
-            selector_index: a registered selector (see the class docstring).
-            selector_config: a selector config for this call only.
-            concat: join the parts of a pair along the last axis.
-            action_mask: bool, True = allowed (see the class docstring).
-            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
-            squashed_entropy_samples: a positive int (squashed readouts only).
-            override_range: see the class docstring.
-
-        Returns:
-            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
-        """
-        dist = self._dist(dist, selector_index, selector_config, action_mask, rescale_range, 'dist', override_range)
-        return dist.entropy(concat=concat, squashed_entropy_samples=squashed_entropy_samples)
-
-    def kl_div(self, dist_true, dist_pred, selector_index=None, selector_config=None, concat: bool = False, *, action_mask=None):
-        """KL(true || pred) per group and per dim.
-
-        Args:
-            dist_true: what ``forward`` returns, for the true distribution.
-            dist_pred: the predicted one, of the same shapes.
-            selector_index: a registered selector (see the class docstring).
-            selector_config: a selector config for this call only.
-            concat: join the parts of a pair along the last axis.
-            action_mask: applied to both.
-
-        Returns:
-            ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or with ``concat`` ``(..., G + c)``.
-        """
-        true = self._dist(dist_true, selector_index, selector_config, action_mask, None, 'dist_true')
-        return true.kl_div(self._dist(dist_pred, selector_index, selector_config, action_mask, None, 'dist_pred'), concat=concat)
-
-    def get_dist(self, dist_params, *, action_mask=None, selector_index=None, selector_config=None, rescale_range=None, composite: bool = False,
-                 override_range: bool = False):  # fmt: skip
-        """``torch.distributions`` views of ``dist_params`` (see
-        ``ReadoutDistribution.get_dist``), e.g. for tensordict's
-        ``ProbabilisticTensorDictModule(..., distribution_class=readout.get_dist)``.
-
-        Args:
-            dist_params: what ``forward`` returns (see the class docstring).
-            action_mask: bool, True = allowed (see the class docstring).
-            selector_index: a registered selector (see the class docstring).
-            selector_config: a selector config for this call only.
-            rescale_range: ``(lo, hi)`` of the continuous values (see the class docstring).
-            composite: for a mixed readout, one ``CompositeActionDistribution`` (TorchRL's
-                composite interface; needs tensordict) instead of the pair.
-            override_range: see the class docstring.
-
-        Returns:
-            a ``torch.distributions.Distribution`` with batch shape ``(...)``, or a pair
-            of them, or with ``composite`` a ``CompositeActionDistribution``.
-        """
-        if composite:
-            from .rl.composite import CompositeActionDistribution  # tensordict is optional
-
-            logits, params = dist_params if isinstance(dist_params, tuple) and len(dist_params) == 2 else (dist_params, None)
-            return CompositeActionDistribution(logits, params, readout=self, action_mask=action_mask, rescale_range=rescale_range,
-                                               selector_index=selector_index, selector_config=selector_config, override_range=override_range)  # fmt: skip
-        return self._dist(dist_params, selector_index, selector_config, action_mask, rescale_range, 'dist_params', override_range).get_dist()
-
-
-    def _check_squashable(self) -> None:
-        if exists(self.continuous_dist) and type(self.continuous_dist) not in (Gaussian, SquashedGaussian):
-            raise ValueError(f'continuous_squashed=True needs a gaussian head, this readout has {type(self.continuous_dist).__name__}')
-
 class NoTableError(ValueError, RuntimeError):
     """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and
     a ``RuntimeError`` as 0.2.x raised there."""
-
-
-def _as_dtype_of(embed: Tensor, weight: Tensor) -> Tensor:
-    """Embeddings in the table's dtype (half embeddings into a float32 readout),
-    unless autocast chooses the matmul dtype."""
-    if embed.dtype == weight.dtype or torch.is_autocast_enabled(embed.device.type):
-        return embed
-    return embed.to(weight.dtype)

@@ -9,8 +9,8 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from .._options import check_range
-from ..multi_categorical import MultiCategorical
-from ..multi_categorical import gumbel_noise as _gumbel_noise
+from ..heads.categorical import MultiCategorical
+from ..heads.categorical_ops import gumbel_noise as _gumbel_noise
 
 
 def identity(t, *args, **kwargs):

@@ -12,11 +12,12 @@ from torch import Tensor
 
 from .._options import check_temperature
 from .._selectors import Selector
-from .._utils import DiscreteContinuous, exists, identity
+from .._utils import DiscreteContinuous, exists, identity, maybe_concat
+from ..heads.categorical import MultiCategorical
+from ..heads.categorical_ops import unimix_logits
 from ..heads.part import ContinuousPart, head_for
 from ..heads.units import rescale_map
-from ..multi_categorical import MultiCategorical
-from ..readout_distribution import DistConfig, ReadoutDistribution, maybe_concat, unimix_logits
+from ..readout_distribution import DistConfig, ReadoutDistribution
 from .selectors import DiscreteContinuousSelector
 from .table_methods import SelectorCompat
 

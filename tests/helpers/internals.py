@@ -8,7 +8,7 @@ through these functions (and the conftest.py fixtures built on them).
 - ``fused.loss._LinearCrossEntropySum``: the fused loss's gradient-computing function;
 - ``fused.policy._FusedPolicyLoss``, ``fused.distill._FusedDistillLoss``: the fused objectives' ones;
 - ``fused.policy._stats_pass``: GSPO's separate log-prob pass;
-- ``multi_categorical.pads_cheaply``, ``multi_categorical.log_prob_at``, ``MultiCategorical.batched``:
+- ``heads.categorical_ops.pads_cheaply``, ``heads.categorical_ops.log_prob_at``, ``MultiCategorical.batched``:
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
 - ``Readout.continuous_dist``: the continuous head object;
@@ -17,7 +17,7 @@ through these functions (and the conftest.py fixtures built on them).
   ``fused.kernel_ops``: their gradient coefficients; ``kernels_apply`` as the fused
   modules see it.
 - ``_checks.syncs_on_read``: whether reading a tensor's values waits for its device;
-- ``multi_categorical.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
+- ``heads.categorical_ops.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
 - ``_losses.FUSED_MIN_TOKENS``, ``_losses.FUSED_MIN_LOGITS``: where ``fused_cross_entropy='auto'`` fuses;
 - ``Readout._fused_loss``: the fused loss's entry point.
 """
@@ -66,7 +66,7 @@ def pretend_device_syncs(monkeypatch) -> None:
 
 def use_log_prob_op(monkeypatch) -> None:
     """Score ids by the log-prob autograd op at any size (not log-softmax + gather)."""
-    monkeypatch.setattr(_module('multi_categorical'), 'LOG_PROB_OP_MIN_NUMEL', 0)
+    monkeypatch.setattr(_module('heads.categorical_ops'), 'LOG_PROB_OP_MIN_NUMEL', 0)
 
 
 def set_fused_min_group_size(monkeypatch, size: int) -> None:
@@ -86,12 +86,12 @@ def fused_path_taken(readout, embed=None, **selector) -> bool:
 
 def pads_cheaply(sizes) -> bool:
     """Whether groups of these sizes take the padded (batched) path."""
-    return _module('multi_categorical').pads_cheaply(sizes)
+    return _module('heads.categorical_ops').pads_cheaply(sizes)
 
 
 def log_prob_at(logits, index):
     """The package's log-prob op: ``log_softmax(logits)`` at ``index``."""
-    return _module('multi_categorical').log_prob_at(logits, index)
+    return _module('heads.categorical_ops').log_prob_at(logits, index)
 
 
 def padded_path_taken(dist) -> bool:
@@ -160,8 +160,8 @@ def record_kernel_choices(monkeypatch) -> list:
     return choices
 def record_log_prob_op(monkeypatch) -> list:
     """A list that grows by the logits' shape whenever ids are scored by the log-prob
-    autograd op (``multi_categorical._LogProbAt`` / ``_LogProbAtWithJvp``)."""
-    calls, module = [], _module('multi_categorical')
+    autograd op (``heads.categorical_ops._LogProbAt`` / ``_LogProbAtWithJvp``)."""
+    calls, module = [], _module('heads.categorical_ops')
     for op in (module._LogProbAtWithJvp, module._LogProbAt):  # the subclass first: it inherits apply
         original = op.apply
 
