@@ -59,7 +59,7 @@ TILES = {
     'backward': Tiles(64, 128, 32, 8, 2),
     'kl_forward': Tiles(64, 128, 32, 8, 2),
     'kl_backward': Tiles(64, 64, 32, 8, 2),
-    'jsd_forward': Tiles(64, 128, 32, 8, 2),
+    'jsd_forward': Tiles(64, 64, 32, 8, 2),
     'jsd_backward': Tiles(64, 64, 32, 8, 2),
 }
 INTERPRETER_TILES = Tiles(16, 16, 16)
