@@ -260,12 +260,18 @@ def linear_distill_loss(x: Tensor, weight: Tensor, x_t: Tensor, weight_t: Tensor
         ids = ids.index_select(0, index) if ids is not None else None
     rows = chunk_rows(x.shape[0], 2 * weight.shape[0], x.device)
     with torch.autocast(x.device.type, enabled=False):
-        if functorch_active():
-            return _tracked(x, weight, x_t, weight_t, ids, weights, options, rows)
-        if x.dtype == x_t.dtype and kernels_apply(x, weight, x_t, weight_t):
-            from .kernel_objectives import kernel_distill_loss  # imports Triton
+        return _routed(x, weight, x_t, weight_t, ids, weights, options, rows)
 
-            return kernel_distill_loss(x, weight, x_t, weight_t, ids, weights, options)
-        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            return _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, False, False)[0]
-        return _FusedDistillLoss.apply(x, weight, x_t, weight_t, ids, weights, options, rows)
+
+def _routed(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int) -> Tensor:
+    """The loss on the path that applies: the tracked formulation under ``torch.func``,
+    the Triton kernels, the forward pass alone, or the fused chunk loop."""
+    if functorch_active():
+        return _tracked(x, weight, x_t, weight_t, ids, weights, options, rows)
+    if x.dtype == x_t.dtype and kernels_apply(x, weight, x_t, weight_t):
+        from .kernel_objectives import kernel_distill_loss  # imports Triton
+
+        return kernel_distill_loss(x, weight, x_t, weight_t, ids, weights, options)
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, False, False)[0]
+    return _FusedDistillLoss.apply(x, weight, x_t, weight_t, ids, weights, options, rows)

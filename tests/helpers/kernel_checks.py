@@ -344,7 +344,8 @@ def main(group: str) -> int:
     torch.manual_seed(0)
     internals.fuse_at_any_size_from_now_on()  # the checks' small losses take the fused path, as a language model's does
     counts = count_launches()
-    from .kernel_objective_checks import GROUPS as OBJECTIVES, NO_BACKWARD_KERNEL as NO_OBJECTIVE_BACKWARD
+    from .kernel_objective_checks import GROUPS as OBJECTIVES  # here, not at the top: it imports this module's helpers
+    from .kernel_objective_checks import NO_BACKWARD_KERNEL as NO_OBJECTIVE_BACKWARD
 
     with use_kernels('triton'):
         for check in {**GROUPS, **OBJECTIVES}[group]:
