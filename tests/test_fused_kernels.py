@@ -4,8 +4,9 @@ chooses them (``fused.backend``).
 Without a GPU the kernels run in Triton's interpreter on CPU tensors. It must be
 switched on (``TRITON_INTERPRET=1``) before Triton is imported, and other tests in the
 same process may have imported Triton already, so each group of checks
-(``helpers/kernel_checks.py``) runs in a fresh process: every kernel, values and
-gradients against float64 references, at odd sizes, with every option. Skipped where
+(``helpers/kernel_checks.py``; the policy and distillation losses' in
+``helpers/kernel_objective_checks.py``) runs in a fresh process: every kernel, values
+and gradients against float64 references, at odd sizes, with every option. Skipped where
 Triton is not installed (CI installs it with the test extra). The compile test builds
 every kernel for an H100 / H200 (sm_90) with Triton's own compiler, which the
 interpreter does not exercise.

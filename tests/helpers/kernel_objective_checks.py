@@ -140,6 +140,25 @@ def check_policy_paths():
         found += [('policy weight-tied: loss', rel(loss, want), 2e-5)]
         found += compare_grads('policy weight-tied', [loss], [want], [readout.embeddings.weight], [w64], torch.float32)
     found.append(('policy weight-tied: one table', float(embed.embeddings.weight is not readout.embeddings.weight), 0.0))
+    return found + autocast_case('policy gspo', lambda r, t, x, x_t, a, adv, m: r.policy_loss_from_embeds(x, a, adv, loss_type='gspo', loss_mask=m, entropy_coef=0.02).loss,
+                                 lambda lg, lg_t, a, adv, m: policy_reference(lg, a, adv, m, loss_type='gspo', entropy_coef=0.02)[0])  # fmt: skip
+
+
+def autocast_case(name, ours, theirs):
+    """Float32 parameters under bfloat16 autocast: the kernels take the bfloat16 casts, the
+    float64 reference the same rounded values; the gradients reach the float32 leaves."""
+    found, bf16 = [], torch.bfloat16
+    student, teacher = sharp(Readout(D, num_discrete=V)), sharp(Readout(D, num_discrete=V)).requires_grad_(False)
+    x, x_t = torch.randn(*SHAPE, D, requires_grad=True), torch.randn(*SHAPE, D)
+    actions, advantages, mask = torch.randint(0, V, SHAPE), torch.randn(SHAPE[0]), torch.rand(SHAPE) > 0.25
+    with launched(f'{name} under bfloat16 autocast', found):
+        with torch.autocast('cpu', dtype=bf16):
+            loss = ours(student, teacher, x, x_t, actions, advantages, mask)
+        x64, w64 = (t.detach().to(bf16).double().requires_grad_() for t in (x, student.embeddings.weight))
+        teacher_logits = x_t.to(bf16).double() @ teacher.embeddings.weight.to(bf16).double().T
+        want = theirs(x64 @ w64.T, teacher_logits, actions, advantages.double(), mask)
+        found.append((f'{name} under bfloat16 autocast: loss', rel(loss, want), 2e-5))
+        found += compare_grads(f'{name} under bfloat16 autocast', [loss], [want], [x, student.embeddings.weight], [x64, w64], bf16)
     return found
 
 
@@ -190,7 +209,10 @@ def check_distill_paths():
         want = distill_reference(w64[ids] @ mix.double() @ w64.T, x_t.double() @ wt64.T, torch.ones(SHAPE, dtype=torch.bool), divergence='jsd', temperature=1.2)
         found += [('distill jsd weight-tied: loss', rel(loss, want), 2e-5)]
         found += compare_grads('distill jsd weight-tied', [loss], [want], [readout.embeddings.weight], [w64], torch.float32)
-    return found
+    return found + autocast_case('distill jsd, hard targets, T 0.9',
+                                 lambda r, t, x, x_t, a, adv, m: r.distill_loss_from_embeds(x, x_t, teacher=t, divergence='jsd', loss_mask=m, hard_targets=a,
+                                                                                            hard_weight=0.2, temperature=0.9),
+                                 lambda lg, lg_t, a, adv, m: distill_reference(lg, lg_t, m, divergence='jsd', hard_targets=a, hard_weight=0.2, temperature=0.9))  # fmt: skip
 
 
 # ------------------------------------------------------------------ both: no_grad, no rows, double backward
