@@ -28,10 +28,11 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
+from discrete_continuous_embed_readout.fused import triton_distill as J  # noqa: E402
 from discrete_continuous_embed_readout.fused import triton_kernels as K  # noqa: E402
 
 TABLE_INPUTS = {'x_ptr', 'w_ptr', 'xp_ptr', 'wp_ptr', 'xq_ptr', 'wq_ptr'}
-FLOATS = {'softcap', 'inv_temp', 'cap_p', 'cap_q'}
+FLOATS = {'softcap', 'inv_temp', 'cap_p', 'cap_q', 'log_beta', 'log_rest'}
 
 # every option on: the soft-cap, every gradient (the builds with the most live values)
 BUILDS = {
@@ -39,6 +40,8 @@ BUILDS = {
     'stats backward': (K.stats_backward_kernel, 'backward', dict(HAS_CAP=True, NEED_X=True, NEED_W=True, GROUP=K.GROUP_ROWS)),
     'kl forward': (K.kl_forward_kernel, 'kl_forward', dict(HAS_CAP_P=True, HAS_CAP_Q=True)),
     'kl backward': (K.kl_backward_kernel, 'kl_backward', dict(HAS_CAP_P=True, HAS_CAP_Q=True, NEED_XP=True, NEED_WP=True, NEED_XQ=True, NEED_WQ=True, GROUP=K.GROUP_ROWS)),
+    'jsd forward': (J.jsd_forward_kernel, 'jsd_forward', dict(HAS_CAP_P=True, HAS_CAP_Q=True)),
+    'jsd backward': (J.jsd_backward_kernel, 'jsd_backward', dict(HAS_CAP_P=True, HAS_CAP_Q=True, NEED_XQ=True, NEED_WQ=True, GROUP=K.GROUP_ROWS)),
 }
 
 

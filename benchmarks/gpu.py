@@ -11,12 +11,15 @@ Parts, in order (each prints as it goes, so a run cut short still shows what it 
 1. ``check``: on the GPU, the readout's methods on a mixed readout (every continuous
    head, selectors, masks) against the same module on the CPU, in float32; then the
    fused loss (plain, and with label smoothing + z-loss + soft-cap), the per-token
-   log-probs / entropies (temperature, soft-cap) and the per-token KL, in bf16, on the
-   Triton kernels and on the chunked PyTorch code, against a float64 CPU reference
-   (relative error of values and gradients); Liger's and Cut Cross-Entropy's losses
-   against the same reference where they are installed.
+   log-probs / entropies (temperature, soft-cap), the per-token KL, and the fused
+   objectives (``gpu_objectives.check_objectives``: the policy loss as GRPO with k3 and
+   an entropy bonus, DAPO and GSPO; the distillation loss as forward KL with hard
+   targets and the JSD), in bf16, on the Triton kernels and on the chunked PyTorch
+   code, against a float64 CPU reference (relative error of values and gradients);
+   Liger's and Cut Cross-Entropy's losses against the same reference where they are
+   installed.
 2. ``tiles``: the Triton kernels' tile sizes (``fused.triton_kernels.TILES``), each
-   forward and backward candidate timed on the loss and the KL at one vocabulary;
+   forward and backward candidate timed on the loss, the KL and the JSD at one vocabulary;
    the fastest are used for the table and printed as the defaults to set.
 3. the table: per vocabulary size (32k, 128k, 256k) and case (the loss; per-token
    log-probs with entropies and per-token upstream gradients; the per-token KL to a
@@ -25,7 +28,12 @@ Parts, in order (each prints as it goes, so a run cut short still shows what it 
    matmul, float32 softmax), the plain path under ``torch.compile``, the floor (the
    three bf16 matmuls ``x @ W.T``, ``grad @ W``, ``grad.T @ x``), and for the loss
    Liger's and Cut Cross-Entropy's fused losses (with its default gradient filter, and
-   exact). Times are medians of CUDA-event-timed repetitions, alternating the
+   exact); then the fused objectives (``gpu_objectives.OBJECTIVES``: the policy loss as
+   GRPO with a k3 KL and an entropy bonus and as DAPO, the distillation loss as forward
+   KL and JSD against a frozen teacher), each against its plain logits path, compiled
+   and not, Liger's ``LigerFusedLinearGRPOLoss`` / ``LigerFusedLinearJSDLoss`` where
+   installed, and its floor (three matmuls; four with the teacher's logits). Times are
+   medians of CUDA-event-timed repetitions, alternating the
    implementations; peak memory is ``torch.cuda.max_memory_allocated`` above what was
    allocated before the call. The last columns are the issue's goals: ours on the
    kernels against the compiled plain path, in time and in peak memory.
@@ -34,7 +42,7 @@ Parts, in order (each prints as it goes, so a run cut short still shows what it 
    under ``torch.cuda.set_sync_debug_mode('error')``, which raises on any host
    synchronisation: the default path (``set_validate_args('auto')``) must not wait for
    the device (``tests/test_host_syncs.py`` is the CPU's form of this check); whether
-   one fused call (loss, per-token, KL) on the kernels runs under it; and the RL-sized hot-path rows of
+   one fused call (loss, per-token, KL, policy, distillation) on the kernels runs under it; and the RL-sized hot-path rows of
    ``benchmarks/hot_path.py`` (batch 1 / 64 / 1,024 against hand-written torch) under
    it, where that script is on this branch.
 
@@ -55,6 +63,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from gpu_objectives import check_objectives, objective_workloads  # benchmarks/, this script's folder
 
 from discrete_continuous_embed_readout import EmbedAndReadout, set_validate_args
 from discrete_continuous_embed_readout.fused import backend
@@ -370,6 +379,7 @@ def check(device, dtype, sizes) -> Record:
             continue
         with backend.use_kernels(mode):
             guarded(record, name, lambda name=name: check_fused(device, dtype, record, f'[{name}]', *sizes))
+            guarded(record, f'{name} objectives', lambda name=name: check_objectives(device, dtype, record, f'[{name}]', *sizes))
     for name, fn in third_party(device).items():
         if isinstance(fn, str):
             print(f'  {name}: not checked ({fn})', flush=True)
@@ -389,6 +399,8 @@ def tile_candidates(kernels):
         'backward': [T(64, 128, 32, 8, 2), T(64, 64, 64, 8, 2), T(64, 64, 32, 4, 3), T(128, 128, 32, 8, 2)],
         'kl_forward': [T(64, 128, 32, 8, 2), T(64, 64, 32, 8, 2), T(64, 64, 64, 8, 3)],
         'kl_backward': [T(64, 64, 32, 8, 2), T(32, 128, 32, 8, 2), T(64, 64, 64, 8, 2)],
+        'jsd_forward': [T(64, 64, 32, 8, 2), T(64, 128, 32, 8, 2), T(32, 128, 32, 4, 2)],
+        'jsd_backward': [T(64, 64, 32, 8, 2), T(32, 128, 32, 8, 2), T(64, 128, 32, 8, 2)],
     }
 
 
@@ -397,9 +409,10 @@ def sweep_tiles(vocab, tokens, dim, device, dtype, reps) -> dict:
     from discrete_continuous_embed_readout.fused import triton_kernels as kernels
 
     cases, _ = workloads(vocab, tokens, dim, device, dtype, compile_plain=False)
+    cases['jsd'] = objective_workloads(vocab, tokens, dim, device, dtype, compile_plain=False)['distill jsd'][0]
     results = {}
     for which, candidates in tile_candidates(kernels).items():
-        fn = cases['kl' if which.startswith('kl') else 'loss']['kernels']
+        fn = cases[which.split('_')[0] if which.startswith(('kl', 'jsd')) else 'loss']['kernels']
         times = {}
         for tiles in candidates:
             kernels.TILES[which] = tiles
@@ -448,16 +461,28 @@ def table(vocabs, tokens, dim, device, dtype, reps, compile_plain) -> list[dict]
     for vocab in vocabs:
         cases, floor = workloads(vocab, tokens, dim, device, dtype, compile_plain)
         t_floor = medians({'floor': floor}, device, reps)['floor']
-        for case, fns in cases.items():
-            begin = time.perf_counter()
-            runnable = {k: v for k, v in fns.items() if callable(v)}
-            timed_ = medians(runnable, device, reps)
-            t = {k: timed_[k] if callable(v) else v for k, v in fns.items()}
-            mem = {k: peak_bytes(fn, device) for k, fn in runnable.items() if isinstance(t[k], float)}
-            rows.append(dict(vocab=vocab, case=case, floor=t_floor, times=t, peaks=mem))
-            print(f'  V={vocab} {case}: ' + '; '.join(f'{k} {cell(t[k], mem.get(k))}' for k in fns) + f'; floor {cell(t_floor, None)} ({time.perf_counter() - begin:.0f} s)', flush=True)
+        rows += time_cases(vocab, {case: (fns, t_floor) for case, fns in cases.items()}, device, reps)
         del cases
         torch.cuda.empty_cache() if device.type == 'cuda' else None
+        objectives = objective_workloads(vocab, tokens, dim, device, dtype, compile_plain, kernels_runnable(device))
+        floors = {case: medians({'floor': f}, device, reps)['floor'] for case, (_, f) in objectives.items()}
+        rows += time_cases(vocab, {case: (fns, floors[case]) for case, (fns, _) in objectives.items()}, device, reps)
+        del objectives
+        torch.cuda.empty_cache() if device.type == 'cuda' else None
+    return rows
+
+
+def time_cases(vocab, cases: dict, device, reps) -> list[dict]:
+    """One table row per case: ``cases[case]`` is ``(implementations, floor time)``."""
+    rows = []
+    for case, (fns, t_floor) in cases.items():
+        begin = time.perf_counter()
+        runnable = {k: v for k, v in fns.items() if callable(v)}
+        timed_ = medians(runnable, device, reps)
+        t = {k: timed_[k] if callable(v) else v for k, v in fns.items()}
+        mem = {k: peak_bytes(fn, device) for k, fn in runnable.items() if isinstance(t[k], float)}
+        rows.append(dict(vocab=vocab, case=case, floor=t_floor, times=t, peaks=mem))
+        print(f'  V={vocab} {case}: ' + '; '.join(f'{k} {cell(t[k], mem.get(k))}' for k in fns) + f'; floor {cell(t_floor, None)} ({time.perf_counter() - begin:.0f} s)', flush=True)
     return rows
 
 
@@ -489,8 +514,11 @@ def sync_check(device, dtype) -> dict:
     _, readout = EmbedAndReadout(256, num_discrete=4096)
     readout.to(device, dtype)
     x, y = torch.randn(512, 256, device=device, dtype=dtype, requires_grad=True), torch.randint(0, 4096, (512,), device=device)
+    sequences, advantages = (x.view(8, 64, 256), y.view(8, 64)), torch.randn(8, device=device)
     calls = {'loss': lambda: readout(x, y).backward(), 'per-token': lambda: readout.log_prob_from_embeds(x, y)[0].sum().backward(),
-             'kl': lambda: readout.kl_div_from_embeds(x.detach(), x).sum().backward()}  # fmt: skip
+             'kl': lambda: readout.kl_div_from_embeds(x.detach(), x).sum().backward(),
+             'policy (grpo)': lambda: readout.policy_loss_from_embeds(*sequences, advantages, loss_type='grpo', entropy_coef=0.01).loss.backward(),
+             'distill (jsd)': lambda: readout.distill_loss_from_embeds(x, x.detach(), divergence='jsd').backward()}  # fmt: skip
     found = {}
     set_validate_args(False)
     for name, call in calls.items():

@@ -4,8 +4,9 @@ chooses them (``fused.backend``).
 Without a GPU the kernels run in Triton's interpreter on CPU tensors. It must be
 switched on (``TRITON_INTERPRET=1``) before Triton is imported, and other tests in the
 same process may have imported Triton already, so each group of checks
-(``helpers/kernel_checks.py``) runs in a fresh process: every kernel, values and
-gradients against float64 references, at odd sizes, with every option. Skipped where
+(``helpers/kernel_checks.py``; the policy and distillation losses' in
+``helpers/kernel_objective_checks.py``) runs in a fresh process: every kernel, values
+and gradients against float64 references, at odd sizes, with every option. Skipped where
 Triton is not installed (CI installs it with the test extra). The compile test builds
 every kernel for an H100 / H200 (sm_90) with Triton's own compiler, which the
 interpreter does not exercise.
@@ -22,6 +23,7 @@ import pytest
 import torch
 from helpers.internals import record_kernel_choices
 from helpers.kernel_checks import GROUPS
+from helpers.kernel_objective_checks import GROUPS as OBJECTIVE_GROUPS
 
 from discrete_continuous_embed_readout import Readout
 from discrete_continuous_embed_readout.fused import backend
@@ -47,7 +49,7 @@ def run_group(group: str) -> list[dict]:
 
 
 @needs_triton
-@pytest.mark.parametrize('group', list(GROUPS))
+@pytest.mark.parametrize('group', [*GROUPS, *OBJECTIVE_GROUPS])
 def test_kernels_match_float64_under_the_interpreter(group):
     results = run_group(group)
     if 'skip' in results[0]:
@@ -61,7 +63,7 @@ def test_every_kernel_compiles_for_sm90():
     done = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'compile_kernels.py'), '--arch', '90', '--dtype', 'bf16'],
                           capture_output=True, text=True, timeout=600, env=_env())  # fmt: skip
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
-    assert done.stdout.count('registers') + done.stdout.count('ptxas -v unavailable') == 4, done.stdout
+    assert done.stdout.count('registers') + done.stdout.count('ptxas -v unavailable') == 6, done.stdout
 
 
 # the switch
@@ -145,18 +147,25 @@ def test_the_environment_variable_sets_the_default():
 
 
 def test_cpu_tensors_keep_the_chunked_torch_path(monkeypatch):
-    """On a CPU (``auto``) no kernel runs, whatever Triton's presence, and the paths
-    give their float64 references."""
+    """On a CPU (``auto``) no kernel runs, whatever Triton's presence (the LM loss, the
+    per-token paths, the policy and distillation losses), and the paths give their
+    float64 references."""
     monkeypatch.setattr(backend, 'triton_available', lambda: True)
     choices = record_kernel_choices(monkeypatch)
     readout = Readout(8, num_discrete=13, logit_softcap=3.0)
     x, y = torch.randn(5, 8, requires_grad=True), torch.randint(0, 13, (5,))
+    advantages = torch.randn(1)
     with backend.use_kernels('auto'):
         log_p = readout.log_prob_from_embeds(x, y)
         loss = readout(x, y)
         kl = readout.kl_div_from_embeds(x.detach(), x)
-    assert choices and not any(choices), choices
+        policy = readout.policy_loss_from_embeds(x[None], y[None], advantages, loss_type='grpo').loss
+        jsd = readout.distill_loss_from_embeds(x, x.detach(), divergence='jsd')
+    assert len(choices) >= 4 and not any(choices), choices  # log-prob, KL, policy, distillation (the loss where it fuses)
     logits = 3.0 * torch.tanh(x.double() @ readout.embeddings.weight.double().T / 3.0)
     torch.testing.assert_close(log_p.double(), logits.log_softmax(-1).gather(-1, y[:, None]).squeeze(-1), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(loss.double(), torch.nn.functional.cross_entropy(logits, y), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(kl.double(), torch.zeros(5, dtype=torch.float64), rtol=0, atol=1e-6)
+    # on-policy GRPO: the ratio is 1, the loss -A (the mean over one sequence); a table against itself: JSD 0
+    torch.testing.assert_close(policy.double(), -advantages.double()[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(jsd.double(), torch.zeros((), dtype=torch.float64), rtol=0, atol=1e-6)

@@ -17,7 +17,9 @@ The loss is the mean over the kept tokens of ``(1 - hard_weight) * divergence +
 hard_weight * cross_entropy(student logits, hard target)``; the cross entropy is on
 the untempered logits (Liger's ``weight_soft_loss`` / ``weight_hard_loss`` are
 ``1 - hard_weight`` / ``hard_weight``). The divergence is not multiplied by ``T^2``.
-The teacher never receives a gradient.
+The teacher never receives a gradient. Where ``backend.kernels_apply`` (CUDA tensors
+and Triton, by default) the loss runs on the Triton kernels instead
+(``kernel_objectives``), both sides' logits tiles on-chip.
 """
 
 # n - rows (tokens), v - vocabulary, d - model dim
@@ -31,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .._checks import functorch_active
+from .backend import kernels_apply
 from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, table_grad_buffer, tempered
 from .linear_softmax import _logits, chunk_rows, softmax_dtype, softmax_lse
 from .loss import _kept_index
@@ -257,8 +260,18 @@ def linear_distill_loss(x: Tensor, weight: Tensor, x_t: Tensor, weight_t: Tensor
         ids = ids.index_select(0, index) if ids is not None else None
     rows = chunk_rows(x.shape[0], 2 * weight.shape[0], x.device)
     with torch.autocast(x.device.type, enabled=False):
-        if functorch_active():
-            return _tracked(x, weight, x_t, weight_t, ids, weights, options, rows)
-        if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            return _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, False, False)[0]
-        return _FusedDistillLoss.apply(x, weight, x_t, weight_t, ids, weights, options, rows)
+        return _routed(x, weight, x_t, weight_t, ids, weights, options, rows)
+
+
+def _routed(x, weight, x_t, weight_t, ids, weights, options: DistillOptions, rows: int) -> Tensor:
+    """The loss on the path that applies: the tracked formulation under ``torch.func``,
+    the Triton kernels, the forward pass alone, or the fused chunk loop."""
+    if functorch_active():
+        return _tracked(x, weight, x_t, weight_t, ids, weights, options, rows)
+    if x.dtype == x_t.dtype and kernels_apply(x, weight, x_t, weight_t):
+        from .kernel_objectives import kernel_distill_loss  # imports Triton
+
+        return kernel_distill_loss(x, weight, x_t, weight_t, ids, weights, options)
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        return _fused_pass(x, weight, x_t, weight_t, ids, weights, options, rows, False, False)[0]
+    return _FusedDistillLoss.apply(x, weight, x_t, weight_t, ids, weights, options, rows)

@@ -10,7 +10,10 @@ sequence before any gradient: its chunks hold whole sequences, or, when one sequ
 alone exceeds a chunk, it first computes the log-probs in a pass of its own (four
 matmuls). Under ``torch.no_grad`` only the forward pass runs; under ``torch.func``
 transforms and for double backward, the tracked formulation (the per-token log-probs
-and entropies of ``linear_softmax_stats``, then ``token_losses``).
+and entropies of ``linear_softmax_stats``, then ``token_losses``). Where
+``backend.kernels_apply`` (CUDA tensors and Triton, by default) the loss runs on the
+Triton kernels instead (``kernel_objectives``: a statistics pass, the objective's
+per-row coefficients, a gradient pass).
 """
 
 # n - rows (tokens), b - sequences, t - tokens per sequence, v - vocabulary, d - model dim
@@ -23,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .._checks import functorch_active
+from .backend import kernels_apply
 from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, table_grad_buffer, tempered
 from .linear_softmax import chunk_rows, linear_softmax_stats, softmax_dtype, softmax_lse
 from .loss import _kept_index
@@ -230,14 +234,23 @@ def linear_policy_loss(x: Tensor, weight: Tensor, ids: Tensor, keep: Tensor, adv
     rows_per_chunk = chunk_rows(x.shape[0], weight.shape[0], x.device)
     x, rows, bounds = _kept(x, rows, keep, options, rows_per_chunk)
     with torch.autocast(x.device.type, enabled=False):
-        if functorch_active():
-            loss, logp, entropy = _tracked(x, weight, rows, options)
-        elif not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            logp, entropy = _stats_pass(_folded(x, options), weight, rows.ids, options, rows_per_chunk)
-            loss = (rows.weights * token_losses(logp, entropy, rows, options)).sum()
-        else:
-            loss, logp, entropy = _FusedPolicyLoss.apply(x, weight, *rows, options, rows_per_chunk, bounds)
+        loss, logp, entropy = _routed(x, weight, rows, options, rows_per_chunk, bounds)
     return PolicyLoss(loss, policy_metrics(logp, entropy, rows, options))
+
+
+def _routed(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOptions, rows_per_chunk: int, bounds):
+    """``(loss, logp, entropy)`` on the path that applies: the tracked formulation under
+    ``torch.func``, the Triton kernels, the forward pass alone, or the fused chunk loop."""
+    if functorch_active():
+        return _tracked(x, weight, rows, options)
+    if kernels_apply(x, weight):
+        from .kernel_objectives import kernel_policy_loss  # imports Triton
+
+        return kernel_policy_loss(x, weight, rows, options)
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+        logp, entropy = _stats_pass(_folded(x, options), weight, rows.ids, options, rows_per_chunk)
+        return (rows.weights * token_losses(logp, entropy, rows, options)).sum(), logp, entropy
+    return _FusedPolicyLoss.apply(x, weight, *rows, options, rows_per_chunk, bounds)
 
 
 def _folded(x: Tensor, options: PolicyOptions) -> Tensor:

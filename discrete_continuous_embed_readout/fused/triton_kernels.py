@@ -21,6 +21,9 @@ atomic adds (so the gradients are not bitwise reproducible run to run):
 - two tables: ``dz_p = p (a_p + b_p (z_p - z_q))``, ``dz_q = a_q q + b_q p + e_q onehot``:
   KL(p || q) either way and a distillation loss with hard targets on the q side.
 
+The distillation loss's Jensen-Shannon divergence has kernels of its own
+(``triton_distill``), built from this module's pieces.
+
 The tile sizes in ``TILES`` are untuned defaults (no GPU was available when they were
 written; ``benchmarks/gpu.py`` sweeps them). Under Triton's interpreter
 (``TRITON_INTERPRET=1``, CPU tensors) the tiles are 16 and half-precision operands are
@@ -56,6 +59,8 @@ TILES = {
     'backward': Tiles(64, 128, 32, 8, 2),
     'kl_forward': Tiles(64, 128, 32, 8, 2),
     'kl_backward': Tiles(64, 64, 32, 8, 2),
+    'jsd_forward': Tiles(64, 64, 32, 8, 2),
+    'jsd_backward': Tiles(64, 64, 32, 8, 2),
 }
 INTERPRETER_TILES = Tiles(16, 16, 16)
 GROUP_ROWS = 8  # backward: row blocks visited together, so that a table tile is reused from L2

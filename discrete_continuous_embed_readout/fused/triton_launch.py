@@ -1,7 +1,8 @@
-"""Launchers of the Triton kernels (``triton_kernels``): outputs allocated, grids
-sized, the forward's per-split partial statistics merged. They take 2-d rows and
-tables of one dtype (float16 / bfloat16 / float32, on a CUDA device, or on the CPU
-under Triton's interpreter) and return float32; no autograd (``kernel_ops`` wraps them).
+"""Launchers of the Triton kernels (``triton_kernels``, ``triton_distill``): outputs
+allocated, grids sized, the forward's per-split partial statistics merged. They take
+2-d rows and tables of one dtype (float16 / bfloat16 / float32, on a CUDA device, or
+on the CPU under Triton's interpreter) and return float32; no autograd (``kernel_ops``
+and ``kernel_objectives`` wrap them).
 
 Gradient coefficients are per row, float32, stacked ``(k, n)``: see the kernels'
 module docstring for the gradient each describes.
@@ -12,13 +13,15 @@ module docstring for the gradient each describes.
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import Tensor
 
+from . import triton_distill as J
 from . import triton_kernels as K
 
-__all__ = ['kl_backward', 'kl_stats', 'softmax_stats', 'softmax_stats_backward']
+__all__ = ['jsd_backward', 'jsd_stats', 'kl_backward', 'kl_stats', 'softmax_stats', 'softmax_stats_backward']
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -154,3 +157,40 @@ def kl_backward(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor, ta
                 weight_q.stride(0), *_caps(softcaps), 1.0 / temperature, **_has_caps(softcaps), NEED_XP=need[0], NEED_WP=need[1], NEED_XQ=need[2],
                 NEED_WQ=need[3], GROUP=K.GROUP_ROWS, **_precision(x_q))  # fmt: skip
     return tuple(grads)
+
+
+def _log_weights(beta: float) -> tuple[float, float]:
+    return math.log(beta), math.log1p(-beta)
+
+
+def jsd_stats(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor, lse: Tensor, softcaps, temperature: float, beta: float) -> tuple[Tensor, Tensor]:
+    """Per row ``(KL(p || m), KL(q || m))``, float32, ``m = beta p + (1 - beta) q``, given
+    ``lse`` the ``(2, n)`` log-normalisers of p and q (``kl_stats``)."""
+    n, v = x_q.shape[0], weight_q.shape[0]
+    if n == 0:
+        return x_q.new_zeros(0, dtype=torch.float32), x_q.new_zeros(0, dtype=torch.float32)
+    x_p, weight_p, x_q, weight_q = _unit_stride(x_p, weight_p, x_q, weight_q)
+    tiles = _tiles('jsd_forward')
+    splits, per = _splits(_cdiv(n, tiles.rows), _cdiv(v, tiles.vocab), x_q.device)
+    part = torch.empty(2, splits, n, dtype=torch.float32, device=x_q.device)
+    _launch(J.jsd_forward_kernel, (_cdiv(n, tiles.rows), splits), tiles, x_p, weight_p, x_q, weight_q, lse.float().contiguous(), part, n, v,
+            x_p.shape[1], x_q.shape[1], x_p.stride(0), weight_p.stride(0), x_q.stride(0), weight_q.stride(0), per, splits, *_caps(softcaps),
+            1.0 / temperature, *_log_weights(beta), **_has_caps(softcaps), **_precision(x_q))  # fmt: skip
+    return part[0].sum(0), part[1].sum(0)
+
+
+def jsd_backward(x_p: Tensor, weight_p: Tensor, x_q: Tensor, weight_q: Tensor, lse: Tensor, coefficients: Tensor, softcaps, temperature: float,
+                 beta: float, need_x: bool, need_w: bool) -> tuple[Tensor | None, Tensor | None]:  # fmt: skip
+    """Float32 gradients of ``(x_q, weight_q)`` (``None`` where not needed) for
+    ``dz_q = c q (log q - log m - KL(q || m))``, ``coefficients`` the ``(2, n)`` rows
+    ``(c, KL(q || m))``, ``lse`` the ``(2, n)`` log-normalisers of p and q."""
+    n, v = x_q.shape[0], weight_q.shape[0]
+    x_p, weight_p, x_q, weight_q = _unit_stride(x_p, weight_p, x_q, weight_q)
+    gx, gw, empty = _grad_buffers(x_q, weight_q, need_x, need_w)
+    if n and (need_x or need_w):
+        tiles = _tiles('jsd_backward')
+        _launch(J.jsd_backward_kernel, (_cdiv(n, tiles.rows) * _cdiv(v, tiles.vocab),), tiles, x_p, weight_p, x_q, weight_q, lse.float().contiguous(),
+                coefficients.float().contiguous(), gx if need_x else empty, gw if need_w else empty, n, v, x_p.shape[1], x_q.shape[1], x_p.stride(0),
+                weight_p.stride(0), x_q.stride(0), weight_q.stride(0), *_caps(softcaps), 1.0 / temperature, *_log_weights(beta), **_has_caps(softcaps),
+                NEED_XQ=need_x, NEED_WQ=need_w, GROUP=K.GROUP_ROWS, **_precision(x_q))  # fmt: skip
+    return gx, gw

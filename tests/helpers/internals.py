@@ -149,7 +149,7 @@ def record_kernel_choices(monkeypatch) -> list:
     """The decisions of ``fused.backend.kernels_apply`` made by the fused ops from now on
     (``True`` = Triton kernels), appended to the returned list."""
     choices = []
-    for name in ('fused.linear_softmax', 'fused.loss'):
+    for name in ('fused.linear_softmax', 'fused.loss', 'fused.policy', 'fused.distill'):
         module = _module(name)
 
         def recorded(*tensors, _choose=module.kernels_apply):

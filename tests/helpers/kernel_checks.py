@@ -8,7 +8,8 @@ prints one JSON line per check: ``{"name", "err", "tol"}`` (relative error of th
 kernels' result against the float64 reference, the tolerance) or
 ``{"name", "exception"}``. Every check runs with ``fused.backend.KERNELS = 'triton'``,
 so the public entry points (``Readout.forward``, ``log_prob_from_embeds``,
-``kl_div_from_embeds``) reach the kernels. Sizes are odd (tokens and vocabulary not
+``kl_div_from_embeds``; ``policy_loss_from_embeds`` and ``distill_loss_from_embeds``
+in ``kernel_objective_checks``, whose groups run the same way) reach the kernels. Sizes are odd (tokens and vocabulary not
 multiples of the interpreter's 16-wide tiles; the vocabulary in 1 to 7 tiles, merged
 from 1 to 3 splits); half-precision inputs are compared with a reference that sees
 the same rounded values.
@@ -307,7 +308,8 @@ def count_launches() -> dict:
 
         return run
 
-    for name, kind in (('softmax_stats', 'forward'), ('kl_stats', 'forward'), ('softmax_stats_backward', 'backward'), ('kl_backward', 'backward')):
+    for name, kind in (('softmax_stats', 'forward'), ('kl_stats', 'forward'), ('jsd_stats', 'forward'), ('softmax_stats_backward', 'backward'),
+                       ('kl_backward', 'backward'), ('jsd_backward', 'backward')):  # fmt: skip
         setattr(launch, name, counted(getattr(launch, name), kind))
     return counts
 
@@ -342,15 +344,18 @@ def main(group: str) -> int:
     torch.manual_seed(0)
     internals.fuse_at_any_size_from_now_on()  # the checks' small losses take the fused path, as a language model's does
     counts = count_launches()
+    from .kernel_objective_checks import GROUPS as OBJECTIVES  # here, not at the top: it imports this module's helpers
+    from .kernel_objective_checks import NO_BACKWARD_KERNEL as NO_OBJECTIVE_BACKWARD
+
     with use_kernels('triton'):
-        for check in GROUPS[group]:
+        for check in {**GROUPS, **OBJECTIVES}[group]:
             counts.update(forward=0, backward=0)
             try:
                 for name, err, tolerance in check():
                     print(json.dumps(dict(name=name, err=err, tol=tolerance)), flush=True)
             except Exception:
                 print(json.dumps(dict(name=check.__name__, exception=traceback.format_exc())), flush=True)
-            missing = counts['forward'] == 0 or (counts['backward'] == 0 and check.__name__ not in NO_BACKWARD_KERNEL)
+            missing = counts['forward'] == 0 or (counts['backward'] == 0 and check.__name__ not in NO_BACKWARD_KERNEL | NO_OBJECTIVE_BACKWARD)
             print(json.dumps(dict(name=f'{check.__name__} launched the kernels ({counts})', err=float(missing), tol=0.0)), flush=True)
     return 0
 
