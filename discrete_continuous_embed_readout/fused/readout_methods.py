@@ -89,7 +89,9 @@ class FusedReadoutMethods:
         their variants) straight from the embeddings, fused: chunk by chunk, with the
         gradients formed in the same pass, so backward is a scale (the three matmuls
         of the loss, once; GSPO four when one sequence exceeds a chunk). The ``(tokens,
-        vocab)`` logits never exist. Differentiable twice (``create_graph`` takes the
+        vocab)`` logits never exist. On CUDA tensors (see ``fused.backend``) it runs on Triton
+        kernels instead: one statistics pass forward, the objective from the per-token
+        log-probs and entropies, and one gradient pass in backward. Differentiable twice (``create_graph`` takes the
         tracked formulation); under ``torch.no_grad`` no gradient is computed.
 
         Per token, with ``r = exp(logp - old_logp)`` and ``clip(r) = clamp(r, 1 - low, 1 + high)``:
@@ -137,7 +139,8 @@ class FusedReadoutMethods:
         """A distillation loss from this readout's embeddings (the student) and a
         teacher's, fused: both sides' logits chunk by chunk (never held whole), the
         student's gradients formed in the same pass (the teacher's matmul and the three
-        of the loss). The teacher gets no gradient. Differentiable twice (``create_graph``
+        of the loss). On CUDA tensors it runs on Triton kernels, both sides' logits
+        tiles on-chip. The teacher gets no gradient. Differentiable twice (``create_graph``
         takes a tracked formulation that holds each chunk's logits).
 
         Args:
