@@ -43,8 +43,9 @@ Parts, in order (each prints as it goes, so a run cut short still shows what it 
    synchronisation: the default path (``set_validate_args('auto')``) must not wait for
    the device (``tests/test_host_syncs.py`` is the CPU's form of this check); whether
    one fused call (loss, per-token, KL, policy, distillation) on the kernels runs under it; and the RL-sized hot-path rows of
-   ``benchmarks/hot_path.py`` (batch 1 / 64 / 1,024 against hand-written torch) under
-   it, where that script is on this branch.
+   ``benchmarks/hot_path.py`` (batch 1 / 64 / 1,024 against hand-written torch), every
+   call of ours under it (the hand-written side's ``torch.distributions`` argument
+   checks synchronise, so it runs outside); ``--cpu-smoke`` runs them at batch 1 on the CPU.
 
 ``--chunk-budgets-mib 64 256 1024 4096`` adds a sweep of the chunked PyTorch path's
 chunk memory budget (``ACCELERATOR_CHUNK_BYTES``) before the table.
@@ -535,21 +536,18 @@ def sync_check(device, dtype) -> dict:
     return found
 
 
-def hot_path(device):
-    """The RL-sized rows of ``benchmarks/hot_path.py`` on CUDA under the sync check."""
-    # TODO(hot path): benchmarks/hot_path.py (written on another branch) is to provide
-    # cuda_rows(device) -> list of dicts (batch 1 / 64 / 1,024, ours against hand-written
-    # torch); once it is merged this runs them, with no code to add here.
-    path = HERE / 'hot_path.py'
-    if not path.exists():
-        return 'benchmarks/hot_path.py is not on this branch: skipped'
-    spec = importlib.util.spec_from_file_location('hot_path', path)
+def hot_path(device, reps: int, batches=(1, 64, 1024)) -> list[dict]:
+    """The RL-sized rows of ``benchmarks/hot_path.py`` (ours against hand-written torch)
+    on ``device``; on CUDA every call of ours runs under ``set_sync_debug_mode('error')``."""
+    spec = importlib.util.spec_from_file_location('hot_path', HERE / 'hot_path.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, 'cuda_rows'):
-        return 'benchmarks/hot_path.py has no cuda_rows(device): skipped'
-    with sync_errors():
-        return module.cuda_rows(device)
+    guard = sync_errors if device.type == 'cuda' else contextlib.nullcontext
+    rows = module.cuda_rows(device, guard=guard, reps=reps, batches=batches)
+    print('| call | head | batch | ours (µs) | hand-written (µs) | ratio |\n|---|---|---|---|---|---|')
+    for r in rows:
+        print(f"| {r['call']} | {r['head']} | {r['batch']} | {r['ours_us']:.1f} | {r['hand_us']:.1f} | {r['ratio']:.2f}x |", flush=True)
+    return rows
 
 
 # ------------------------------------------------------------------ 4b. every call of every head, without a sync
@@ -663,7 +661,7 @@ def arguments():
     parser.add_argument('--check-sizes', type=int, nargs=3, default=[4096, 1024, 256], metavar=('VOCAB', 'TOKENS', 'DIM'))
     parser.add_argument('--tile-vocab', type=int, default=131072, help='the vocabulary of the tile sweep')
     parser.add_argument('--chunk-budgets-mib', type=int, nargs='*', default=[], help='also sweep the chunked path\'s chunk budget (e.g. 64 256 1024 4096)')
-    parser.add_argument('--skip', nargs='*', default=[], choices=['check', 'tiles', 'table', 'compile', 'sync'])
+    parser.add_argument('--skip', nargs='*', default=[], choices=['check', 'tiles', 'table', 'compile', 'sync', 'hot'])
     parser.add_argument('--json', default='', help='write the numbers here (rewritten after each part)')
     parser.add_argument('--cpu-smoke', action='store_true', help='the whole script on the CPU at tiny sizes, float32, no torch.compile')
     args = parser.parse_args()
@@ -711,11 +709,14 @@ def main():
         print('\n'.join(lines), flush=True)
         results['sync_failures'] = failures
         results['sync'] = sync_check(device, dtype)
+        save()
+    if 'hot' not in args.skip:
+        print('## hot path (RL-sized calls against hand-written torch; on CUDA under the sync check)', flush=True)
         try:
-            results['hot_path'] = hot_path(device)
+            results['hot_path'] = hot_path(device, max(3, 3 * args.reps), (1,) if args.cpu_smoke else (1, 64, 1024))
         except Exception as error:
             results['hot_path'] = failure(error)
-        print(f'  hot path: {results["hot_path"]}', flush=True)
+            print(f'  hot path: {results["hot_path"]}', flush=True)
         save()
 
 

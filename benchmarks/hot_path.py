@@ -30,6 +30,7 @@ few calls; ratio = ours / hand-written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import statistics
 import time
@@ -101,7 +102,7 @@ HEADS = {
 }
 
 
-def _actions(readout_kwargs, batch: int, squashed: bool, beta: bool):
+def _actions(readout_kwargs, batch: int, squashed: bool, beta: bool, device='cpu'):
     """Actions in the readout's layout: ids ``(b,)`` / ``(b, g)``, values ``(b, c)``, or a pair."""
     sizes = readout_kwargs.get('num_discrete', ())
     sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
@@ -113,6 +114,7 @@ def _actions(readout_kwargs, batch: int, squashed: bool, beta: bool):
     if readout_kwargs.get('num_continuous'):
         c = readout_kwargs['num_continuous']
         values = torch.rand(batch, c) * 0.9 + 0.05 if beta else (torch.rand(batch, c) * 1.8 - 0.9 if squashed else torch.randn(batch, c))
+    ids, values = (t.to(device) if t is not None else None for t in (ids, values))
     return ids if values is None else values if ids is None else (ids, values)
 
 
@@ -160,8 +162,8 @@ def _hand_bc_loss(hand: Hand, h, actions):
     return loss
 
 
-def setup(call: str, head: str, batch: int) -> tuple[Callable, Callable]:
-    """``(ours, hand)`` for one row, after checking that both compute the same numbers."""
+def setup(call: str, head: str, batch: int, device='cpu') -> tuple[Callable, Callable]:
+    """``(ours, hand)`` for one row on ``device``, after checking that both compute the same numbers."""
     readout_kwargs, hand_kwargs, rescale = HEADS[head]
     torch.manual_seed(0)
     readout = Readout(DIM, **readout_kwargs)
@@ -169,10 +171,11 @@ def setup(call: str, head: str, batch: int) -> tuple[Callable, Callable]:
         readout.embeddings.weight.normal_(0, 0.3)  # policy-like spreads, not the table's 0.01 init
     squashed, beta = hand_kwargs.get('kind') == 'squashed', hand_kwargs.get('kind') == 'beta'
     bc = call == 'bc'
-    hand = Hand(readout, **{**hand_kwargs, 'rescale': hand_kwargs.get('rescale', False) and not bc})
-    h = torch.randn(batch, DIM, requires_grad=call != 'act')
-    advantage = torch.randn(batch)
-    actions = _actions(readout_kwargs, batch, squashed, beta)
+    hand = Hand(readout, **{**hand_kwargs, 'rescale': hand_kwargs.get('rescale', False) and not bc}).to(device)
+    readout = readout.to(device)
+    h = torch.randn(batch, DIM).to(device).requires_grad_(call != 'act')
+    advantage = torch.randn(batch).to(device)
+    actions = _actions(readout_kwargs, batch, squashed, beta, device)
     if squashed and rescale is not None and not bc:
         ids, values = actions
         actions = (ids, values * 2.0)  # in rescale_range's units
@@ -286,6 +289,33 @@ def rows(quick: bool = False, only: str = ''):
                 for batch in BATCHES:
                     ours_us, hand_us = medians(*setup(call, head, batch), reps)
                     yield call, head, batch, ours_us, hand_us
+
+
+def cuda_rows(device, guard=contextlib.nullcontext, reps: int = 21, batches=BATCHES) -> list[dict]:
+    """The rows on ``device`` (``benchmarks/gpu.py`` runs them on CUDA): the wall clock
+    around a device synchronisation, medians of alternating repetitions; ``guard()``
+    (``torch.cuda.set_sync_debug_mode('error')`` there) wraps every call of ours, not
+    the hand-written code's (``torch.distributions``' argument checks synchronise)."""
+    device = torch.device(device)
+
+    def clock() -> float:
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    found = []
+    for call in CALLS:
+        for head in HEADS:
+            for batch in batches:
+                ours, hand = setup(call, head, batch, device)
+
+                def guarded(_ours=ours):
+                    with guard():
+                        return _ours()
+
+                ours_us, hand_us = medians(guarded, hand, reps, clock=clock)
+                found.append(dict(call=call, head=head, batch=batch, ours_us=ours_us, hand_us=hand_us, ratio=ours_us / hand_us))
+    return found
 
 
 def print_table(quick: bool = False, only: str = '') -> None:

@@ -45,3 +45,8 @@ def test_the_gpu_script_runs_its_checks_and_table_on_the_cpu(tmp_path):
         assert isinstance(row['times']['kernels'], float) == interpreted, row
         assert row['times']['compiled'] == 'not run (--skip compile)'
     assert '| V | case | kernels | chunked | plain | compiled | liger | cce | cce exact | floor |' in done.stdout
+    # the RL-sized rows of benchmarks/hot_path.py, which the GPU run takes on CUDA under the sync check
+    hot = results['hot_path']
+    assert isinstance(hot, list), hot
+    assert {(r['call'], r['batch']) for r in hot} == {(call, 1) for call in ('act', 'ppo', 'bc')} and len(hot) == 15, hot
+    assert all(r['ours_us'] > 0 and r['hand_us'] > 0 for r in hot), hot
