@@ -26,6 +26,7 @@ from ._options import (
     checked_option,
 )
 from ._parse import split_pair
+from ._plain_loss import plain_loss
 from ._selectors import Selector
 from ._table import SharedTable
 from ._utils import DiscreteContinuous, as_dtype_of, default, exists, pack, take
@@ -161,8 +162,7 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         self.auto_squeeze_single_output = auto_squeeze_single_output
         self.ignore_index = ignore_index
         self.fused_cross_entropy = fused_cross_entropy
-        self.label_smoothing, self.z_loss_weight, self.logit_softcap = label_smoothing, z_loss_weight, logit_softcap
-        self.unimix = unimix
+        self.label_smoothing, self.z_loss_weight, self.logit_softcap, self.unimix = label_smoothing, z_loss_weight, logit_softcap, unimix
         self.continuous_dist = head
 
     # options settable after construction: checked on every assignment, as by the constructor
@@ -231,7 +231,10 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector, embed):
             loss, z_loss = self._fused_loss(embed, targets, selector, mask, return_only, unreduced)
             return (loss, z_loss) if return_z_loss else loss
-        dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
+        outputs = self._project(embed, selector)
+        if (loss := plain_loss(self, outputs, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss)) is not None:
+            return loss  # the common case, straight on the outputs (_plain_loss.py)
+        dist = ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, name='logits')
         return dist.loss(targets, mask=mask, unreduced=unreduced, return_only=return_only, return_z_loss=return_z_loss)
 
     def _project(self, embed: Tensor, selector: Selector, discrete: bool = True):
@@ -294,5 +297,4 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only), z_loss
 
 class NoTableError(ValueError, RuntimeError):
-    """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and
-    a ``RuntimeError`` as 0.2.x raised there."""
+    """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and a ``RuntimeError`` as 0.2.x raised there."""

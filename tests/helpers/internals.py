@@ -19,7 +19,8 @@ through these functions (and the conftest.py fixtures built on them).
 - ``_checks.syncs_on_read``: whether reading a tensor's values waits for its device;
 - ``heads.categorical_ops.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
 - ``_losses.FUSED_MIN_TOKENS``, ``_losses.FUSED_MIN_LOGITS``: where ``fused_cross_entropy='auto'`` fuses;
-- ``Readout._fused_loss``: the fused loss's entry point.
+- ``Readout._fused_loss``: the fused loss's entry point;
+- ``readout.plain_loss``: the plain loss route of ``forward`` (``_plain_loss.py``), as ``readout.py`` calls it.
 """
 
 import importlib
@@ -194,3 +195,18 @@ def set_min_chunk_rows(monkeypatch, rows: int) -> None:
     """Chunks of ``rows`` rows (the fused paths' minimum, with the CPU budget at one byte)."""
     monkeypatch.setattr(_module('fused.linear_softmax'), 'MIN_CHUNK_ROWS', rows)
     monkeypatch.setitem(_module('fused.linear_softmax').CHUNK_BYTES, 'cpu', 1)
+
+
+def record_plain_losses(monkeypatch) -> list:
+    """A list that grows by one bool per call of ``forward``'s plain loss route:
+    whether it gave the loss (``False``: it left the call to the general route)."""
+    calls, module = [], _module('readout')
+    original = module.plain_loss
+
+    def recorded(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        calls.append(loss is not None)
+        return loss
+
+    monkeypatch.setattr(module, 'plain_loss', recorded)
+    return calls
