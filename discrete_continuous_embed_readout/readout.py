@@ -231,10 +231,9 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector, embed):
             loss, z_loss = self._fused_loss(embed, targets, selector, mask, return_only, unreduced)
             return (loss, z_loss) if return_z_loss else loss
-        outputs = self._project(embed, selector)
-        if (loss := plain_loss(self, outputs, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss)) is not None:
-            return loss  # the common case, straight on the outputs (_plain_loss.py)
-        dist = ReadoutDistribution(outputs, selector, DistConfig.of(self), action_mask=action_mask, name='logits')
+        if (loss := plain_loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss)) is not None:
+            return loss  # the common case, straight from the embeddings (_plain_loss.py)
+        dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
         return dist.loss(targets, mask=mask, unreduced=unreduced, return_only=return_only, return_z_loss=return_z_loss)
 
     def _project(self, embed: Tensor, selector: Selector, discrete: bool = True):

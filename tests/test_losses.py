@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import MEAN_STD, bounded_log_density, normal_of, pack, randint_groups
-from helpers.internals import fused_path_taken, record_fused_losses, record_plain_losses
+from helpers.internals import fused_path_taken, record_fused_losses, record_plain_losses, set_plain_loss_layout
 from helpers.loss_cases import BATCH, LOSS_CASES, D, LossCase, parts, split, total
 from torch.func import functional_call
 
@@ -351,12 +351,16 @@ def test_fused_cross_entropy_takes_true_false_or_auto():
     assert readout.fused_cross_entropy == 'auto'
 
 
-# the plain route: forward's loss without masks or options, straight on the logits
+# the plain route: forward's loss without masks or options, straight from the embeddings
+# (its logits row-major, or class-major from a batch size on: both layouts are tested)
+
+LAYOUTS = ['row-major', 'class-major']
 
 
 PLAIN_HEADS = {
     'discrete': dict(num_discrete=5),
     'discrete, group axis kept': dict(num_discrete=5, auto_squeeze_single_output=False),
+    'discrete, soft-capped': dict(num_discrete=5, logit_softcap=0.5),
     'groups': dict(num_discrete=(3, 5, 7)),
     'mixed gaussian': dict(num_discrete=5, num_continuous=2),
     'mixed squashed, bound units': dict(num_discrete=5, num_continuous=2, continuous_squashed=True, continuous_range=(-2.0, 2.0)),
@@ -371,7 +375,9 @@ def plain_reference(weight, x, sizes, ids, values, kwargs):
     d_loss = c_loss = None
     if sizes:
         ids = ids.reshape(*x.shape[:-1], len(sizes))
-        groups = out[..., : sum(sizes)].split(sizes, -1)
+        logits = out[..., : sum(sizes)]
+        cap = kwargs.get('logit_softcap')
+        groups = (cap * torch.tanh(logits / cap) if cap else logits).split(sizes, -1)
         sums = sum(F.cross_entropy(g.reshape(-1, g.shape[-1]), ids[..., i].reshape(-1), ignore_index=-1, reduction='sum') for i, g in enumerate(groups))
         d_loss = sums / (ids != -1).sum()
     if values is not None:
@@ -388,10 +394,12 @@ def plain_reference(weight, x, sizes, ids, values, kwargs):
     return d_loss, c_loss
 
 
+@pytest.mark.parametrize('layout', LAYOUTS)
 @pytest.mark.parametrize('batch', [(1,), (4, 3)])
 @pytest.mark.parametrize('head', list(PLAIN_HEADS))
-def test_the_plain_route_matches_cross_entropy_and_densities_with_gradients(head, batch, monkeypatch):
+def test_the_plain_route_matches_cross_entropy_and_densities_with_gradients(head, batch, layout, monkeypatch):
     kwargs = PLAIN_HEADS[head]
+    set_plain_loss_layout(monkeypatch, layout)
     taken = record_plain_losses(monkeypatch)
     torch.manual_seed(0)
     readout = Readout(8, **kwargs)
@@ -421,7 +429,9 @@ def test_the_plain_route_matches_cross_entropy_and_densities_with_gradients(head
     torch.testing.assert_close(readout.embeddings.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-5)
 
 
-def test_the_plain_route_means_groups_over_their_kept_ids(monkeypatch):
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_the_plain_route_means_groups_over_their_kept_ids(layout, monkeypatch):
+    set_plain_loss_layout(monkeypatch, layout)
     # group 0 has two ignored ids, group 2 one: the mean is over the 9 kept entries,
     # not the mean of the groups' means
     taken = record_plain_losses(monkeypatch)
@@ -441,7 +451,9 @@ def test_the_plain_route_means_groups_over_their_kept_ids(monkeypatch):
     ((5,), [5], r'targets: id 5 at index \(2,\) is out of range; expected 0 <= id < 5 or ignore_index -1'),
     ((5,), [-100], r"targets: id -100 at index \(2,\) is out of range.*Hugging Face's label padding"),
 ])  # fmt: skip
-def test_the_plain_route_names_an_id_out_of_range(sizes, bad, message, monkeypatch):
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_the_plain_route_names_an_id_out_of_range(sizes, bad, message, layout, monkeypatch):
+    set_plain_loss_layout(monkeypatch, layout)
     taken = record_plain_losses(monkeypatch)
     readout = Readout(8, num_discrete=sizes)
     ids = torch.tensor([[0] * len(sizes)] * 2 if len(sizes) > 1 else [0, 0])
@@ -452,7 +464,9 @@ def test_the_plain_route_names_an_id_out_of_range(sizes, bad, message, monkeypat
     assert taken[-1]  # the route takes such calls (an id in a group's padding scores -inf: it leaves that call to the general route)
 
 
-def test_the_plain_route_leaves_non_finite_losses_to_the_general_route(monkeypatch):
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_the_plain_route_leaves_non_finite_losses_to_the_general_route(layout, monkeypatch):
+    set_plain_loss_layout(monkeypatch, layout)
     taken = record_plain_losses(monkeypatch)
     readout = Readout(8, num_discrete=5)
     ignored = readout(torch.randn(3, 8), torch.full((3,), -1))

@@ -20,7 +20,8 @@ through these functions (and the conftest.py fixtures built on them).
 - ``heads.categorical_ops.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
 - ``_losses.FUSED_MIN_TOKENS``, ``_losses.FUSED_MIN_LOGITS``: where ``fused_cross_entropy='auto'`` fuses;
 - ``Readout._fused_loss``: the fused loss's entry point;
-- ``readout.plain_loss``: the plain loss route of ``forward`` (``_plain_loss.py``), as ``readout.py`` calls it.
+- ``readout.plain_loss``: the plain loss route of ``forward`` (``_plain_loss.py``), as ``readout.py`` calls it;
+- ``_plain_loss.CLASS_MAJOR_MIN_ROWS`` / ``CLASS_MAJOR_MIN_ROWS_GROUPS``: from how many rows its logits are class-major.
 """
 
 import importlib
@@ -210,3 +211,10 @@ def record_plain_losses(monkeypatch) -> list:
 
     monkeypatch.setattr(module, 'plain_loss', recorded)
     return calls
+
+
+def set_plain_loss_layout(monkeypatch, layout: str) -> None:
+    """The plain loss route's logits ``'class-major'`` at any batch size, or ``'row-major'`` at every one."""
+    rows = 0 if layout == 'class-major' else 1 << 62
+    monkeypatch.setattr(_module('_plain_loss'), 'CLASS_MAJOR_MIN_ROWS', rows)
+    monkeypatch.setattr(_module('_plain_loss'), 'CLASS_MAJOR_MIN_ROWS_GROUPS', rows)
