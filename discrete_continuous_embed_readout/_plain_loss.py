@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ._checks import check_ids_in_range, check_integer, reads_checked_for_free
 from ._parse import discrete_values, split_pair
+from ._projection import project
 from ._utils import as_dtype_of, as_rows, pack, take, upcast
 from .fused.linear_softmax import apply_softcap
 from .heads.part import ContinuousPart
@@ -56,9 +57,9 @@ def plain_loss(readout, embed: Tensor, targets, selector, mask, unreduced: bool,
         return None  # several groups: widened with -inf, which a soft-cap would make finite
     if ids is not None and (selector.num_groups > 1 or _class_major(embed.numel() // embed.shape[-1], 1)):
         logits, target = _discrete_logits(readout, embed, ids, selector)  # its own matmul; the params' (if any) apart
-        params = readout._project(embed, selector, discrete=False).continuous if selector.has_continuous else None
+        params = _project(readout, embed, selector, discrete=False).continuous if selector.has_continuous else None
     else:
-        groups, params = readout._project(embed, selector)  # one matmul, split
+        groups, params = _project(readout, embed, selector)  # one matmul, split
         logits, target = (as_rows(groups[0]), as_rows(ids)) if ids is not None else (None, None)
     d_loss = c_loss = None
     if ids is not None and (d_loss := _mean_cross_entropy(logits, target, ids, selector, readout.ignore_index, squeeze)) is None:
@@ -69,6 +70,10 @@ def plain_loss(readout, embed: Tensor, targets, selector, mask, unreduced: bool,
             return None
         c_loss = per_entry.mean()
     return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only)
+
+
+def _project(readout, embed: Tensor, selector, discrete: bool = True):
+    return project(readout.embeddings.weight, embed, selector, readout.logit_softcap, readout.layout.num_bins, readout.continuous_log_var_embed, discrete)
 
 
 def _ids(targets, selector, batch, squeeze: bool) -> Tensor | None:
