@@ -55,11 +55,11 @@ def plain_loss(readout, embed: Tensor, targets, selector, mask, unreduced: bool,
         return None
     if selector.num_groups > 1 and (selector.has_continuous or readout.logit_softcap is not None):
         return None  # several groups: widened with -inf, which a soft-cap would make finite
-    if ids is not None and (selector.num_groups > 1 or _class_major(embed.numel() // embed.shape[-1], 1)):
+    if ids is not None and (not selector.has_continuous or selector.num_groups > 1 or embed.numel() >= CLASS_MAJOR_MIN_ROWS * embed.shape[-1]):
         logits, target = _discrete_logits(readout, embed, ids, selector)  # its own matmul; the params' (if any) apart
-        params = _project(readout, embed, selector, discrete=False).continuous if selector.has_continuous else None
-    else:
-        groups, params = _project(readout, embed, selector)  # one matmul, split
+        params = _project(readout, embed, selector, discrete=False).continuous if c_target is not None else None
+    else:  # a mixed head's few rows: one matmul, split
+        groups, params = _project(readout, embed, selector)
         logits, target = (as_rows(groups[0]), as_rows(ids)) if ids is not None else (None, None)
     d_loss = c_loss = None
     if ids is not None and (d_loss := _mean_cross_entropy(logits, target, ids, selector, readout.ignore_index, squeeze)) is None:
@@ -73,7 +73,7 @@ def plain_loss(readout, embed: Tensor, targets, selector, mask, unreduced: bool,
 
 
 def _project(readout, embed: Tensor, selector, discrete: bool = True):
-    return project(readout.embeddings.weight, embed, selector, readout.logit_softcap, readout.layout.num_bins, readout.continuous_log_var_embed, discrete)
+    return project(readout._table_weight(), embed, selector, readout.logit_softcap, readout.layout.num_bins, readout.continuous_log_var_embed, discrete)
 
 
 def _ids(targets, selector, batch, squeeze: bool) -> Tensor | None:
@@ -109,20 +109,18 @@ def _discrete_logits(readout, embed: Tensor, ids: Tensor, selector) -> tuple[Ten
     targets: the softmax over a non-last axis runs along the rows, measured up to
     twice as fast as one over short rows at 1,024 rows (one thread); below it
     ``(rows g, widest)`` against ``(rows g,)``."""
-    g = selector.num_groups
-    weight = take(readout.embeddings.weight, selector.padded_rows if g > 1 else selector.discrete_rows)  # (g widest, d)
-    bias = _padding_bias(selector.group_sizes, weight.dtype, weight.device) if g > 1 else None
+    g, softcap = selector.num_groups, readout.logit_softcap
+    weight = take(readout._table_weight(), selector.padded_rows if g > 1 else selector.discrete_rows)  # (g widest, d)
     x = as_dtype_of(embed, weight)
     rows = x.numel() // x.shape[-1]
-    if not _class_major(rows, g):
+    if g == 1 and rows < CLASS_MAJOR_MIN_ROWS:  # the common case: (rows, n) against (rows,), no view where there are
+        return as_rows(apply_softcap(F.linear(x, weight), softcap)), as_rows(ids)
+    bias = _padding_bias(selector.group_sizes, weight.dtype, weight.device) if g > 1 else None
+    if g > 1 and rows < CLASS_MAJOR_MIN_ROWS_GROUPS:
         return F.linear(x, weight, bias).reshape(-1, weight.shape[0] // g), ids.reshape(-1)
     x = x.reshape(rows, x.shape[-1]).t()
     out = torch.mm(weight, x) if bias is None else torch.addmm(bias[:, None], weight, x)  # (g widest, rows)
-    return apply_softcap(out, readout.logit_softcap).view(g, -1, rows), ids.reshape(rows, g).t()
-
-
-def _class_major(rows: int, groups: int) -> bool:
-    return rows >= (CLASS_MAJOR_MIN_ROWS if groups == 1 else CLASS_MAJOR_MIN_ROWS_GROUPS)
+    return apply_softcap(out, softcap).view(g, -1, rows), ids.reshape(rows, g).t()
 
 
 _PADDING_BIASES: dict = {}

@@ -218,7 +218,7 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         return pack(logits, params, True, return_only)
 
     def _forward_selector(self, embed, targets, return_loss, selector_index, selector_config) -> Selector:
-        if self.embeddings is None:
+        if self._modules.get('embeddings') is None:
             raise NoTableError('embeddings not present: this readout has no table (dim is None); pass logits to sample / log_prob / calculate_loss instead')
         check_floating(embed, 'embed')
         check_last_dim(embed, self.dim, 'embed', 'the readout dim')
@@ -237,7 +237,7 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
 
     def _project(self, embed: Tensor, selector: Selector, discrete: bool = True):
         """``(groups, params)`` in one matmul (``_projection.project``)."""
-        return project(self.embeddings.weight, embed, selector, self.logit_softcap, self.layout.num_bins, self.continuous_log_var_embed, discrete)
+        return project(self._table_weight(), embed, selector, self.logit_softcap, self.layout.num_bins, self.continuous_log_var_embed, discrete)
 
     def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False, *, action_mask=None):
         """The loss of ``forward(..., targets)`` from outputs computed elsewhere.
