@@ -21,6 +21,7 @@ through these functions (and the conftest.py fixtures built on them).
 - ``_losses.FUSED_MIN_TOKENS``, ``_losses.FUSED_MIN_LOGITS``: where ``fused_cross_entropy='auto'`` fuses;
 - ``Readout._fused_loss``: the fused loss's entry point;
 - ``readout.plain_loss``: the plain loss route of ``forward`` (``_plain_loss.py``), as ``readout.py`` calls it;
+- ``heads.categorical_ops.log_softmax`` and its ``SHORT_ROWS_MIN_ROWS``: the log-softmax of many short rows;
 - ``_plain_loss.CLASS_MAJOR_MIN_ROWS`` / ``CLASS_MAJOR_MIN_ROWS_GROUPS``: from how many rows its logits are class-major.
 """
 
@@ -89,6 +90,16 @@ def fused_path_taken(readout, embed=None, **selector) -> bool:
 def pads_cheaply(sizes) -> bool:
     """Whether groups of these sizes take the padded (batched) path."""
     return _module('heads.categorical_ops').pads_cheaply(sizes)
+
+
+def categorical_log_softmax(logits):
+    """The package's log-softmax over the last axis (transposed over many short rows)."""
+    return _module('heads.categorical_ops').log_softmax(logits)
+
+
+def set_short_rows_min_rows(monkeypatch, rows: int) -> None:
+    """From how many rows the log-softmax of short rows runs transposed."""
+    monkeypatch.setattr(_module('heads.categorical_ops'), 'SHORT_ROWS_MIN_ROWS', rows)
 
 
 def log_prob_at(logits, index):
