@@ -161,7 +161,8 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         self.auto_squeeze_single_output = auto_squeeze_single_output
         self.ignore_index = ignore_index
         self.fused_cross_entropy = fused_cross_entropy
-        self.label_smoothing, self.z_loss_weight, self.logit_softcap, self.unimix = label_smoothing, z_loss_weight, logit_softcap, unimix
+        self.label_smoothing, self.z_loss_weight, self.logit_softcap = label_smoothing, z_loss_weight, logit_softcap
+        self.unimix = unimix
         self.continuous_dist = head
 
     # options settable after construction: checked on every assignment, as by the constructor
@@ -272,4 +273,5 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only), z_loss
 
 class NoTableError(ValueError, RuntimeError):
-    """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and a ``RuntimeError`` as 0.2.x raised there."""
+    """``forward`` on a readout without a table: a ``ValueError`` (a bad call), and
+    a ``RuntimeError`` as 0.2.x raised there."""
