@@ -66,8 +66,8 @@ def trace(fn, callers: bool = False) -> list[tuple[str, ...]]:
 # delegates to (2: the parts, the heads, the fused ops, loss reductions, masks)
 LAYERS = {
     'readout': 0, 'distribution_methods': 0, 'embed': 0, 'factory': 0, 'rl': 0, 'compat': 0, 'discrete_continuous_embed_readout': 0,
-    '_table': 1, 'readout_distribution': 1, '_distribution_losses': 1,
-    'multi_categorical': 2, 'policy_distributions': 2, 'heads': 2, 'fused': 2, '_losses': 2, '_action_masks': 2, '_selectors': 2,
+    '_table': 1, 'readout_distribution': 1, '_distribution_losses': 1, '_plain_loss': 1,
+    'multi_categorical': 2, 'policy_distributions': 2, 'heads': 2, 'fused': 2, '_losses': 2, '_action_masks': 2, '_selectors': 2, '_projection': 2,
 }
 
 

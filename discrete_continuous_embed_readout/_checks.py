@@ -113,6 +113,13 @@ def content_checks_enabled(t: Tensor | None = None) -> bool:
     return _validate_args is True or t is None or not syncs_on_read(t.device)
 
 
+def reads_checked_for_free(t: Tensor) -> bool:
+    """Whether content checks run on ``t`` and reading its values costs no wait
+    (``content_checks_enabled`` on a CPU tensor): a route that reads one value
+    instead of checking the contents may run."""
+    return _validate_args is not False and not syncs_on_read(t.device) and not (torch.compiler.is_compiling() or functorch_active())
+
+
 def describe(t) -> str:
     if isinstance(t, Tensor):
         return f'a tensor of shape {tuple(t.shape)} and dtype {t.dtype}'

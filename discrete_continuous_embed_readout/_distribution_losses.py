@@ -14,7 +14,7 @@ from torch import Tensor
 from ._checks import check_ids_in_range, check_loss_mask
 from ._losses import entry_mask, masked_loss
 from ._parse import discrete_values, split_pair
-from ._utils import default, exists, pack, upcast
+from ._utils import as_rows, default, exists, pack, upcast
 from .heads.categorical_ops import zero_where_impossible
 
 __all__ = ['DistributionLosses']
@@ -88,21 +88,14 @@ class DistributionLosses:
             return None
         ignore = -100 if in_range else ignore  # F.cross_entropy's default: no id in range equals it
         if in_range and len(self.groups) == 1:
-            return F.cross_entropy(_rows(upcast(self.groups[0])), _rows(ids[..., 0]))
-        sums = [F.cross_entropy(_rows(upcast(g)), _rows(ids[..., i]), ignore_index=ignore, reduction='sum') for i, g in enumerate(self.groups)]
+            return F.cross_entropy(as_rows(upcast(self.groups[0])), as_rows(ids[..., 0]))
+        sums = [F.cross_entropy(as_rows(upcast(g)), as_rows(ids[..., i]), ignore_index=ignore, reduction='sum') for i, g in enumerate(self.groups)]
         total = sums[0] if len(sums) == 1 else torch.stack(sums).sum()
         return total / (ids.numel() if in_range else (ids != ignore).sum().clamp(min=1))
 
     def _keep(self, per_entry: Tensor, ids: Tensor, mask) -> Tensor | None:
         ignored = ids != self.config.ignore_index if exists(self.config.ignore_index) else None
         return entry_mask(per_entry, check_loss_mask(mask, ids.shape[:-1]), ignored)
-
-
-def _rows(t: Tensor) -> Tensor:
-    """Logits ``(..., n)`` as ``(rows, n)``, ids ``(...)`` as ``(rows,)``: no view where they already are."""
-    if t.is_floating_point():
-        return t if t.ndim == 2 else t.reshape(-1, t.shape[-1])
-    return t if t.ndim == 1 else t.reshape(-1)
 
 
 def _mean_allowed_log_prob(logits: Tensor) -> Tensor:

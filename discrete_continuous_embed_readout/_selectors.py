@@ -126,6 +126,14 @@ def _contiguous(rows: list[int]) -> slice | None:
     return None
 
 
+def padded_rows(rows: list[int], sizes) -> list[int]:
+    """The groups' ``rows``, each group widened to the widest by repeating its first
+    row: ``([7, 8, 9, 4], (3, 1)) -> [7, 8, 9, 4, 4, 4]`` (the padding's logits are
+    then set to ``-inf``; see ``_plain_loss.py``)."""
+    widest, offsets = max(sizes, default=0), exclusive_cumsum(sizes)
+    return [rows[o + min(i, n - 1)] for o, n in zip(offsets, sizes) for i in range(widest)]
+
+
 class Selector(nn.Module):
     """Index tables of one validated config. Internal; built once per config.
 
@@ -136,6 +144,8 @@ class Selector(nn.Module):
             where contiguous, else a ``(k,)`` index buffer (a binned head's
             ``continuous_readout_rows`` are its dims' bin rows, dim-major).
         group_sizes: sizes of its discrete groups (Python ints).
+        padded_rows: ``(g * widest,)`` index buffer: each group's table rows,
+            widened to the widest group (``padded_rows``; for the plain loss).
         num_continuous: number of continuous dims it uses.
         squashed: whether its continuous samples are tanh-squashed; ``None``
             (every selector but those of ``create_discrete_continuous_selector``):
@@ -172,7 +182,8 @@ class Selector(nn.Module):
         self._index('readout_rows', discrete_rows + continuous_readout_rows)
         self._index('continuous_readout_rows', continuous_readout_rows)
         self._index('continuous_dims', dims)
-        for name, values in (('group_offsets', exclusive_cumsum(self.group_sizes)), ('group_sizes_t', list(self.group_sizes))):
+        for name, values in (('group_offsets', exclusive_cumsum(self.group_sizes)), ('group_sizes_t', list(self.group_sizes)),
+                             ('padded_rows', padded_rows(discrete_rows, self.group_sizes))):  # fmt: skip
             self._lists[name] = values
             self.register_buffer(name, torch.tensor(values, dtype=torch.long), persistent=False)
         self.offsets_are_zero = self.num_groups <= 1

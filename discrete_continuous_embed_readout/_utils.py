@@ -92,6 +92,14 @@ def maybe_concat(output, concat: bool = False):
     return torch.cat((discrete.to(continuous.dtype), continuous), dim=-1)
 
 
+def as_rows(t: torch.Tensor) -> torch.Tensor:
+    """Logits ``(..., n)`` as ``(rows, n)``, ids ``(...)`` as ``(rows,)`` (``F.cross_entropy``'s
+    layout): no view where they already are (a view is one more node in the backward)."""
+    if t.is_floating_point():
+        return t if t.ndim == 2 else t.reshape(-1, t.shape[-1])
+    return t if t.ndim == 1 else t.reshape(-1)
+
+
 def as_dtype_of(embed: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Embeddings in the table's dtype (half embeddings into a float32 readout),
     unless autocast chooses the matmul dtype."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_floating, check_last_dim, typecheck
@@ -26,12 +25,13 @@ from ._options import (
     checked_option,
 )
 from ._parse import split_pair
+from ._plain_loss import plain_loss
+from ._projection import project
 from ._selectors import Selector
 from ._table import SharedTable
-from ._utils import DiscreteContinuous, as_dtype_of, default, exists, pack, take
+from ._utils import DiscreteContinuous, default, exists, pack, take
 from .compat.readout_methods import ReadoutCompat
 from .distribution_methods import DistributionMethods
-from .fused.linear_softmax import apply_softcap
 from .fused.readout_methods import FusedReadoutMethods
 from .heads.registry import build_continuous_dist, table_bins
 from .heads.units import bound_units
@@ -219,7 +219,7 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         return pack(logits, params, True, return_only)
 
     def _forward_selector(self, embed, targets, return_loss, selector_index, selector_config) -> Selector:
-        if self.embeddings is None:
+        if self._modules.get('embeddings') is None:
             raise NoTableError('embeddings not present: this readout has no table (dim is None); pass logits to sample / log_prob / calculate_loss instead')
         check_floating(embed, 'embed')
         check_last_dim(embed, self.dim, 'embed', 'the readout dim')
@@ -231,35 +231,14 @@ class Readout(FusedReadoutMethods, DistributionMethods, ReadoutCompat, SharedTab
         if action_mask is None and not self.unimix and can_fuse(self.fused_cross_entropy, selector, embed):
             loss, z_loss = self._fused_loss(embed, targets, selector, mask, return_only, unreduced)
             return (loss, z_loss) if return_z_loss else loss
+        if (loss := plain_loss(self, embed, targets, selector, mask, unreduced, return_only, action_mask, return_z_loss)) is not None:
+            return loss  # the common case, straight from the embeddings (_plain_loss.py)
         dist = ReadoutDistribution(self._project(embed, selector), selector, DistConfig.of(self), action_mask=action_mask, name='logits')
         return dist.loss(targets, mask=mask, unreduced=unreduced, return_only=return_only, return_z_loss=return_z_loss)
 
     def _project(self, embed: Tensor, selector: Selector, discrete: bool = True):
-        """``(groups, params)`` in one matmul, each ``None`` where the selector has no
-        such part (or ``discrete=False``)."""
-        weight = take(self.embeddings.weight, selector.readout_rows if discrete else selector.continuous_readout_rows)
-        out = F.linear(as_dtype_of(embed, weight), weight)  # (..., sum n_g + c * params)
-        has_d, has_c = selector.has_discrete and discrete, selector.has_continuous
-        if has_d and has_c and self.logit_softcap is None:  # one split: one node in the backward
-            *groups, flat = out.split((*selector.group_sizes, out.shape[-1] - selector.num_discrete_rows), dim=-1)
-            return DiscreteContinuous(tuple(groups), self._as_params(flat))
-        groups = params = None
-        if has_d:  # views of out, sliced and split only where it holds more than one part
-            logits = apply_softcap(out[..., : selector.num_discrete_rows] if has_c else out, self.logit_softcap)
-            groups = (logits,) if selector.num_groups == 1 else logits.split(selector.group_sizes, dim=-1)
-        if has_c:
-            params = self._as_params(out[..., selector.num_discrete_rows :] if has_d else out)
-        return DiscreteContinuous(groups, params)
-
-    def _as_params(self, flat: Tensor) -> Tensor:
-        """``(..., 2c)`` mean and log-var outputs as ``(..., c, 2)``, a binned head's
-        ``(..., c b)`` bin logits as ``(..., c, b)``; regression stays ``(..., c)``."""
-        nb = self.layout.num_bins
-        if nb:  # '... (c b) -> ... c b'
-            return flat.reshape(*flat.shape[:-1], flat.shape[-1] // nb, nb)
-        if self.continuous_log_var_embed:  # '... (two c) -> ... c two'
-            return flat.reshape(*flat.shape[:-1], 2, flat.shape[-1] // 2).transpose(-1, -2)
-        return flat
+        """``(groups, params)`` in one matmul (``_projection.project``)."""
+        return project(self._table_weight(), embed, selector, self.logit_softcap, self.layout.num_bins, self.continuous_log_var_embed, discrete)
 
     def calculate_loss(self, logits, targets, selector_index=None, selector_config=None, mask=None, return_unreduced_loss=False, *, action_mask=None):
         """The loss of ``forward(..., targets)`` from outputs computed elsewhere.

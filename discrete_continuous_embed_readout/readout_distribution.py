@@ -57,12 +57,15 @@ class DistConfig(NamedTuple):
 
     @classmethod
     def of(cls, readout) -> DistConfig:
-        """A readout's options as they are now."""
+        """A readout's options as they are now (its head and buffers read from the
+        module's own dicts: ``nn.Module.__getattr__`` costs about 0.6 µs a lookup,
+        on every call)."""
+        buffers = readout._buffers
         return cls(
-            readout.continuous_dist, readout.continuous_log_var_embed, readout.regression_loss_type, readout.ignore_index,
+            readout._modules.get('continuous_dist'), readout.continuous_log_var_embed, readout.regression_loss_type, readout.ignore_index,
             readout.use_parallel_multi_discrete, readout.auto_squeeze_single_output, readout.return_only_discrete_or_continuous,
-            readout.continuous_mean_std, readout.eps, LossOptions(readout.label_smoothing, readout.z_loss_weight, readout.logit_softcap), readout.unimix,
-            readout.layout.num_bins or (2 if readout.continuous_log_var_embed else 0), readout.continuous_range,
+            buffers['continuous_mean_std'], readout.eps, LossOptions(readout.label_smoothing, readout.z_loss_weight, readout.logit_softcap), readout.unimix,
+            readout.layout.num_bins or (2 if readout.continuous_log_var_embed else 0), buffers['continuous_range'],
         )  # fmt: skip
 
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import MEAN_STD, pack, randint_groups
-from helpers.internals import fused_path_taken, record_fused_losses
+from helpers import MEAN_STD, bounded_log_density, normal_of, pack, randint_groups
+from helpers.internals import fused_path_taken, record_fused_losses, record_plain_losses, set_plain_loss_layout
 from helpers.loss_cases import BATCH, LOSS_CASES, D, LossCase, parts, split, total
 from torch.func import functional_call
 
@@ -349,3 +349,129 @@ def test_fused_cross_entropy_takes_true_false_or_auto():
     with pytest.raises(TypeError, match="fused_cross_entropy must be True, False or 'auto', got str 'always'"):
         readout.fused_cross_entropy = 'always'
     assert readout.fused_cross_entropy == 'auto'
+
+
+# the plain route: forward's loss without masks or options, straight from the embeddings
+# (its logits row-major, or class-major from a batch size on: both layouts are tested)
+
+LAYOUTS = ['row-major', 'class-major']
+
+
+PLAIN_HEADS = {
+    'discrete': dict(num_discrete=5),
+    'discrete, group axis kept': dict(num_discrete=5, auto_squeeze_single_output=False),
+    'discrete, soft-capped': dict(num_discrete=5, logit_softcap=0.5),
+    'groups': dict(num_discrete=(3, 5, 7)),
+    'mixed gaussian': dict(num_discrete=5, num_continuous=2),
+    'mixed squashed, bound units': dict(num_discrete=5, num_continuous=2, continuous_squashed=True, continuous_range=(-2.0, 2.0)),
+    'beta': dict(num_continuous=2, continuous_dist_type='beta'),
+}
+
+
+def plain_reference(weight, x, sizes, ids, values, kwargs):
+    """float64 ``(discrete mean, continuous mean)``: the cross entropy summed over
+    groups and entries over the count of ids not -1, and the mean negative log-density."""
+    out = x.double() @ weight.double().T
+    d_loss = c_loss = None
+    if sizes:
+        ids = ids.reshape(*x.shape[:-1], len(sizes))
+        logits = out[..., : sum(sizes)]
+        cap = kwargs.get('logit_softcap')
+        groups = (cap * torch.tanh(logits / cap) if cap else logits).split(sizes, -1)
+        sums = sum(F.cross_entropy(g.reshape(-1, g.shape[-1]), ids[..., i].reshape(-1), ignore_index=-1, reduction='sum') for i, g in enumerate(groups))
+        d_loss = sums / (ids != -1).sum()
+    if values is not None:
+        c = values.shape[-1]
+        flat = out[..., sum(sizes) :]
+        params = torch.stack((flat[..., :c], flat[..., c:]), -1)
+        if 'continuous_range' in kwargs:
+            density = bounded_log_density('squashed', params, values, -2.0, 2.0)
+        elif kwargs.get('continuous_dist_type') == 'beta':
+            density = bounded_log_density('beta', params, values, 0.0, 1.0)
+        else:
+            density = normal_of(params).log_prob(values.double())
+        c_loss = -density.mean()
+    return d_loss, c_loss
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+@pytest.mark.parametrize('batch', [(1,), (4, 3)])
+@pytest.mark.parametrize('head', list(PLAIN_HEADS))
+def test_the_plain_route_matches_cross_entropy_and_densities_with_gradients(head, batch, layout, monkeypatch):
+    kwargs = PLAIN_HEADS[head]
+    set_plain_loss_layout(monkeypatch, layout)
+    taken = record_plain_losses(monkeypatch)
+    torch.manual_seed(0)
+    readout = Readout(8, **kwargs)
+    with torch.no_grad():
+        readout.embeddings.weight.normal_(0, 0.5)
+    sizes = kwargs.get('num_discrete', ())
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+    ids = randint_groups(sizes, batch) if sizes else None
+    if ids is not None and len(sizes) == 1:
+        ids[(0,) * ids.ndim] = -1 if len(batch) > 1 else 0  # the ignore_index: left out of the mean
+        ids = ids if not kwargs.get('auto_squeeze_single_output', True) else ids[..., 0]
+    values = None
+    if kwargs.get('num_continuous'):
+        values = torch.rand(*batch, 2) * 0.9 + 0.05 if 'continuous_dist_type' in kwargs else torch.rand(*batch, 2) * 3.6 - 1.8
+    targets = values if ids is None else ids if values is None else (ids, values)
+    x = torch.randn(*batch, 8, requires_grad=True)
+    x64, w64 = x.detach().double().requires_grad_(), readout.embeddings.weight.detach().double().requires_grad_()
+    loss = readout(x, targets)
+    expected = [part for part in plain_reference(w64, x64, sizes, ids, values, kwargs) if part is not None]
+    assert taken == [True]
+    losses = list(loss) if isinstance(loss, tuple) else [loss]
+    for got, want in zip(losses, expected, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    sum(losses).backward()
+    sum(expected).backward()
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(readout.embeddings.weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_the_plain_route_means_groups_over_their_kept_ids(layout, monkeypatch):
+    set_plain_loss_layout(monkeypatch, layout)
+    # group 0 has two ignored ids, group 2 one: the mean is over the 9 kept entries,
+    # not the mean of the groups' means
+    taken = record_plain_losses(monkeypatch)
+    readout = Readout(8, num_discrete=(3, 5, 7))
+    x, ids = torch.randn(4, 8), randint_groups((3, 5, 7), (4,))
+    ids[0, 0] = ids[1, 0] = ids[3, 2] = -1
+    logits = readout(x)
+    ce = torch.stack([F.cross_entropy(g, ids[:, i].clamp(min=0), reduction='none') for i, g in enumerate(logits)], -1)
+    torch.testing.assert_close(readout(x, ids), ce[ids != -1].mean())
+    assert taken == [True]
+
+
+@pytest.mark.parametrize('sizes, bad, message', [
+    ((3, 5, 7), [[4, 0, 0]], r'targets: id 4 at index \(2, 0\) is out of range for group 0; expected 0 <= id < 3 or ignore_index -1'),  # inside the padding
+    ((3, 5, 7), [[0, 9, 0]], r'targets: id 9 at index \(2, 1\) is out of range for group 1; expected 0 <= id < 5'),
+    ((3, 5, 7), [[0, 0, -2]], r'targets: id -2 at index \(2, 2\) is out of range for group 2'),
+    ((5,), [5], r'targets: id 5 at index \(2,\) is out of range; expected 0 <= id < 5 or ignore_index -1'),
+    ((5,), [-100], r"targets: id -100 at index \(2,\) is out of range.*Hugging Face's label padding"),
+])  # fmt: skip
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_the_plain_route_names_an_id_out_of_range(sizes, bad, message, layout, monkeypatch):
+    set_plain_loss_layout(monkeypatch, layout)
+    taken = record_plain_losses(monkeypatch)
+    readout = Readout(8, num_discrete=sizes)
+    ids = torch.tensor([[0] * len(sizes)] * 2 if len(sizes) > 1 else [0, 0])
+    ids = torch.cat([ids, torch.tensor(bad)])
+    with pytest.raises(IndexError, match=message):
+        readout(torch.randn(3, 8), ids)
+    readout(torch.randn(2, 8), ids[:2])
+    assert taken[-1]  # the route takes such calls (an id in a group's padding scores -inf: it leaves that call to the general route)
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_the_plain_route_leaves_non_finite_losses_to_the_general_route(layout, monkeypatch):
+    set_plain_loss_layout(monkeypatch, layout)
+    taken = record_plain_losses(monkeypatch)
+    readout = Readout(8, num_discrete=5)
+    ignored = readout(torch.randn(3, 8), torch.full((3,), -1))
+    assert ignored.item() == 0.0
+    x = torch.randn(3, 8)
+    x[1, 0] = float('nan')
+    assert torch.isnan(readout(x, torch.zeros(3, dtype=torch.long)))
+    assert taken == [False, False]

@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import as_dist, randint_groups, random_logits, top_k, with_group_axis
-from helpers.internals import log_prob_at, padded_path_taken, pads_cheaply, record_log_prob_op, use_log_prob_op
+from helpers.internals import (
+    categorical_log_softmax,
+    log_prob_at,
+    padded_path_taken,
+    pads_cheaply,
+    record_log_prob_op,
+    set_short_rows_min_rows,
+    use_log_prob_op,
+)
 from torch.distributions import Categorical, kl_divergence
 
 from discrete_continuous_embed_readout import MultiCategorical, ParameterlessReadout, Readout
@@ -228,3 +236,35 @@ def test_ids_are_scored_by_the_log_prob_op_from_16k_logits_that_need_gradients(m
         with torch.no_grad():
             log_prob_at(logits, index)  # no gradient wanted: never the op
         assert len(calls) == expected_calls
+
+
+# many short rows: the log-softmax runs over the transpose's first axis (same values)
+
+
+@pytest.mark.parametrize('shape', [(300, 5), (4, 100, 7), (1024, 2), (300, 16), (3, 5), (300, 3)])
+def test_the_log_softmax_of_many_short_rows_matches_torchs(shape):
+    logits = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    logits.data[0, ..., 0] = float('-inf')  # a masked action stays impossible
+    ours = categorical_log_softmax(logits)
+    expected = F.log_softmax(logits.detach().clone().requires_grad_(), -1)
+    torch.testing.assert_close(ours, expected)
+    weights = torch.randn(shape, dtype=torch.float64).masked_fill(torch.isneginf(ours), 0.0)
+    (grad,) = torch.autograd.grad((ours.masked_fill(torch.isneginf(ours), 0.0) * weights).sum(), logits, create_graph=True)
+    finite = logits.detach().clone().requires_grad_()
+    ref = F.log_softmax(finite, -1)
+    (ref_grad,) = torch.autograd.grad((ref.masked_fill(torch.isneginf(ref), 0.0) * weights).sum(), finite, create_graph=True)
+    torch.testing.assert_close(grad, ref_grad)
+    torch.testing.assert_close(torch.autograd.grad(grad.square().sum(), logits)[0], torch.autograd.grad(ref_grad.square().sum(), finite)[0])
+
+
+@pytest.mark.parametrize('sizes', [(5,), (3, 5, 7)])
+def test_many_rows_score_as_torch_categorical(sizes, monkeypatch):
+    set_short_rows_min_rows(monkeypatch, 4)  # the transposed log-softmax for a batch of 8 too
+    logits = [torch.randn(8, n, dtype=torch.float64) for n in sizes]
+    ids = randint_groups(sizes, (8,))
+    mc = MultiCategorical(logits if len(sizes) > 1 else logits[0])
+    cats = [Categorical(logits=g) for g in logits]
+    log_prob = torch.stack([c.log_prob(ids[:, i]) for i, c in enumerate(cats)], -1)
+    entropy = torch.stack([c.entropy() for c in cats], -1)
+    torch.testing.assert_close(mc.log_prob(ids if len(sizes) > 1 else ids[:, 0]), log_prob if len(sizes) > 1 else log_prob[:, 0])
+    torch.testing.assert_close(mc.entropy(), entropy if len(sizes) > 1 else entropy[:, 0])

@@ -21,7 +21,7 @@ from .._checks import check_ids_in_range, check_integer, describe
 from .._options import check_temperature
 from .._parse import broadcasts, check_logit_groups
 from .._utils import exists, identity, upcast
-from .categorical_ops import _filtered, _pad_groups, gumbel_noise, log_prob_at, pads_cheaply, zero_where_impossible
+from .categorical_ops import _filtered, _pad_groups, gumbel_noise, log_prob_at, log_softmax, pads_cheaply, zero_where_impossible
 
 __all__ = ['MultiCategorical']
 
@@ -96,10 +96,10 @@ class MultiCategorical:
 
     def _log_softmax(self, batched: bool) -> tuple[Tensor, ...] | Tensor:
         if len(self.groups) == 1:
-            return upcast(self.groups[0]).log_softmax(-1)
+            return log_softmax(upcast(self.groups[0]))
         if batched:
-            return upcast(_pad_groups(self.groups, float('-inf'))).log_softmax(-1)
-        return tuple(upcast(g).log_softmax(-1) for g in self.groups)
+            return log_softmax(upcast(_pad_groups(self.groups, float('-inf'))))
+        return tuple(log_softmax(upcast(g)) for g in self.groups)
 
     def log_prob(self, value: Tensor) -> Tensor:
         """Log-probability of ids ``value``; ids equal to ``ignore_index`` give 0.
@@ -180,7 +180,7 @@ class MultiCategorical:
         if not hard:
             raise ValueError('return_log_prob=True needs hard samples: a relaxed (hard=False) sample has no categorical log-prob')
         one_hots = sampled.split(self.sizes, dim=-1)
-        log_probs = [(h * zero_where_impossible(upcast(g).log_softmax(-1))).sum(-1) for h, g in zip(one_hots, self.groups)]
+        log_probs = [(h * zero_where_impossible(log_softmax(upcast(g)))).sum(-1) for h, g in zip(one_hots, self.groups)]
         return self._squeeze(torch.stack(log_probs, dim=-1))
 
     def entropy(self) -> Tensor:

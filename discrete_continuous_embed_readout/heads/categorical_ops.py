@@ -16,7 +16,7 @@ from torch import Tensor
 from .._checks import check_last_dim, describe, functorch_active
 from .._utils import upcast
 
-__all__ = ['PAD_WASTE_LIMIT', 'gumbel_noise', 'log_prob_at', 'pads_cheaply', 'segmented_softmax', 'unimix_logits', 'zero_where_impossible']
+__all__ = ['PAD_WASTE_LIMIT', 'gumbel_noise', 'log_prob_at', 'log_softmax', 'pads_cheaply', 'segmented_softmax', 'unimix_logits', 'zero_where_impossible']
 
 
 def zero_where_impossible(logp: Tensor, value: Tensor | None = None) -> Tensor:
@@ -128,6 +128,24 @@ class _LogProbAtWithJvp(_LogProbAt):
 LOG_PROB_OP_MIN_NUMEL = 1 << 14
 
 
+# many short rows: the log-softmax over the first axis of the transpose (see log_softmax)
+SHORT_ROW_MAX_WIDTH = 15
+SHORT_ROWS_MIN_ROWS = 256
+
+
+def log_softmax(logits: Tensor) -> Tensor:
+    """``logits.log_softmax(-1)``. Over many short rows on the CPU (at least
+    ``SHORT_ROWS_MIN_ROWS`` rows of at most ``SHORT_ROW_MAX_WIDTH`` logits) it is
+    the log-softmax of the transpose over its first axis, the same values: that
+    kernel runs along the rows, where the last axis's runs along each short row
+    (forward + backward measured at 0.4-0.9x the time for 256-3,072 rows of 2-10
+    logits, one thread; from 16 logits wide the last axis's is faster)."""
+    n = logits.shape[-1] if logits.ndim else 0
+    if 0 < n <= SHORT_ROW_MAX_WIDTH and logits.ndim > 1 and logits.numel() >= SHORT_ROWS_MIN_ROWS * n and logits.device.type == 'cpu':
+        return logits.movedim(-1, 0).log_softmax(0).movedim(0, -1)
+    return logits.log_softmax(-1)
+
+
 def log_prob_at(logits: Tensor, index: Tensor) -> Tensor:
     """Log-probability of ``index`` ``(...)`` under ``softmax(logits)`` ``(..., n)``:
     by ``_LogProbAt`` where derivatives are wanted (autograd, ``torch.func``) of at
@@ -136,7 +154,7 @@ def log_prob_at(logits: Tensor, index: Tensor) -> Tensor:
     logits = upcast(logits)
     wanted = logits.numel() >= LOG_PROB_OP_MIN_NUMEL and (logits.requires_grad and torch.is_grad_enabled() or functorch_active())
     if not wanted:
-        return logits.log_softmax(-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        return log_softmax(logits).gather(-1, index.unsqueeze(-1)).squeeze(-1)
     op = _LogProbAt if torch.compiler.is_compiling() else _LogProbAtWithJvp
     return op.apply(logits, index)[0]
 

@@ -36,8 +36,11 @@ def _scaled_square(diff: Tensor, log_var: Tensor) -> Tensor:
 
 def gaussian_log_prob(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
     """``log N(value; mean, exp(log_var))`` from the log-variance itself: finite
-    wherever the answer is (a std built as ``exp(log_var / 2)`` overflows first)."""
-    return -0.5 * (log_var + _scaled_square(value - mean, log_var) + LOG_2PI)
+    wherever the answer is (a std built as ``exp(log_var / 2)`` overflows first).
+    ``(value - mean) / std`` squared and added in one ``addcmul`` (one op less)."""
+    floor = -2.0 * math.log(torch.finfo(log_var.dtype).max) + 1.0
+    z = (value - mean) * torch.exp(-0.5 * log_var.clamp(min=floor))  # as _scaled_square, before the square
+    return -0.5 * torch.addcmul(log_var + LOG_2PI, z, z)
 
 
 def gaussian_entropy(log_var: Tensor) -> Tensor:

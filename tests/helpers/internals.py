@@ -19,7 +19,10 @@ through these functions (and the conftest.py fixtures built on them).
 - ``_checks.syncs_on_read``: whether reading a tensor's values waits for its device;
 - ``heads.categorical_ops.LOG_PROB_OP_MIN_NUMEL``: from how many logits the log-prob op is used;
 - ``_losses.FUSED_MIN_TOKENS``, ``_losses.FUSED_MIN_LOGITS``: where ``fused_cross_entropy='auto'`` fuses;
-- ``Readout._fused_loss``: the fused loss's entry point.
+- ``Readout._fused_loss``: the fused loss's entry point;
+- ``readout.plain_loss``: the plain loss route of ``forward`` (``_plain_loss.py``), as ``readout.py`` calls it;
+- ``heads.categorical_ops.log_softmax`` and its ``SHORT_ROWS_MIN_ROWS``: the log-softmax of many short rows;
+- ``_plain_loss.CLASS_MAJOR_MIN_ROWS`` / ``CLASS_MAJOR_MIN_ROWS_GROUPS``: from how many rows its logits are class-major.
 """
 
 import importlib
@@ -87,6 +90,16 @@ def fused_path_taken(readout, embed=None, **selector) -> bool:
 def pads_cheaply(sizes) -> bool:
     """Whether groups of these sizes take the padded (batched) path."""
     return _module('heads.categorical_ops').pads_cheaply(sizes)
+
+
+def categorical_log_softmax(logits):
+    """The package's log-softmax over the last axis (transposed over many short rows)."""
+    return _module('heads.categorical_ops').log_softmax(logits)
+
+
+def set_short_rows_min_rows(monkeypatch, rows: int) -> None:
+    """From how many rows the log-softmax of short rows runs transposed."""
+    monkeypatch.setattr(_module('heads.categorical_ops'), 'SHORT_ROWS_MIN_ROWS', rows)
 
 
 def log_prob_at(logits, index):
@@ -194,3 +207,25 @@ def set_min_chunk_rows(monkeypatch, rows: int) -> None:
     """Chunks of ``rows`` rows (the fused paths' minimum, with the CPU budget at one byte)."""
     monkeypatch.setattr(_module('fused.linear_softmax'), 'MIN_CHUNK_ROWS', rows)
     monkeypatch.setitem(_module('fused.linear_softmax').CHUNK_BYTES, 'cpu', 1)
+
+
+def record_plain_losses(monkeypatch) -> list:
+    """A list that grows by one bool per call of ``forward``'s plain loss route:
+    whether it gave the loss (``False``: it left the call to the general route)."""
+    calls, module = [], _module('readout')
+    original = module.plain_loss
+
+    def recorded(*args, **kwargs):
+        loss = original(*args, **kwargs)
+        calls.append(loss is not None)
+        return loss
+
+    monkeypatch.setattr(module, 'plain_loss', recorded)
+    return calls
+
+
+def set_plain_loss_layout(monkeypatch, layout: str) -> None:
+    """The plain loss route's logits ``'class-major'`` at any batch size, or ``'row-major'`` at every one."""
+    rows = 0 if layout == 'class-major' else 1 << 62
+    monkeypatch.setattr(_module('_plain_loss'), 'CLASS_MAJOR_MIN_ROWS', rows)
+    monkeypatch.setattr(_module('_plain_loss'), 'CLASS_MAJOR_MIN_ROWS_GROUPS', rows)
