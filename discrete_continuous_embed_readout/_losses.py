@@ -85,15 +85,19 @@ def can_fuse(fused_cross_entropy, selector, embed: Tensor | None = None) -> bool
     """Whether ``forward``'s discrete loss takes the fused path: one group, or groups
     all at least ``FUSED_MIN_GROUP_SIZE`` large; and ``fused_cross_entropy`` is
     ``True`` (wherever it applies), or ``'auto'`` and ``fused_pays`` for ``embed``'s rows."""
-    if fused_cross_entropy is not True and fused_cross_entropy is not False and fused_cross_entropy != 'auto':
+    if fused_cross_entropy is False:
+        return False
+    if fused_cross_entropy is not True and fused_cross_entropy != 'auto':
         raise TypeError(f"fused_cross_entropy must be True, False or 'auto', got {describe(fused_cross_entropy)}")
     sizes = selector.group_sizes
-    if fused_cross_entropy is False or not selector.has_discrete or (len(sizes) > 1 and min(sizes) < FUSED_MIN_GROUP_SIZE):
+    if not selector.has_discrete or (len(sizes) > 1 and min(sizes) < FUSED_MIN_GROUP_SIZE):
         return False
     if fused_cross_entropy is True:
         return True
     dim = embed.shape[-1] if embed is not None else 0
     tokens = embed.numel() // dim if dim else 0
+    if tokens < FUSED_MIN_TOKENS and tokens * selector.num_discrete_rows * 4 < FUSED_MIN_LOGITS_BYTES:
+        return False  # a policy head's few rows, decided without the call: fused_pays says so on every device
     return fused_pays(tokens, min(sizes), dim, len(sizes), on_cpu=embed is None or embed.device.type == 'cpu')
 
 

@@ -29,6 +29,7 @@ from ._parse import discrete_values, split_pair
 from ._projection import project
 from ._utils import as_dtype_of, as_rows, pack, take, upcast
 from .fused.linear_softmax import apply_softcap
+from .heads.gaussian import Gaussian, gaussian_nll
 from .heads.part import ContinuousPart
 from .readout_distribution import DistConfig
 
@@ -49,31 +50,59 @@ def plain_loss(readout, embed: Tensor, targets, selector, mask, unreduced: bool,
             or readout.unimix or readout.label_smoothing or readout.z_loss_weight or not reads_checked_for_free(embed)):  # fmt: skip
         return None
     d_target, c_target = split_pair(targets, selector, 'targets')
-    squeeze = readout.auto_squeeze_single_output and selector.num_groups == 1
-    ids = _ids(d_target, selector, embed.shape[:-1], squeeze) if d_target is not None else None
+    squeeze, batch = readout.auto_squeeze_single_output and selector.num_groups == 1, embed.shape[:-1]
+    ids = _ids(d_target, selector, batch, squeeze) if d_target is not None else None
     if d_target is not None and ids is None:
         return None
     if selector.num_groups > 1 and (selector.has_continuous or readout.logit_softcap is not None):
         return None  # several groups: widened with -inf, which a soft-cap would make finite
+    lean = c_target is not None and _lean_gaussian(readout, selector, c_target, batch)
     if ids is not None and (not selector.has_continuous or selector.num_groups > 1 or embed.numel() >= CLASS_MAJOR_MIN_ROWS * embed.shape[-1]):
         logits, target = _discrete_logits(readout, embed, ids, selector)  # its own matmul; the params' (if any) apart
-        params = _project(readout, embed, selector, discrete=False).continuous if c_target is not None else None
+        params = _project(readout, embed, selector, False, lean).continuous if c_target is not None else None
     else:  # a mixed head's few rows: one matmul, split
-        groups, params = _project(readout, embed, selector)
+        groups, params = _project(readout, embed, selector, True, lean)
         logits, target = (as_rows(groups[0]), as_rows(ids)) if ids is not None else (None, None)
     d_loss = c_loss = None
     if ids is not None and (d_loss := _mean_cross_entropy(logits, target, ids, selector, readout.ignore_index, squeeze)) is None:
         return None
-    if c_target is not None:
-        per_entry = ContinuousPart.build(params, DistConfig.of(readout), selector, None, 'logits').loss(c_target)  # (..., c)
-        if per_entry.numel() == 0:  # the mean over no entries is the general route's 0
-            return None
-        c_loss = per_entry.mean()
+    if c_target is not None and (c_loss := _continuous_loss(readout, selector, params, c_target)) is None:
+        return None
     return pack(d_loss, c_loss, selector.has_discrete and selector.has_continuous, return_only)
 
 
-def _project(readout, embed: Tensor, selector, discrete: bool = True):
-    return project(readout._table_weight(), embed, selector, readout.logit_softcap, readout.layout.num_bins, readout.continuous_log_var_embed, discrete)
+def _project(readout, embed: Tensor, selector, discrete: bool = True, split_params: bool = False):
+    return project(readout._table_weight(), embed, selector, readout.logit_softcap, readout.layout.num_bins, readout.continuous_log_var_embed, discrete,
+                   split_params)  # fmt: skip
+
+
+def _lean_gaussian(readout, selector, values, batch) -> bool:
+    """Whether the continuous loss is the plain gaussian's negative log-density in
+    native units (no ``continuous_mean_std``, no ``continuous_range``, not squashed,
+    (mean, log-var) params) of targets that are a non-empty floating tensor of the
+    batch shape: ``_continuous_loss`` then scores them without a ``ContinuousPart``."""
+    buffers = readout._buffers
+    return (type(readout._modules.get('continuous_dist')) is Gaussian and not selector.squashed and readout.continuous_log_var_embed
+            and buffers['continuous_mean_std'] is None and buffers['continuous_range'] is None and isinstance(values, Tensor)
+            and values.is_floating_point() and values.shape == (*batch, selector.num_continuous) and values.numel() > 0)  # fmt: skip
+
+
+def _continuous_loss(readout, selector, params, values) -> Tensor | None:
+    """The mean loss of the continuous ``values``; ``None`` for an empty batch (the
+    general route's 0). ``params`` as a ``(mean, log_var)`` pair (``_lean_gaussian``):
+    the gaussian's negative log-density as ``ContinuousPart.loss`` computes it (the
+    same ops, values and gradients); its mean is read once, and where it is not
+    finite (a non-finite target, or params) the ``ContinuousPart`` decides: it names
+    a non-finite target, or returns the same loss."""
+    if isinstance(params, tuple):
+        mean, log_var = upcast(params[0]), upcast(params[1])
+        head = readout._modules['continuous_dist']
+        loss = gaussian_nll(mean, head.clamped_log_var(log_var), upcast(values)).mean()
+        if math.isfinite(loss.item()):
+            return loss
+        params = torch.stack(params, dim=-1)  # (..., c, 2)
+    per_entry = ContinuousPart.build(params, DistConfig.of(readout), selector, None, 'logits').loss(values)  # (..., c)
+    return per_entry.mean() if per_entry.numel() > 0 else None
 
 
 def _ids(targets, selector, batch, squeeze: bool) -> Tensor | None:
@@ -112,8 +141,10 @@ def _discrete_logits(readout, embed: Tensor, ids: Tensor, selector) -> tuple[Ten
     g, softcap = selector.num_groups, readout.logit_softcap
     weight = take(readout._table_weight(), selector.padded_rows if g > 1 else selector.discrete_rows)  # (g widest, d)
     x = as_dtype_of(embed, weight)
+    if g == 1 and x.ndim == 2 and ids.ndim == 1 and x.shape[0] < CLASS_MAJOR_MIN_ROWS:  # the common case: (rows, n), (rows,)
+        return apply_softcap(F.linear(x, weight), softcap), ids
     rows = x.numel() // x.shape[-1]
-    if g == 1 and rows < CLASS_MAJOR_MIN_ROWS:  # the common case: (rows, n) against (rows,), no view where there are
+    if g == 1 and rows < CLASS_MAJOR_MIN_ROWS:  # (rows, n) against (rows,), no view where there are
         return as_rows(apply_softcap(F.linear(x, weight), softcap)), as_rows(ids)
     bias = _padding_bias(selector.group_sizes, weight.dtype, weight.device) if g > 1 else None
     if g > 1 and rows < CLASS_MAJOR_MIN_ROWS_GROUPS:

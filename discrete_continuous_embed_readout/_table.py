@@ -186,8 +186,11 @@ class SharedTable(nn.Module):
 
     def _table_weight(self) -> Tensor:
         """The table, ``embeddings.weight``: the module read from ``_modules`` (on
-        every call; ``nn.Module.__getattr__`` costs ~0.6 µs a lookup)."""
-        return self._modules['embeddings'].weight
+        every call; ``nn.Module.__getattr__`` costs ~0.6 µs a lookup), a parameter
+        from its ``_parameters`` (else as ``.weight`` reads it: a parametrization's)."""
+        embeddings = self._modules['embeddings']
+        weight = embeddings._parameters.get('weight')
+        return weight if weight is not None else embeddings.weight
 
     def _device(self):
         return self.embeddings.weight.device if exists(self.embeddings) else None

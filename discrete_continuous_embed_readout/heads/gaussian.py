@@ -34,13 +34,23 @@ def _scaled_square(diff: Tensor, log_var: Tensor) -> Tensor:
     return (diff * torch.exp(-0.5 * log_var.clamp(min=floor))) ** 2
 
 
-def gaussian_log_prob(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
-    """``log N(value; mean, exp(log_var))`` from the log-variance itself: finite
-    wherever the answer is (a std built as ``exp(log_var / 2)`` overflows first).
-    ``(value - mean) / std`` squared and added in one ``addcmul`` (one op less)."""
+def _twice_nll(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
+    """``-2 log N(value; mean, exp(log_var))``: ``(value - mean) / std`` squared
+    and added in one ``addcmul`` (one op less)."""
     floor = -2.0 * math.log(torch.finfo(log_var.dtype).max) + 1.0
     z = (value - mean) * torch.exp(-0.5 * log_var.clamp(min=floor))  # as _scaled_square, before the square
-    return -0.5 * torch.addcmul(log_var + LOG_2PI, z, z)
+    return torch.addcmul(log_var + LOG_2PI, z, z)
+
+
+def gaussian_log_prob(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
+    """``log N(value; mean, exp(log_var))`` from the log-variance itself: finite
+    wherever the answer is (a std built as ``exp(log_var / 2)`` overflows first)."""
+    return -0.5 * _twice_nll(mean, log_var, value)
+
+
+def gaussian_nll(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
+    """``-gaussian_log_prob``, exactly (a negation is exact), in one op less."""
+    return 0.5 * _twice_nll(mean, log_var, value)
 
 
 def gaussian_entropy(log_var: Tensor) -> Tensor:
@@ -69,10 +79,14 @@ class Gaussian(ContinuousDistribution):
 
     def mean_log_var(self, params: Tensor) -> tuple[Tensor, Tensor]:
         mean, log_var = params.unbind(-1)
+        return mean, self.clamped_log_var(log_var)
+
+    def clamped_log_var(self, log_var: Tensor) -> Tensor:
+        """The raw log-variance output soft-clamped into ``log_var_clamp_range`` (if set)."""
         if exists(self.log_var_clamp_range):
             lo, hi = self.log_var_clamp_range
             log_var = lo + (torch.tanh(log_var / (hi - lo)) + 1.0) * 0.5 * (hi - lo)
-        return mean, log_var
+        return log_var
 
     def dist(self, params: Tensor) -> Normal:
         mean, log_var = self.mean_log_var(params)
