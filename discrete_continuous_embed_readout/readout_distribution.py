@@ -258,7 +258,7 @@ class ReadoutDistribution(DistributionLosses):
         Returns:
             ``(...)`` / ``(..., G)``, ``(..., c)``, a pair, or ``(..., G + c)``.
         """
-        d = self._squeezed(self.categorical.entropy(), concat) if self.groups is not None else None
+        d = self.categorical._entropy(group_axis=concat or not self.squeeze) if self.groups is not None else None
         c = self.continuous.entropy(squashed_entropy_samples) if self._build_continuous is not None else None
         return maybe_concat(self._pack(d, c), concat)
 

@@ -139,7 +139,7 @@ class MultiCategorical:
         ignored = value == self.ignore_index if ignore else None
         safe = value.masked_fill(ignored, 0) if ignore else value
         if len(groups) == 1:
-            out = log_prob_at(groups[0], safe[..., 0]).unsqueeze(-1)
+            out = log_prob_at(groups[0], safe, keepdim=True)
         elif self.batched:
             out = log_prob_at(_pad_groups(groups, float('-inf')), safe)
         else:
@@ -189,10 +189,14 @@ class MultiCategorical:
         Returns:
             ``(...)`` / ``(..., g)``.
         """
+        return self._entropy()
+
+    def _entropy(self, group_axis: bool = True) -> Tensor:
+        # group_axis=False: one group's (...) without the axis (added, then squeezed: two nodes in the backward)
         logp = self._log_softmax(self.batched)
         if isinstance(logp, Tensor):  # one group, or padded groups
             entropy = -(logp.exp() * zero_where_impossible(logp)).sum(-1)
-            return entropy if self.is_single or self.batched else entropy.unsqueeze(-1)
+            return entropy if self.is_single or self.batched or not group_axis else entropy.unsqueeze(-1)
         return self._squeeze(torch.stack([-(lp.exp() * zero_where_impossible(lp)).sum(-1) for lp in logp], dim=-1))
 
     def kl_div(self, other: MultiCategorical, keep_num_actions_dim: bool = False) -> Tensor:

@@ -146,17 +146,20 @@ def log_softmax(logits: Tensor) -> Tensor:
     return logits.log_softmax(-1)
 
 
-def log_prob_at(logits: Tensor, index: Tensor) -> Tensor:
+def log_prob_at(logits: Tensor, index: Tensor, keepdim: bool = False) -> Tensor:
     """Log-probability of ``index`` ``(...)`` under ``softmax(logits)`` ``(..., n)``:
     by ``_LogProbAt`` where derivatives are wanted (autograd, ``torch.func``) of at
     least ``LOG_PROB_OP_MIN_NUMEL`` logits, else by log-softmax and gather (the same
-    values)."""
+    values). ``keepdim``: ``index`` and the result ``(..., 1)`` (no views to add and
+    remove the axis in the common case: each is a node in the backward)."""
     logits = upcast(logits)
     wanted = logits.numel() >= LOG_PROB_OP_MIN_NUMEL and (logits.requires_grad and torch.is_grad_enabled() or functorch_active())
     if not wanted:
-        return log_softmax(logits).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+        out = log_softmax(logits).gather(-1, index if keepdim else index.unsqueeze(-1))
+        return out if keepdim else out.squeeze(-1)
     op = _LogProbAt if torch.compiler.is_compiling() else _LogProbAtWithJvp
-    return op.apply(logits, index)[0]
+    out = op.apply(logits, index.squeeze(-1) if keepdim else index)[0]
+    return out.unsqueeze(-1) if keepdim else out
 
 
 def segmented_softmax(flat_logits: Tensor, lengths) -> Tensor:

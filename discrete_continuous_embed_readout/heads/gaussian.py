@@ -20,6 +20,7 @@ from .base import ContinuousDistribution
 
 LOG_2 = math.log(2.0)
 LOG_2PI = math.log(2.0 * math.pi)
+LOG_2PIE = LOG_2PI + 1.0
 
 __all__ = ['Gaussian', 'SquashedGaussian']
 
@@ -54,7 +55,7 @@ def gaussian_nll(mean: Tensor, log_var: Tensor, value: Tensor) -> Tensor:
 
 
 def gaussian_entropy(log_var: Tensor) -> Tensor:
-    return 0.5 * (log_var + LOG_2PI + 1.0)
+    return 0.5 * (log_var + LOG_2PIE)  # the constant summed once: one op less
 
 
 def gaussian_kl(mean_p: Tensor, log_var_p: Tensor, mean_q: Tensor, log_var_q: Tensor) -> Tensor:

@@ -185,6 +185,9 @@ class ContinuousPart:
         leading shape broadcast from the values' and the params'."""
         self.require_distribution('log_prob')
         values = self.values(values, name)
+        if self.is_identity and self.head.default_range is None:  # an unbounded head in its own units: no support, no Jacobian
+            native, params = self._broadcast(upcast(values))
+            return self.head.log_prob(params, native)
         rounding = rounding_in_native(values, self.units) if values.dtype in HALF else 0.0
         native, outside = check_support(self.head, self._to_native(upcast(values)), name=name, to_user=self._to_user,
                                         soft_validate_range=soft_validate_range, rounding=rounding, legacy=legacy)  # fmt: skip
