@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
 
 import torch
 from torch import Tensor
@@ -167,7 +166,12 @@ def checked_option(name: str, check, doc: str) -> property:
     in a later call. The checked value lives in ``_<name>``."""
     attr = f'_{name}'
 
+    def get(self):
+        return getattr(self, attr)
+
+    get.__doc__ = doc
+
     def set(self, value):
         setattr(self, attr, check(value))
 
-    return property(operator.attrgetter(attr), set, doc=doc)  # read on every call: a C getter, about half a Python function's cost
+    return property(get, set)

@@ -22,7 +22,8 @@ through these functions (and the conftest.py fixtures built on them).
 - ``Readout._fused_loss``: the fused loss's entry point;
 - ``readout.plain_loss``: the plain loss route of ``forward`` (``_plain_loss.py``), as ``readout.py`` calls it;
 - ``heads.categorical_ops.log_softmax`` and its ``SHORT_ROWS_MIN_ROWS``: the log-softmax of many short rows;
-- ``_plain_loss.CLASS_MAJOR_MIN_ROWS`` / ``CLASS_MAJOR_MIN_ROWS_GROUPS``: from how many rows its logits are class-major.
+- ``_plain_loss.CLASS_MAJOR_MIN_ROWS`` / ``CLASS_MAJOR_MIN_ROWS_GROUPS``: from how many rows its logits are class-major;
+- ``_plain_loss.gaussian_nll`` / ``_plain_loss._lean_gaussian``: its plain gaussian's loss, and when it is taken.
 """
 
 import importlib
@@ -229,3 +230,22 @@ def set_plain_loss_layout(monkeypatch, layout: str) -> None:
     rows = 0 if layout == 'class-major' else 1 << 62
     monkeypatch.setattr(_module('_plain_loss'), 'CLASS_MAJOR_MIN_ROWS', rows)
     monkeypatch.setattr(_module('_plain_loss'), 'CLASS_MAJOR_MIN_ROWS_GROUPS', rows)
+
+
+def record_plain_gaussian_losses(monkeypatch) -> list:
+    """A list that grows by the values' shape whenever the plain loss route scores
+    continuous targets as the plain gaussian's (without a ``ContinuousPart``)."""
+    calls, module = [], _module('_plain_loss')
+    original = module.gaussian_nll
+
+    def recorded(mean, log_var, values):
+        calls.append(tuple(values.shape))
+        return original(mean, log_var, values)
+
+    monkeypatch.setattr(module, 'gaussian_nll', recorded)
+    return calls
+
+
+def score_plain_gaussians_by_their_part(monkeypatch) -> None:
+    """The plain loss route scores a plain gaussian's targets through its ``ContinuousPart`` (as before its lean loss)."""
+    monkeypatch.setattr(_module('_plain_loss'), '_lean_gaussian', lambda *args: False)
