@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from helpers import pack
 from helpers.internals import record_plain_gaussian_losses, score_plain_gaussians_by_their_part, set_plain_loss_layout
 from helpers.loss_cases import BATCH, LOSS_CASES, D, LossCase, partial_mask, parts, reference_loss, split
-from torch.func import functional_call
 from torch.distributions import Normal
+from torch.func import functional_call
 
 from discrete_continuous_embed_readout import Readout
 
