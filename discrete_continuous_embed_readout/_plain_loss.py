@@ -12,6 +12,13 @@ softmax per group over rows widened to the widest group, the padding's logits ``
 (one matmul with a ``-inf`` bias): an id inside a group's padding scores ``-inf`` and a
 batch of ignored ids gives NaN, so the loss is read once (a CPU scalar) and where it is
 not finite the general route decides.
+
+The continuous part of a plain gaussian head (no ``continuous_mean_std``, no
+``continuous_range``, not squashed) is its negative log-density in native units from
+the mean and log-variance split off with the logits (one op), computed by the same ops
+as its ``ContinuousPart`` (the same values and gradients). Its mean is read once: a
+non-finite target makes it non-finite, and only then does the ``ContinuousPart``
+check the targets (and name a non-finite one) or return the same non-finite loss.
 """
 
 # g - discrete groups, c - continuous dims
