@@ -16,7 +16,7 @@ machine slows all alike); with one thread they are the process's CPU time
 (``time.process_time``), which other processes on a shared machine do not inflate, with
 more threads the wall clock. Peak memory is the rise of a fresh process's peak resident
 memory during one call (Linux: ``/proc/self/clear_refs``), as a fraction of the
-logits path's. Liger runs with ``compiled=False`` (its loss math is tiny next to the
+logits path's (in the rows of the first thread count). Liger runs with ``compiled=False`` (its loss math is tiny next to the
 matmuls). Where Liger computes the same objective, the loss values are compared.
 """
 
@@ -229,28 +229,29 @@ def measure_memory(case: Case, vocab: int, label: str) -> float:
 
 def row(case: Case, vocab: int, threads: int, reps: int, memory: bool) -> str:
     ms, values = measure_times(case, vocab, reps)
-    cells = [case.name, f'{vocab // 1000}k', str(threads), f'{ms["ours"]:.0f}', f'{ms["floor"]:.0f}', f'{ms["ours"] / ms["floor"]:.2f}x',
-             f'{ms["logits"]:.0f}']  # fmt: skip
-    if 'liger' in ms:
-        same = abs(values['ours'] - values['liger']) <= 1e-4 * max(1.0, abs(values['liger']))
-        cells += [f'{ms["liger"]:.0f}', f'{ms["ours"] / ms["liger"]:.2f}x', f'{values["ours"]:.5f} / {values["liger"]:.5f}' + ('' if same else ' (differ)')]
-    else:
-        cells += ['', '', '']
+    liger = 'liger' in ms
+    cells = [case.name, f'{vocab // 1000}k', str(threads), f'{ms["ours"]:.0f}', f'{ms["logits"]:.0f}', f'{ms["liger"]:.0f}' if liger else '',
+             f'{ms["floor"]:.0f}', f'{ms["ours"] / ms["floor"]:.2f}x', f'{ms["ours"] / ms["liger"]:.2f}x' if liger else '']  # fmt: skip
     if memory:
         mine, logits = measure_memory(case, vocab, 'ours'), measure_memory(case, vocab, 'logits')
-        liger = f' / Liger {measure_memory(case, vocab, "liger"):.0f}' if 'liger' in ms else ''
-        cells.append(f'{mine:.0f} / {logits:.0f} MB ({mine / logits:.0%}){liger}')
+        theirs = f', Liger {measure_memory(case, vocab, "liger"):.0f}' if liger else ''
+        cells.append(f'{mine / logits:.0%} ({mine:.0f} / {logits:.0f} MB{theirs})')
+    else:
+        cells.append('')
+    if liger:
+        same = abs(values['ours'] - values['liger']) <= 1e-4 * max(1.0, abs(values['liger']))
+        cells.append(f'{values["ours"]:.5f} / {values["liger"]:.5f}' + ('' if same else ' (differ)'))
     else:
         cells.append('')
     return '| ' + ' | '.join(cells) + ' |'
 
 
-HEADER = ('| objective | V | threads | ours (ms) | floor (ms) | ours / floor | logits path (ms) | Liger (ms) | ours / Liger | loss ours / Liger '
-          '| peak memory ours / logits path (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|')  # fmt: skip
+HEADER = ('| objective | V | threads | ours (ms) | logits path (ms) | Liger (ms) | floor (ms) | ours / floor | ours / Liger '
+          '| peak memory: ours / logits path (ours, logits path, Liger) | loss ours / Liger |\n|---|---|---|---|---|---|---|---|---|---|---|')  # fmt: skip
 
 
 def run(vocabs=(32000, 128000), thread_counts=(1, None), quick: bool = False, memory: bool = True, only: str = '', reps: int | None = None) -> None:
-    """Print the table (``None`` threads: torch's default)."""
+    """Print the table (``None`` threads: torch's default); peak memory in the rows of the first thread count."""
     default_threads = torch.get_num_threads()
     print(f'# fused objectives, {time.strftime("%Y-%m-%d")}, torch {torch.__version__}, Liger {"installed" if HAVE_LIGER else "not installed"}\n')
     print(HEADER, flush=True)
@@ -261,7 +262,7 @@ def run(vocabs=(32000, 128000), thread_counts=(1, None), quick: bool = False, me
                 for case in CASES:
                     if case.name.startswith(only):
                         count = reps or (2 if quick or vocab > 64000 else 5)
-                        print(row(case, vocab, torch.get_num_threads(), count, memory and threads is None), flush=True)
+                        print(row(case, vocab, torch.get_num_threads(), count, memory and threads == thread_counts[0]), flush=True)
     finally:
         torch.set_num_threads(default_threads)
 

@@ -8,7 +8,7 @@ and Liger's ``LigerFusedLinearJSDLoss``."""
 import pytest
 import torch
 import torch._dynamo as dynamo
-from helpers.internals import forbid_fused_objective_functions, use_small_fused_chunks
+from helpers.internals import forbid_fused_objective_functions, use_chunks_in_cache_blocks, use_small_fused_chunks
 from helpers.policy_losses import assert_close_all, distill_reference, grads, sharpened
 
 from discrete_continuous_embed_readout import EmbedAndReadout, Readout
@@ -34,10 +34,12 @@ def batch(dtype=torch.float64, shape=(3, 11)):
 @pytest.mark.parametrize('divergence', DIVERGENCES)
 @pytest.mark.parametrize('hard_weight', [0.0, 0.3])
 @pytest.mark.parametrize('temperature', [1.0, 2.0])
-@pytest.mark.parametrize('chunks', ['one', 'several'])
+@pytest.mark.parametrize('chunks', ['one', 'several', 'in cache blocks'])
 def test_every_divergence_matches_its_definition_with_gradients(divergence, hard_weight, temperature, chunks, monkeypatch):
     if chunks == 'several':
         use_small_fused_chunks(monkeypatch)
+    elif chunks == 'in cache blocks':  # chunks of 7 rows, blocks of 3 (2 for the JSD's four tiles): the last one partial
+        use_chunks_in_cache_blocks(monkeypatch, 7, block_bytes=10 * VOCAB * 8)
     student, teacher = pair()
     x, x_t, targets, mask = batch()
     hard = dict(hard_targets=targets, hard_weight=hard_weight) if hard_weight else {}

@@ -6,7 +6,7 @@ gradients, double backward, precision modes, masks."""
 import pytest
 import torch
 from helpers import TEMPERATURE_FORMS, float_value
-from helpers.internals import use_small_fused_chunks
+from helpers.internals import use_chunks_in_cache_blocks, use_small_fused_chunks
 
 from discrete_continuous_embed_readout import EmbedAndReadout, Readout
 
@@ -38,10 +38,12 @@ def data(dtype=torch.float64, shape=(3, 9)):
 
 @pytest.mark.parametrize('temperature', [1.0, 0.6])
 @pytest.mark.parametrize('softcap', [None, 3.0])
-@pytest.mark.parametrize('chunks', ['one', 'several'])
+@pytest.mark.parametrize('chunks', ['one', 'several', 'in cache blocks'])
 def test_log_probs_and_entropies_match_the_logits_path_with_gradients(temperature, softcap, chunks, monkeypatch):
     if chunks == 'several':
         use_small_fused_chunks(monkeypatch)
+    elif chunks == 'in cache blocks':  # chunks of 7 rows, blocks of 5 (two tiles): the last one partial
+        use_chunks_in_cache_blocks(monkeypatch, 7, block_bytes=10 * VOCAB * 8)
     readout = Readout(DIM, num_discrete=VOCAB, logit_softcap=softcap).double()
     x, targets, mask, keep = data()
     log_p, entropy = readout.log_prob_from_embeds(x, targets, temperature=temperature, return_entropy=True, loss_mask=mask)

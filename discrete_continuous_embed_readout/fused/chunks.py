@@ -8,6 +8,12 @@ gradient rows) and ``dz.T @ x`` (added to the table's): the three matmuls of the
 floor, once. These are plain functions over tensors (a chunk's logits, probabilities,
 ids, per-row coefficients); a GPU kernel computes the same quantities.
 
+On a CPU the distillation loss (like ``linear_softmax_stats``) runs a chunk's
+element-wise passes on blocks of its rows (``linear_softmax.cache_blocks``) small
+enough that each pass after the first reads the cache rather than memory; the matmuls
+keep the whole chunk (fewer rows would re-read the table). The results are the same:
+every element-wise op and reduction is per row.
+
 A chunk's gradient is held as ``LogitGrad``: ``scale[:, None] * dense`` plus
 ``picked`` at each row's id. When ``dense`` is the softmax itself (the log-prob's
 gradient ``onehot - p`` times a per-row factor), no element-wise pass forms ``dz``: the

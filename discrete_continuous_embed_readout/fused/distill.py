@@ -35,7 +35,7 @@ from torch import Tensor
 from .._checks import functorch_active
 from .backend import kernels_apply
 from .chunks import LogitGrad, accumulate_grads, chunk_buffers, picked_logits, row_slices, softcap_chain, table_grad_buffer, tempered
-from .linear_softmax import _logits, chunk_rows, softmax_dtype, softmax_lse
+from .linear_softmax import _logits, cache_blocks, chunk_rows, softmax_dtype, softmax_lse
 from .loss import _kept_index
 from .policy import _compute_dtype
 
@@ -116,56 +116,89 @@ def _mixed(value, dense, q, lse_q, hard: _Hard | None, options: DistillOptions):
     return (1.0 - h) * value + h * cross_entropy, dense
 
 
-def _forward_kl(z_of, z_t_of, ids, options: DistillOptions, buffers):
+def _forward_kl(z_of, z_t_of, ids, options: DistillOptions, buffers, blocks):
     """KL(P || Q) = sum p log p - sum p z + lse_q; d/dz = q - p. Three buffers (the
-    student's softmax is taken in place)."""
-    a, b, c = buffers[:3]
-    p, lse_p = softmax_lse(z_t_of(a), b)
-    p_log_p = a.mul_(p).sum(-1) - lse_p
-    z, chain = z_of(a)
-    p_z, hard = torch.mul(p, z, out=c).sum(-1), _Hard.of(z, ids, options, buffers[-1])
-    q, lse_q = softmax_lse(z, a)
-    value = p_log_p - p_z + lse_q
-    if hard is not None and hard.probs is None:  # (1 - h)(q - p) + h q in one pass
-        return (1.0 - options.hard_weight) * value + options.hard_weight * (lse_q - hard.picked), q.sub_(p, alpha=1.0 - options.hard_weight), chain
-    return (*_mixed(value, q.sub_(p), q, lse_q, hard, options), chain)
-
-
-def _reverse_kl(z_of, z_t_of, ids, options: DistillOptions, buffers):
-    """KL(Q || P) = sum q (z - z_t) - lse_q + lse_p; d/dz = q (z - z_t - lse_q + lse_p - KL). Three buffers."""
+    student's softmax is taken in place); the element-wise passes on ``blocks`` of rows."""
     a, b, c = buffers[:3]
     z_t = z_t_of(a)
-    lse_p = softmax_lse(z_t, c)[1]
-    z, chain = z_of(b)
+    value, lse_q = (torch.empty(z_t.shape[0], dtype=z_t.dtype, device=z_t.device) for _ in range(2))
+    for s in blocks:
+        p, lse_p = softmax_lse(z_t[s], b[s])
+        value[s] = z_t[s].mul_(p).sum(-1) - lse_p  # sum p log p
+    z, chain = z_of(a)
     hard = _Hard.of(z, ids, options, buffers[-1])
-    q, lse_q = softmax_lse(z, c)
-    weighted = torch.mul(q, z.sub_(z_t), out=a)
-    value = weighted.sum(-1) - lse_q + lse_p
-    return (*_mixed(value, weighted.addcmul_(q, -(value + lse_q - lse_p)[:, None]), q, lse_q, hard, options), chain)
-
-
-def _jsd(z_of, z_t_of, ids, options: DistillOptions, buffers):
-    """JSD_beta = beta sum p log p + (1 - beta) sum q log q - sum m log m;
-    d/dz = (1 - beta) q (log q - log m - KL(Q || M)). Four buffers."""
-    a, b, c, d = buffers[:4]
-    beta = options.beta
-    p, lse_p = softmax_lse(z_t_of(a), b)
-    p_log_p = a.mul_(p).sum(-1) - lse_p
-    z, chain = z_of(c)
-    hard = _Hard.of(z, ids, options, buffers[-1])
-    q, lse_q = softmax_lse(z, d)
-    q_log_q = torch.mul(q, z, out=a).sum(-1) - lse_q
-    m = p.mul_(beta).add_(q, alpha=1.0 - beta)
-    log_m = torch.log(m.clamp_min_(torch.finfo(m.dtype).tiny), out=a)
-    m_log_m = m.mul_(log_m).sum(-1)
-    log_ratio = z.sub_(log_m)  # log q - log m + lse_q
-    kl_qm = torch.mul(q, log_ratio, out=a).sum(-1) - lse_q
-    value = beta * p_log_p + (1.0 - beta) * q_log_q - m_log_m
-    dense = log_ratio.sub_((lse_q + kl_qm)[:, None]).mul_(q).mul_(1.0 - beta)
+    alpha = 1.0 - options.hard_weight if hard is not None and hard.probs is None else 1.0  # (1 - h)(q - p) + h q in one pass
+    for s in blocks:
+        p_z = torch.mul(b[s], z[s], out=_tile(c, s)).sum(-1)
+        q, lse_q[s] = softmax_lse(z[s], a[s])
+        value[s] += lse_q[s] - p_z
+        q.sub_(b[s], alpha=alpha)
+    q = dense = a[: z.shape[0]]
+    if alpha != 1.0:
+        return (1.0 - options.hard_weight) * value + options.hard_weight * (lse_q - hard.picked), dense, chain
     return (*_mixed(value, dense, q, lse_q, hard, options), chain)
 
 
-DIVERGENCE_CHUNKS = {'forward_kl': (_forward_kl, 3), 'reverse_kl': (_reverse_kl, 3), 'jsd': (_jsd, 4)}  # and the buffers each needs
+def _reverse_kl(z_of, z_t_of, ids, options: DistillOptions, buffers, blocks):
+    """KL(Q || P) = sum q (z - z_t) - lse_q + lse_p; d/dz = q (z - z_t - lse_q + lse_p - KL). Three buffers."""
+    a, b, c = buffers[:3]
+    z_t = z_t_of(a)
+    z, chain = z_of(b)
+    hard = _Hard.of(z, ids, options, buffers[-1])
+    value, lse_q = (torch.empty(z.shape[0], dtype=z.dtype, device=z.device) for _ in range(2))
+    for s in blocks:
+        lse_p = softmax_lse(z_t[s], _tile(c, s))[1]
+        q, lse_q[s] = softmax_lse(z[s], _tile(c, s))
+        weighted = torch.mul(q, z[s].sub_(z_t[s]), out=a[s])
+        value[s] = weighted.sum(-1) - lse_q[s] + lse_p
+        weighted.addcmul_(q, -(value[s] + lse_q[s] - lse_p)[:, None])
+    n = z.shape[0]
+    return (*_mixed(value, a[:n], c[:n], lse_q, hard, options), chain)
+
+
+def _jsd(z_of, z_t_of, ids, options: DistillOptions, buffers, blocks):
+    """JSD_beta = beta KL(P || M) + (1 - beta) KL(Q || M); d/dz = (1 - beta) q (log q - log m - KL(Q || M)).
+    ``M = (1 - beta) M'`` with ``M' = Q + P beta / (1 - beta)`` (one pass), so ``log m = log m' + log(1 - beta)``
+    and, as ``sum q = 1``, ``U = sum q (z - log m') = lse_q + log(1 - beta) + KL(Q || M)``. Four buffers."""
+    a, b, c, d = buffers[:4]
+    beta = options.beta
+    ratio, log_rest = beta / (1.0 - beta), math.log(1.0 - beta)
+    z_t = z_t_of(a)
+    z, chain = z_of(c)
+    hard = _Hard.of(z, ids, options, buffers[-1])
+    value, lse_q = (torch.empty(z.shape[0], dtype=z.dtype, device=z.device) for _ in range(2))
+    for s in blocks:
+        p, lse_p = softmax_lse(z_t[s], _tile(b, s))
+        p_log_p = z_t[s].mul_(p).sum(-1) - lse_p
+        q, lse_q[s] = softmax_lse(z[s], _tile(d, s))
+        log_m = torch.add(q, p, alpha=ratio, out=a[s]).clamp_min_(torch.finfo(q.dtype).tiny).log_()  # log m'
+        p_log_m = p.mul_(log_m).sum(-1) + log_rest
+        weighted = torch.mul(q, z[s].sub_(log_m), out=a[s])  # q (z - log m')
+        total = weighted.sum(-1)
+        value[s] = beta * (p_log_p - p_log_m) + (1.0 - beta) * (total - lse_q[s] - log_rest)
+        weighted.addcmul_(q, -total[:, None]).mul_(1.0 - beta)
+    n = z.shape[0]
+    return (*_mixed(value, a[:n], d[:n], lse_q, hard, options), chain)
+
+
+# each divergence's chunk function and its buffers: True holds a whole chunk, False one cache
+# block (reused by every block, so not page-faulted per chunk), 'hard' a whole chunk with a hard term
+DIVERGENCE_CHUNKS = {'forward_kl': (_forward_kl, (True, True, False)), 'reverse_kl': (_reverse_kl, (True, True, 'hard')),
+                     'jsd': (_jsd, (True, False, True, 'hard'))}  # fmt: skip
+
+
+def _tile(buffer: Tensor, block: slice) -> Tensor:
+    """A buffer's rows for ``block``: its rows of the chunk, or a block buffer's first rows."""
+    return buffer[block] if buffer.shape[0] >= block.stop else buffer[: block.stop - block.start]
+
+
+def _buffers(kinds, hard_buffer: bool, options: DistillOptions, rows: int, x: Tensor, weight: Tensor) -> tuple[list[Tensor], int]:
+    """The chunk and cache-block buffers of a divergence (``kinds``: ``DIVERGENCE_CHUNKS``'s), and the rows of a cache block."""
+    rows = min(rows, x.shape[0])
+    blocks = cache_blocks(rows, weight.shape[0], len(kinds), softmax_dtype(weight), x.device)
+    block = blocks[0].stop if blocks else 0
+    whole = [kind is True or (kind == 'hard' and options.hard_weight > 0) for kind in kinds] + [True] * hard_buffer
+    return [chunk_buffers(1, rows if w else block, x, weight)[0] for w in whole], block
 
 
 def _chunk_grad(dense: Tensor, w: Tensor, ids, options: DistillOptions, chain) -> LogitGrad:
@@ -186,8 +219,8 @@ def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions,
     grad_x = torch.empty_like(x) if need_x else None
     slices = row_slices(x.shape[0], rows)
     grad_w = table_grad_buffer(weight, need_w, len(slices))
-    chunk, count = DIVERGENCE_CHUNKS[options.divergence]
-    buffers = chunk_buffers(count + (options.hard_weight > 0 and temperature != 1.0), rows, x, weight)
+    chunk, kinds = DIVERGENCE_CHUNKS[options.divergence]
+    buffers, block = _buffers(kinds, options.hard_weight > 0 and temperature != 1.0, options, rows, x, weight)
     total = torch.zeros((), dtype=buffers[0].dtype, device=x.device)
     for i, sl in enumerate(slices):
         chunk_ids = ids[sl] if ids is not None else None
@@ -197,7 +230,10 @@ def _fused_pass(x, weight, x_t, weight_t, ids, weights, options: DistillOptions,
             return z, softcap_chain(z, softcap, temperature)
 
         z_t_of = lambda buffer, sl=sl: tempered(xs_t[sl], weight_t, buffer, teacher_softcap, temperature)  # noqa: E731
-        value, dense, chain = chunk(z_of, z_t_of, chunk_ids, options, [b[: xs[sl].shape[0]] for b in buffers])
+        n = xs[sl].shape[0]
+        tiles = [b[:n] for b in buffers]
+        blocks = [slice(start, min(start + block, n)) for start in range(0, n, block)]
+        value, dense, chain = chunk(z_of, z_t_of, chunk_ids, options, tiles, blocks)
         total = total + (weights[sl] * value).sum()
         if need_x or need_w:
             grad = _chunk_grad(dense, weights[sl], chunk_ids, options, chain)

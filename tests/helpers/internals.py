@@ -3,6 +3,7 @@ public API and may move when the package is restructured. Tests reach them only
 through these functions (and the conftest.py fixtures built on them).
 
 - ``fused.linear_softmax.MIN_CHUNK_ROWS``, ``fused.linear_softmax.CHUNK_BYTES``: chunking of the fused loss;
+- ``fused.linear_softmax.CACHE_BLOCK_BYTES``: the row blocks of a chunk's element-wise passes;
 - ``_losses.FUSED_MIN_GROUP_SIZE``: the group size from which the fused loss is used;
 - ``_losses.can_fuse``: whether a forward loss takes the fused path;
 - ``fused.loss._LinearCrossEntropySum``: the fused loss's gradient-computing function;
@@ -202,6 +203,13 @@ def forbid_separate_sequence_pass(monkeypatch) -> None:
         raise AssertionError('GSPO took a separate log-prob pass')
 
     monkeypatch.setattr(_module('fused.policy'), '_stats_pass', refuse)
+
+
+def use_chunks_in_cache_blocks(monkeypatch, chunk_rows: int, block_bytes: int) -> None:
+    """Chunks of ``chunk_rows`` rows whose element-wise passes run on row blocks of
+    ``block_bytes`` (so many rows that all of a pass's ``(rows, v)`` tiles fit in it)."""
+    set_min_chunk_rows(monkeypatch, chunk_rows)
+    monkeypatch.setitem(_module('fused.linear_softmax').CACHE_BLOCK_BYTES, 'cpu', block_bytes)
 
 
 def set_min_chunk_rows(monkeypatch, rows: int) -> None:
