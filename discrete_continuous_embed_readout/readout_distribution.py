@@ -35,7 +35,7 @@ from .heads.categorical_ops import unimix_logits
 from .heads.part import ContinuousPart
 from .policy_distributions import MultiCategoricalDistribution
 
-__all__ = ['DistConfig', 'ReadoutDistribution']
+__all__ = ['DistConfig', 'ReadoutDistribution', 'maybe_concat', 'unimix_logits']  # the last two re-exported from where they live now
 
 
 class DistConfig(NamedTuple):

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from . import triton_launch as launch
-from .linear_softmax import _plain_kl, _plain_stats, _tracked_grads, chunk_rows
+from .linear_kl import _plain_kl
+from .linear_softmax import _plain_stats, _tracked_grads, chunk_rows
 
 __all__ = ['kernel_kl_div', 'kernel_softmax_stats', 'kl_coefficients', 'stats_coefficients']
 

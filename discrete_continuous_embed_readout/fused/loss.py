@@ -24,7 +24,8 @@ from torch import Tensor
 
 from .._checks import functorch_active, may_sync
 from .backend import kernels_apply
-from .linear_softmax import chunk_logits, chunk_rows, linear_kl_div, linear_softmax_stats, softmax_dtype
+from .linear_kl import linear_kl_div
+from .linear_softmax import chunk_logits, chunk_rows, linear_softmax_stats, softmax_dtype
 
 __all__ = ['NO_OPTIONS', 'LossOptions', 'linear_cross_entropy_sum', 'linear_kl_divs', 'linear_log_probs', 'linear_token_losses']
 

@@ -13,7 +13,7 @@ through these functions (and the conftest.py fixtures built on them).
   the padded (batched) multi-discrete path and the log-prob op;
 - ``Readout.selectors``, ``Readout.default_selector``, ``get_selector(...).selector``: selector modules;
 - ``Readout.continuous_dist``: the continuous head object;
-- ``fused.linear_softmax.linear_softmax_stats`` / ``linear_kl_div``: the per-row ops the
+- ``fused.linear_softmax.linear_softmax_stats`` / ``fused.linear_kl.linear_kl_div``: the per-row ops the
   fused paths share; ``fused.triton_launch``: the Triton kernels' launchers;
   ``fused.kernel_ops``: their gradient coefficients; ``kernels_apply`` as the fused
   modules see it.
@@ -136,7 +136,7 @@ def linear_softmax_stats(*args, **kwargs):
 
 def linear_kl_div(*args, **kwargs):
     """Per-row KL of two tables' softmaxes (the fused op)."""
-    return _module('fused.linear_softmax').linear_kl_div(*args, **kwargs)
+    return _module('fused.linear_kl').linear_kl_div(*args, **kwargs)
 
 
 def kernel_launchers():
@@ -164,7 +164,7 @@ def record_kernel_choices(monkeypatch) -> list:
     """The decisions of ``fused.backend.kernels_apply`` made by the fused ops from now on
     (``True`` = Triton kernels), appended to the returned list."""
     choices = []
-    for name in ('fused.linear_softmax', 'fused.loss', 'fused.policy', 'fused.distill'):
+    for name in ('fused.linear_softmax', 'fused.linear_kl', 'fused.loss', 'fused.policy', 'fused.distill'):
         module = _module(name)
 
         def recorded(*tensors, _choose=module.kernels_apply):
