@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch._dynamo as dynamo
 from helpers.internals import forbid_fused_objective_functions, forbid_separate_sequence_pass, set_min_chunk_rows, use_small_fused_chunks
-from helpers.policy_losses import assert_close_all, grads, near_log_probs, policy_batch, policy_reference, sharpened
+from helpers.policy_losses import assert_close_all, grads, near_log_probs, policy_batch, policy_reference, second_order_grads, sharpened
 
 from discrete_continuous_embed_readout import EmbedAndReadout, Readout
 
@@ -210,11 +210,7 @@ def test_double_backward_matches_the_formula(loss_type):
     kw = dict(loss_type=loss_type, kl_coef=0.1, entropy_coef=0.05)
     ours = readout.policy_loss_from_embeds(x, actions, advantages, old_log_probs=old, ref_log_probs=ref, loss_mask=mask, **kw).loss
     theirs, *_ = policy_reference(logits, actions, advantages, mask & (actions != -1), old=old, ref=ref, **kw)
-    results = []
-    for loss in (ours, theirs):
-        gx, gw = torch.autograd.grad(loss, (x, readout.embeddings.weight), create_graph=True)
-        results.append(torch.autograd.grad(gx.square().sum() + gw.square().sum(), (x, readout.embeddings.weight)))
-    assert_close_all(*results, atol=1e-10)
+    assert_close_all(second_order_grads(ours, readout, x), second_order_grads(theirs, readout, x), atol=1e-10)
 
 
 def test_no_grad_computes_no_gradient_and_the_same_values(monkeypatch):

@@ -39,7 +39,7 @@ from . import triton_launch as launch
 from .distill import DistillOptions, divergence
 from .kernel_ops import _cast, kernel_kl_div, kernel_softmax_stats, stats_coefficients
 from .linear_softmax import _logits, _tracked_grads, chunk_rows
-from .policy import _tracked as _tracked_policy
+from .policy import tracked_grads
 from .policy_terms import PolicyOptions, PolicyRows, sequence_grads, token_grads, token_losses
 
 __all__ = ['kernel_distill_loss', 'kernel_policy_loss']
@@ -72,9 +72,8 @@ class _KernelPolicyLoss(torch.autograd.Function):
         x, weight, lse, coefficients, *rows = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # create_graph=True: the gradients as tracked functions of x and W
-            wanted = [t for t, need in zip((x, weight), (need_x, need_w)) if need]
-            found = iter(torch.autograd.grad(_tracked_policy(x, weight, PolicyRows(*rows), ctx.options)[0] * grad_loss, wanted, create_graph=True))
-            return (*(next(found) if need else None for need in (need_x, need_w)), *([None] * 9))
+            grads = tracked_grads(x, weight, PolicyRows(*rows), ctx.options, (need_x, need_w))
+            return (*(None if g is None else g * grad_loss.to(g.dtype) for g in grads), *([None] * 9))
         options = ctx.options
         gx, gw = launch.softmax_stats_backward(x, weight, rows[0], lse, coefficients * grad_loss.to(coefficients.dtype), options.softcap,
                                                options.temperature, need_x, need_w)  # fmt: skip

@@ -146,6 +146,15 @@ def _tracked(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOptions
     return (rows.weights * token_losses(logp, entropy, rows, options)).sum(), logp, entropy
 
 
+def tracked_grads(x: Tensor, weight: Tensor, rows: PolicyRows, options: PolicyOptions, needs) -> tuple:
+    """``(grad_x, grad_W)`` of the tracked loss with ``create_graph`` (the backward of a
+    double-backward pass, on the chunked path and the kernels alike); ``None`` where
+    ``needs`` (two bools) says no gradient is wanted."""
+    wanted = [t for t, need in zip((x, weight), needs) if need]
+    found = iter(torch.autograd.grad(_tracked(x, weight, rows, options)[0], wanted, create_graph=True))
+    return tuple(next(found) if need else None for need in needs)
+
+
 class _FusedPolicyLoss(torch.autograd.Function):
     """``(loss, logp, entropy)``; the gradients of ``x`` and ``W`` are formed in
     forward and saved, so backward is one scale. With ``create_graph=True`` backward
@@ -165,9 +174,7 @@ class _FusedPolicyLoss(torch.autograd.Function):
     def backward(ctx, grad_loss, _logp, _entropy):
         grad_x, grad_w, x, weight, *rows = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph=True: the gradients as tracked functions of x and W
-            wanted = [t for t, need in zip((x, weight), ctx.needs_input_grad[:2]) if need]
-            found = iter(torch.autograd.grad(_tracked(x, weight, PolicyRows(*rows), ctx.options)[0], wanted, create_graph=True))
-            grad_x, grad_w = (next(found) if need else None for need in ctx.needs_input_grad[:2])
+            grad_x, grad_w = tracked_grads(x, weight, PolicyRows(*rows), ctx.options, ctx.needs_input_grad[:2])
         grad_x = grad_x * grad_loss.to(grad_x.dtype) if grad_x is not None else None
         grad_w = (grad_w * grad_loss).to(weight.dtype) if grad_w is not None else None
         return grad_x, grad_w, *([None] * 11)

@@ -105,6 +105,13 @@ def grads(loss, readout, x):
     return torch.autograd.grad(loss, (x, readout.embeddings.weight))
 
 
+def second_order_grads(loss, readout, x):
+    """The gradients wrt ``x`` and the table of the squared norm of ``loss``'s
+    gradients (``create_graph``): a double backward through both."""
+    gx, gw = torch.autograd.grad(loss, (x, readout.embeddings.weight), create_graph=True)
+    return torch.autograd.grad(gx.square().sum() + gw.square().sum(), (x, readout.embeddings.weight))
+
+
 def assert_close_all(ours, theirs, atol):
     """Each pair equal to ``atol`` in float64."""
     for a, b in zip(ours, theirs, strict=True):
